@@ -1,0 +1,190 @@
+// Package testenv starts the real servers tests talk to: redis-server processes
+// on free loopback ports, each with its own data directory. Nothing here fakes a
+// server; tests that want faults wrap the real thing.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Redis is one redis-server process started for a test or a demo.
+type Redis struct {
+	Addr string // host:port on loopback
+	Dir  string // its working and data directory
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	args []string
+}
+
+// URL is the redis:// address of the server, database 0.
+func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
+
+// RedisServerPath finds redis-server: $RUNFLEET_REDIS_SERVER, then $PATH, then
+// the Debian location (/usr/bin is not always on a minimal PATH).
+func RedisServerPath() (string, error) {
+	if p := os.Getenv("RUNFLEET_REDIS_SERVER"); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/bin/redis-server", "/usr/local/bin/redis-server"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("redis-server not found: run `go tool task setup` (installs Debian's redis-server) or set RUNFLEET_REDIS_SERVER")
+}
+
+// FreePort asks the kernel for a free loopback TCP port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartRedis starts redis-server in dir on a free loopback port and waits until
+// it answers PING. extra are additional `--name value` config arguments.
+func StartRedis(ctx context.Context, dir string, extra ...string) (*Redis, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir}
+	r.args = append([]string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--protected-mode", "no",
+		"--logfile", filepath.Join(dir, "redis.log"),
+		// Slow-log every command over 1 ms so benchmarks can report the slowest.
+		"--slowlog-log-slower-than", "1000",
+		"--slowlog-max-len", "1024",
+		"--latency-monitor-threshold", "1",
+	}, extra...)
+	if err := r.start(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Redis) start(ctx context.Context) error {
+	bin, err := RedisServerPath()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, r.args...)
+	cmd.Dir = r.Dir
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	r.mu.Lock()
+	r.cmd, r.done = cmd, done
+	r.mu.Unlock()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := ping(r.Addr); err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("redis-server exited at start; see %s", filepath.Join(r.Dir, "redis.log"))
+		case <-ctx.Done():
+			_ = cmd.Process.Kill()
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("redis-server on %s did not answer PING within 10s", r.Addr)
+		}
+	}
+}
+
+// ping speaks just enough RESP to check the server is up, so this package
+// does not depend on a Redis client.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("unexpected PING reply %q", line)
+	}
+	return nil
+}
+
+// Stop terminates the server and waits for it to exit.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Kill stops the server abruptly (SIGKILL), as a crash would.
+func (r *Redis) Kill() {
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart starts the server again on the same port and directory.
+func (r *Redis) Restart(ctx context.Context) error { return r.start(ctx) }
+
+// NewRedis starts a redis-server for one test in its own temporary directory
+// and stops it when the test ends.
+func NewRedis(t testing.TB, extra ...string) *Redis {
+	t.Helper()
+	r, err := StartRedis(context.Background(), t.TempDir(), extra...)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}

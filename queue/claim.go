@@ -1,0 +1,366 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EnsureGroups creates the consumer group on every stream (and the stream if
+// needed). Reading from ID 0 is safe: entries are hints.
+func (q *Queue) EnsureGroups(ctx context.Context, streams []string) error {
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(streams))
+	for i, s := range streams {
+		cmds[i] = pipe.XGroupCreateMkStream(ctx, s, Group, "0")
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create consumer group on %s: %w", streams[i], err)
+		}
+	}
+	return nil
+}
+
+// Hint is one stream entry naming a task that may be ready.
+type Hint struct {
+	Stream string
+	ID     string
+	JobID  string
+	Seq    int64
+}
+
+// Read blocks up to block for at most count hints on streams. It returns
+// no hints and no error when the block time passes.
+func (q *Queue) Read(ctx context.Context, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, ">")
+	}
+	res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read task streams: %w", err)
+	}
+	var out []Hint
+	for _, s := range res {
+		for _, m := range s.Messages {
+			j, _ := m.Values["j"].(string)
+			t, _ := m.Values["t"].(string)
+			seq, err := strconv.ParseInt(t, 10, 64)
+			if err != nil || j == "" {
+				seq = -1 // malformed: acknowledged and dropped by Claim
+			}
+			out = append(out, Hint{Stream: s.Stream, ID: m.ID, JobID: j, Seq: seq})
+		}
+	}
+	return out, nil
+}
+
+// Claimed is a task handed to a runner.
+type Claimed struct {
+	JobID   string
+	Seq     int64
+	Task    Identifier
+	Input   []byte
+	Attempt int
+}
+
+// Claim turns hints into held tasks: one rf_claim per job, then the hints are
+// acknowledged and deleted from their streams. Stale hints (task not queued,
+// job stopped) are dropped; tasks under a failed optional ancestor are marked
+// skipped.
+func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claimed, error) {
+	if len(hints) == 0 {
+		return nil, nil
+	}
+	byJob := map[string][]any{}
+	var jobs []string
+	byStream := map[string][]string{}
+	for _, h := range hints {
+		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
+		if h.Seq < 0 {
+			continue
+		}
+		if _, ok := byJob[h.JobID]; !ok {
+			jobs = append(jobs, h.JobID)
+			byJob[h.JobID] = []any{owner, nowMS()}
+		}
+		byJob[h.JobID] = append(byJob[h.JobID], h.Seq)
+	}
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(jobs))
+	for i, j := range jobs {
+		cmds[i] = pipe.FCall(ctx, "rf_claim", []string{jobKey(j)}, byJob[j]...)
+	}
+	for s, ids := range byStream {
+		pipe.XAck(ctx, s, Group, ids...)
+		pipe.XDel(ctx, s, ids...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		// Claims that landed hold tasks; their hints may still be pending.
+		// Report the first failing claim, the rest is recovered by heartbeats.
+		for _, c := range cmds {
+			if c.Err() != nil {
+				return nil, fmt.Errorf("claim tasks: %w", c.Err())
+			}
+		}
+	}
+	var out []Claimed
+	for i, c := range cmds {
+		rows, _ := c.Val().([]any)
+		if len(rows) == 0 {
+			continue
+		}
+		if pub := toStrings(rows[len(rows)-1]); len(pub) > 0 {
+			if err := q.Publish(ctx, jobs[i], pub); err != nil {
+				return out, err
+			}
+		}
+		for _, r := range rows[:len(rows)-1] {
+			f := toStrings(r)
+			if len(f) < 6 || f[1] != "run" {
+				continue
+			}
+			seq, _ := strconv.ParseInt(f[0], 10, 64)
+			att, _ := strconv.Atoi(f[5])
+			id, err := ParseIdentifier(f[2], f[3])
+			if err != nil {
+				id = Identifier{Name: f[2]}
+			}
+			out = append(out, Claimed{JobID: jobs[i], Seq: seq, Task: id, Input: []byte(f[4]), Attempt: att})
+		}
+	}
+	return out, nil
+}
+
+// SubtaskSpec is a subtask buffered by an execution, committed with it.
+type SubtaskSpec struct {
+	Task       Identifier
+	Cluster    string
+	Input      []byte
+	MaxRetries int
+	Optional   bool
+	// Deps are indexes of earlier subtasks of the same parent.
+	Deps []int
+}
+
+// encodeSubtasks flattens specs[first:first+n] into rf_stage/rf_complete
+// records; dependents are derived from every spec's Deps.
+func encodeSubtasks(specs []SubtaskSpec, dependents [][]int, first, n int, args []any) []any {
+	for i := first; i < first+n; i++ {
+		s := specs[i]
+		opt := "0"
+		if s.Optional {
+			opt = "1"
+		}
+		var dn strings.Builder
+		for k, d := range dependents[i] {
+			if k > 0 {
+				dn.WriteByte(',')
+			}
+			dn.WriteString(strconv.Itoa(d))
+		}
+		args = append(args, s.Task.Name, s.Task.Version(), s.Cluster, s.Input, s.MaxRetries, opt, len(s.Deps), dn.String())
+	}
+	return args
+}
+
+func dependentsOf(specs []SubtaskSpec) [][]int {
+	dn := make([][]int, len(specs))
+	for i, s := range specs {
+		for _, d := range s.Deps {
+			dn[d] = append(dn[d], i)
+		}
+	}
+	return dn
+}
+
+// Completion is a successful execution to commit.
+type Completion struct {
+	JobID    string
+	Seq      int64
+	Attempt  int
+	Display  string
+	Progress []byte // JSON [[label,total,done],...] or nil
+	Subtasks []SubtaskSpec
+	// staged is set by Stage for sets larger than InlineSubtasks.
+	staged bool
+	base   int64
+}
+
+// Stage writes a large subtask set in chunks before its parent commits, so no
+// single call runs long. It returns ErrLost if the parent is no longer held.
+func (q *Queue) Stage(ctx context.Context, owner string, c *Completion) error {
+	if len(c.Subtasks) <= InlineSubtasks {
+		return nil
+	}
+	n := int64(len(c.Subtasks))
+	base, err := q.rdb.HIncrBy(ctx, jobKey(c.JobID), "next", n).Result()
+	if err != nil {
+		return fmt.Errorf("reserve subtask ids: %w", err)
+	}
+	base -= n
+	dn := dependentsOf(c.Subtasks)
+	for first := 0; first < len(c.Subtasks); first += StageChunk {
+		cnt := min(StageChunk, len(c.Subtasks)-first)
+		args := []any{owner, c.Seq, c.Attempt, base, first, nowMS()}
+		args = encodeSubtasks(c.Subtasks, dn, first, cnt, args)
+		if err := q.rdb.FCall(ctx, "rf_stage", []string{jobKey(c.JobID)}, args...).Err(); err != nil {
+			if strings.Contains(err.Error(), "lost") {
+				return ErrLost
+			}
+			return fmt.Errorf("stage subtasks: %w", err)
+		}
+	}
+	c.staged, c.base = true, base
+	return nil
+}
+
+// Complete commits successful executions: each task becomes computed and its
+// subtasks appear, atomically. The result per completion is nil or ErrLost.
+func (q *Queue) Complete(ctx context.Context, owner string, cs []Completion) ([]error, error) {
+	results := make([]error, len(cs))
+	return results, q.batchByJob(len(cs), func(i int) (string, int) {
+		w := 1
+		if !cs[i].staged {
+			w += len(cs[i].Subtasks)
+		}
+		return cs[i].JobID, w
+	}, func(job string, idx []int) error {
+		args := []any{owner, nowMS(), len(idx)}
+		for _, i := range idx {
+			c := cs[i]
+			staged, inline := "0", 0
+			if c.staged {
+				staged = "1"
+			} else {
+				inline = len(c.Subtasks)
+			}
+			args = append(args, c.Seq, c.Attempt, c.Display, c.Progress, len(c.Subtasks), staged, c.base, inline)
+			if inline > 0 {
+				args = encodeSubtasks(c.Subtasks, dependentsOf(c.Subtasks), 0, inline, args)
+			}
+		}
+		res, err := q.rdb.FCall(ctx, "rf_complete", []string{jobKey(job)}, args...).Result()
+		if err != nil {
+			return fmt.Errorf("complete tasks: %w", err)
+		}
+		parts, _ := res.([]any)
+		if len(parts) != 3 {
+			return fmt.Errorf("complete tasks: unexpected reply %v", res)
+		}
+		for k, r := range toStrings(parts[0]) {
+			if r == "lost" {
+				results[idx[k]] = ErrLost
+			}
+		}
+		if err := q.Publish(ctx, job, toStrings(parts[1])); err != nil {
+			return err
+		}
+		for _, p := range toStrings(parts[2]) {
+			seq, _ := strconv.ParseInt(p, 10, 64)
+			if err := q.Expand(ctx, job, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Failure is a failed (or handed back) execution.
+type Failure struct {
+	JobID    string
+	Seq      int64
+	Attempt  int
+	Error    string
+	Display  string
+	Progress []byte
+	// HandBack re-queues without counting against max_retries.
+	HandBack bool
+}
+
+// Fail outcomes, per failure.
+const (
+	OutcomeRetry          = "retry"
+	OutcomeFailed         = "failed"
+	OutcomeFailedOptional = "failed_optional"
+	OutcomeContained      = "contained"
+	OutcomeLost           = "lost"
+)
+
+// Fail records failed executions and returns the outcome of each.
+func (q *Queue) Fail(ctx context.Context, owner string, fs []Failure) ([]string, error) {
+	outcomes := make([]string, len(fs))
+	return outcomes, q.batchByJob(len(fs), func(i int) (string, int) { return fs[i].JobID, 1 },
+		func(job string, idx []int) error {
+			args := []any{owner, nowMS(), len(idx)}
+			for _, i := range idx {
+				f := fs[i]
+				counts := "1"
+				if f.HandBack {
+					counts = "0"
+				}
+				args = append(args, f.Seq, f.Attempt, f.Error, f.Display, f.Progress, counts)
+			}
+			res, err := q.rdb.FCall(ctx, "rf_fail", []string{jobKey(job)}, args...).Result()
+			if err != nil {
+				return fmt.Errorf("record task failures: %w", err)
+			}
+			parts, _ := res.([]any)
+			if len(parts) != 2 {
+				return fmt.Errorf("record task failures: unexpected reply %v", res)
+			}
+			for k, r := range toStrings(parts[0]) {
+				outcomes[idx[k]] = r
+			}
+			return q.Publish(ctx, job, toStrings(parts[1]))
+		})
+}
+
+// batchByJob groups items by job and splits each group into calls whose
+// summed weight stays within callBudget, so no call runs long.
+func (q *Queue) batchByJob(n int, key func(i int) (string, int), call func(job string, idx []int) error) error {
+	var order []string
+	groups := map[string][]int{}
+	for i := 0; i < n; i++ {
+		j, _ := key(i)
+		if _, ok := groups[j]; !ok {
+			order = append(order, j)
+		}
+		groups[j] = append(groups[j], i)
+	}
+	var firstErr error
+	for _, j := range order {
+		var batch []int
+		weight := 0
+		for _, i := range groups[j] {
+			_, w := key(i)
+			if len(batch) > 0 && weight+w > callBudget {
+				if err := call(j, batch); err != nil && firstErr == nil {
+					firstErr = err
+				}
+				batch, weight = nil, 0
+			}
+			batch = append(batch, i)
+			weight += w
+		}
+		if len(batch) > 0 {
+			if err := call(j, batch); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,428 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Job states.
+const (
+	JobSubmitted = "submitted"
+	JobRunning   = "running"
+	JobCompleted = "completed"
+	JobFailed    = "failed"
+	JobCanceled  = "canceled"
+)
+
+// Task states.
+const (
+	TaskQueued         = "queued"
+	TaskRunning        = "running"
+	TaskComputed       = "computed"
+	TaskFailed         = "failed"
+	TaskSkipped        = "skipped"
+	TaskFailedOptional = "failed_optional"
+)
+
+// TaskStates lists every task state in display order.
+var TaskStates = []string{TaskQueued, TaskRunning, TaskComputed, TaskFailed, TaskSkipped, TaskFailedOptional}
+
+// JobStates lists every job state.
+var JobStates = []string{JobSubmitted, JobRunning, JobCompleted, JobFailed, JobCanceled}
+
+// SubmitJobParams describes a new job and its root task.
+type SubmitJobParams struct {
+	ID         string
+	Name       string
+	Cluster    string
+	Task       Identifier
+	Input      []byte
+	MaxRetries int
+}
+
+// SubmitJob writes a job and its queued root task, then publishes the root.
+// The index entry is written first so that a crash never leaves a job that
+// listings cannot find; a listing skips index entries without a job.
+func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
+	now := nowMS()
+	if err := q.rdb.ZAdd(ctx, keyJobs, redis.Z{Score: float64(now), Member: p.ID}).Err(); err != nil {
+		return fmt.Errorf("index job: %w", err)
+	}
+	res, err := q.rdb.FCall(ctx, "rf_submit", []string{jobKey(p.ID)},
+		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries).Result()
+	if err != nil {
+		return fmt.Errorf("submit job: %w", err)
+	}
+	return q.Publish(ctx, p.ID, toStrings(res))
+}
+
+// Publish XADDs ready-task hints (a flat list of stream, seq pairs as the
+// functions return them) and then removes them from the job's outbox.
+func (q *Queue) Publish(ctx context.Context, jobID string, pub []string) error {
+	for len(pub) > 0 {
+		n := min(len(pub), 2*publishChunk)
+		chunk := pub[:n]
+		pub = pub[n:]
+		pipe := q.rdb.Pipeline()
+		fields := make([]string, 0, n/2)
+		for i := 0; i+1 < len(chunk); i += 2 {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: chunk[i], Values: []string{"j", jobID, "t", chunk[i+1]}})
+			fields = append(fields, chunk[i+1])
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("publish ready tasks: %w", err)
+		}
+		if err := q.rdb.HDel(ctx, jobPrefix(jobID)+"outbox", fields...).Err(); err != nil {
+			return fmt.Errorf("clear outbox: %w", err)
+		}
+	}
+	return nil
+}
+
+// Expand publishes the committed, staged subtasks of parent chunk by chunk.
+// It is resumable: the cursor lives in the outbox.
+func (q *Queue) Expand(ctx context.Context, jobID string, parent int64) error {
+	for {
+		res, err := q.rdb.FCall(ctx, "rf_expand", []string{jobKey(jobID)}, parent, StageChunk).Result()
+		if err != nil {
+			return fmt.Errorf("expand subtasks of task %d: %w", parent, err)
+		}
+		pub := toStrings(res)
+		if len(pub) == 0 {
+			return nil
+		}
+		if err := q.Publish(ctx, jobID, pub); err != nil {
+			return err
+		}
+	}
+}
+
+// Republish XADDs a hint for every ready task of a job again, and finishes
+// any outbox work a crashed caller left behind. Duplicates are harmless.
+func (q *Queue) Republish(ctx context.Context, jobID string) error {
+	pre := jobPrefix(jobID)
+	var expand []int64
+	if err := q.scanHash(ctx, pre+"outbox", func(field, _ string) error {
+		if rest, ok := strings.CutPrefix(field, "x:"); ok {
+			if seq, err := strconv.ParseInt(rest, 10, 64); err == nil {
+				expand = append(expand, seq)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, seq := range expand {
+		if err := q.Expand(ctx, jobID, seq); err != nil {
+			return err
+		}
+	}
+	var pub []string
+	flush := func() error {
+		err := q.Publish(ctx, jobID, pub)
+		pub = pub[:0]
+		return err
+	}
+	if err := q.scanHash(ctx, pre+"ready", func(seq, stream string) error {
+		pub = append(pub, stream, seq)
+		if len(pub) >= 2*publishChunk {
+			return flush()
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return flush()
+}
+
+func (q *Queue) scanHash(ctx context.Context, key string, fn func(field, value string) error) error {
+	var cursor uint64
+	for {
+		kv, next, err := q.rdb.HScan(ctx, key, cursor, "", 500).Result()
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", key, err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if err := fn(kv[i], kv[i+1]); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// Progress is one progress counter of a job.
+type Progress struct {
+	Label string `json:"label"`
+	Total int64  `json:"total"`
+	Done  int64  `json:"done"`
+}
+
+// Job is a job record as stored.
+type Job struct {
+	ID         string           `json:"id"`
+	Name       string           `json:"name"`
+	Cluster    string           `json:"cluster"`
+	State      string           `json:"state"`
+	CreatedAt  time.Time        `json:"created_at"`
+	StartedAt  time.Time        `json:"started_at,omitzero"`
+	FinishedAt time.Time        `json:"finished_at,omitzero"`
+	TaskCounts map[string]int64 `json:"task_counts"`
+	Progress   []Progress       `json:"progress,omitempty"`
+}
+
+var jobFields = []string{"id", "name", "cluster", "state", "created", "started", "finished",
+	"c_queued", "c_running", "c_computed", "c_failed", "c_skipped", "c_failed_optional"}
+
+func parseJob(vals []any) (Job, bool) {
+	s := make([]string, len(vals))
+	for i, v := range vals {
+		if v != nil {
+			s[i], _ = v.(string)
+		}
+	}
+	if s[0] == "" {
+		return Job{}, false
+	}
+	j := Job{ID: s[0], Name: s[1], Cluster: s[2], State: s[3],
+		CreatedAt: msTime(s[4]), StartedAt: msTime(s[5]), FinishedAt: msTime(s[6]),
+		TaskCounts: make(map[string]int64, len(TaskStates))}
+	for i, st := range TaskStates {
+		n, _ := strconv.ParseInt(s[7+i], 10, 64)
+		j.TaskCounts[st] = n
+	}
+	return j, true
+}
+
+// GetJob returns a job with its task counts and progress.
+func (q *Queue) GetJob(ctx context.Context, id string) (Job, error) {
+	pipe := q.rdb.Pipeline()
+	jc := pipe.HMGet(ctx, jobKey(id), jobFields...)
+	pc := pipe.HGetAll(ctx, jobPrefix(id)+"progress")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Job{}, fmt.Errorf("get job: %w", err)
+	}
+	j, ok := parseJob(jc.Val())
+	if !ok {
+		return Job{}, fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	}
+	byLabel := map[string]*Progress{}
+	for k, v := range pc.Val() {
+		label, kind, _ := strings.Cut(k, "\x00")
+		p := byLabel[label]
+		if p == nil {
+			p = &Progress{Label: label}
+			byLabel[label] = p
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if kind == "total" {
+			p.Total = n
+		} else {
+			p.Done = n
+		}
+	}
+	for _, p := range byLabel {
+		j.Progress = append(j.Progress, *p)
+	}
+	slices.SortFunc(j.Progress, func(a, b Progress) int { return strings.Compare(a.Label, b.Label) })
+	return j, nil
+}
+
+// ListJobsParams filters a job listing; zero values match everything.
+type ListJobsParams struct {
+	Cluster string
+	State   string
+	Limit   int // default 100
+}
+
+// ListJobs returns jobs newest first.
+func (q *Queue) ListJobs(ctx context.Context, p ListJobsParams) ([]Job, error) {
+	if p.Limit <= 0 {
+		p.Limit = 100
+	}
+	var out []Job
+	var start int64
+	const page = 200
+	for len(out) < p.Limit {
+		ids, err := q.rdb.ZRevRange(ctx, keyJobs, start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		start += page
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(ids))
+		for i, id := range ids {
+			cmds[i] = pipe.HMGet(ctx, jobKey(id), jobFields...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		for _, c := range cmds {
+			j, ok := parseJob(c.Val())
+			if !ok || (p.Cluster != "" && j.Cluster != p.Cluster) || (p.State != "" && j.State != p.State) {
+				continue
+			}
+			out = append(out, j)
+			if len(out) == p.Limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// CancelJob stops handing out a job's tasks; running tasks finish.
+func (q *Queue) CancelJob(ctx context.Context, id string) (string, error) {
+	state, err := q.rdb.FCall(ctx, "rf_cancel", []string{jobKey(id)}, nowMS()).Text()
+	return state, jobErr(id, err)
+}
+
+// RetryJob re-queues the failed tasks of a failed or canceled job and resumes
+// it. Computed tasks are never run again.
+func (q *Queue) RetryJob(ctx context.Context, id string) error {
+	res, err := q.rdb.FCall(ctx, "rf_retry", []string{jobKey(id)}, nowMS()).Result()
+	if err != nil {
+		return jobErr(id, err)
+	}
+	if err := q.Publish(ctx, id, toStrings(res)); err != nil {
+		return err
+	}
+	return q.Republish(ctx, id)
+}
+
+func jobErr(id string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case strings.Contains(err.Error(), "no such job"):
+		return fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	case strings.Contains(err.Error(), "job is completed"):
+		return fmt.Errorf("%w: %q", ErrJobCompleted, id)
+	}
+	return err
+}
+
+// Task is one task record as stored.
+type Task struct {
+	Seq         int64     `json:"id"`
+	Parent      int64     `json:"parent"` // -1 for the root
+	State       string    `json:"state"`
+	Name        string    `json:"name"`
+	Version     string    `json:"version"`
+	Cluster     string    `json:"cluster"`
+	Display     string    `json:"display,omitempty"`
+	Input       string    `json:"input"`
+	Attempts    int       `json:"attempts"`
+	Failures    int       `json:"failures"`
+	MaxRetries  int       `json:"max_retries"`
+	Optional    bool      `json:"optional,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Complete    bool      `json:"complete"`
+	Runner      string    `json:"runner,omitempty"`
+	Children    []int64   `json:"children,omitempty"`
+	Dependents  []int64   `json:"dependents,omitempty"`
+	QueuedAt    time.Time `json:"queued_at,omitzero"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	EndedAt     time.Time `json:"ended_at,omitzero"`
+	childBase   int64
+	childCount  int64
+	pendingDeps int64
+}
+
+var taskFields = []string{"st", "nm", "v", "cl", "disp", "in", "att", "f", "mr", "opt", "err", "done",
+	"own", "kb", "kn", "dn", "tq", "ts", "te", "p", "d"}
+
+func parseTask(seq int64, vals []any) (Task, bool) {
+	s := make([]string, len(vals))
+	for i, v := range vals {
+		if v != nil {
+			s[i], _ = v.(string)
+		}
+	}
+	if s[0] == "" {
+		return Task{}, false
+	}
+	atoi := func(x string) int64 { n, _ := strconv.ParseInt(x, 10, 64); return n }
+	t := Task{Seq: seq, State: s[0], Name: s[1], Version: s[2], Cluster: s[3], Display: s[4], Input: s[5],
+		Attempts: int(atoi(s[6])), Failures: int(atoi(s[7])), MaxRetries: int(atoi(s[8])), Optional: s[9] == "1",
+		Error: s[10], Complete: s[11] == "1", Runner: s[12], childBase: atoi(s[13]), childCount: atoi(s[14]),
+		QueuedAt: msTime(s[16]), StartedAt: msTime(s[17]), EndedAt: msTime(s[18]), Parent: -1, pendingDeps: atoi(s[20])}
+	if s[19] != "" {
+		t.Parent = atoi(s[19])
+	}
+	for _, d := range strings.Split(s[15], ",") {
+		if d != "" {
+			t.Dependents = append(t.Dependents, atoi(d))
+		}
+	}
+	for i := int64(0); i < t.childCount; i++ {
+		t.Children = append(t.Children, t.childBase+i)
+	}
+	return t, true
+}
+
+// JobTasks returns every task of a job in tree order (parents before their
+// children), walking from the root through committed children only, so
+// subtasks staged by an execution that never committed are never listed.
+func (q *Queue) JobTasks(ctx context.Context, id string) ([]Task, error) {
+	if n, err := q.rdb.Exists(ctx, jobKey(id)).Result(); err != nil {
+		return nil, fmt.Errorf("get job tasks: %w", err)
+	} else if n == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	}
+	var out []Task
+	frontier := []int64{0}
+	for len(frontier) > 0 {
+		n := min(len(frontier), 1000)
+		batch := frontier[:n]
+		frontier = frontier[n:]
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(batch))
+		for i, seq := range batch {
+			cmds[i] = pipe.HMGet(ctx, taskKey(id, seq), taskFields...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("get job tasks: %w", err)
+		}
+		for i, c := range cmds {
+			t, ok := parseTask(batch[i], c.Val())
+			if !ok {
+				continue
+			}
+			out = append(out, t)
+			frontier = append(frontier, t.Children...)
+		}
+	}
+	return out, nil
+}
+
+func toStrings(v any) []string {
+	arr, _ := v.([]any)
+	out := make([]string, 0, len(arr))
+	for _, x := range arr {
+		switch s := x.(type) {
+		case string:
+			out = append(out, s)
+		case int64:
+			out = append(out, strconv.FormatInt(s, 10))
+		}
+	}
+	return out
+}
+
+func sortClusters(cs []Cluster) {
+	slices.SortFunc(cs, func(a, b Cluster) int { return strings.Compare(a.Slug, b.Slug) })
+}

@@ -1,0 +1,38 @@
+package queue
+
+import "strconv"
+
+// Key layout. Everything of one job shares the hash tag {j:<id>}; the task
+// streams and task registry of one cluster share {c:<slug>}. Nothing outside
+// this package builds key names.
+//
+//	rf:clusters                      hash slug -> cluster JSON
+//	rf:jobs                          sorted set job id -> created unix ms
+//	rf:{c:<slug>}:idents             set of "name\x00vM.m" registered by runners
+//	rf:{c:<slug>}:q:<name>:vM.m      stream of ready-task hints (fields j, t)
+//	rf:{j:<id>}:job                  hash: job record and task counters
+//	rf:{j:<id>}:t:<seq>              hash: one task (fields in runfleet.lua)
+//	rf:{j:<id>}:ready                hash seq -> stream: queued tasks whose dependencies are met
+//	rf:{j:<id>}:outbox               hash seq -> stream: ready tasks not yet XADDed
+//	rf:{j:<id>}:failed               set of failed task seqs (for retry)
+//	rf:{j:<id>}:progress             hash "label\x00total" / "label\x00done" -> count
+const (
+	keyClusters = "rf:clusters"
+	keyJobs     = "rf:jobs"
+	// Group is the one consumer group every runner of a cluster reads with.
+	Group = "runners"
+)
+
+func jobPrefix(id string) string      { return "rf:{j:" + id + "}:" }
+func jobKey(id string) string         { return jobPrefix(id) + "job" }
+func taskKey(id string, seq int64) string {
+	return jobPrefix(id) + "t:" + strconv.FormatInt(seq, 10)
+}
+func clusterPrefix(slug string) string { return "rf:{c:" + slug + "}:" }
+func identsKey(slug string) string     { return clusterPrefix(slug) + "idents" }
+
+// StreamKey is the stream carrying hints for tasks of one exact identifier in
+// one cluster. It must match stream_key in runfleet.lua.
+func StreamKey(cluster string, id Identifier) string {
+	return clusterPrefix(cluster) + "q:" + id.Name + ":" + id.Version()
+}

@@ -1,0 +1,449 @@
+#!lua name=runfleet
+-- runfleet's Redis Functions library: every state transition of a job and its
+-- tasks, each an atomic step over the keys of one job's hash tag {j:<id>}.
+--
+-- Every function takes KEYS[1] = the job hash "rf:{j:<id>}:job"; the task,
+-- ready, failed, outbox and progress keys are derived from it and share its
+-- hash tag, so each call stays on one Redis Cluster slot. Streams live under a
+-- cluster's tag {c:<slug>}; functions never write them. Tasks that become
+-- ready are written to the job's ready hash and outbox (both seq -> stream key)
+-- and returned;
+-- the caller XADDs them and then HDELs the outbox fields. A caller that dies in
+-- between leaves the outbox for a later republish: duplicates are harmless,
+-- because streams are hints and the claim step checks task state.
+--
+-- Task hash fields:
+--   st   state: queued | running | computed | failed | skipped | failed_optional
+--   nm v cl in    name, version "vM.m", cluster, input JSON
+--   p    parent seq ("" for the root)       g    parent attempt that created it
+--   mr   max retries    f  failures counted against mr    att  executions started
+--   opt  "1" when Optional()    oas  comma list of optional ancestors incl. self
+--   d    unresolved dependency count    dn  comma list of dependent seqs
+--   k    unresolved children    kb kn  first seq and count of committed children
+--   done "1" when complete (computed/failed_optional and every child resolved)
+--   own  runner holding it    disp  display text    err  last error
+--   tq ts te  queued / started / ended unix ms    ca  committed attempt
+--   pg   last committed progress of this task, JSON [[label, total, done], ...]
+
+local STATES = {'queued', 'running', 'computed', 'failed', 'skipped', 'failed_optional'}
+
+local function prefix_of(jk)
+  return string.sub(jk, 1, -4) -- strip "job"
+end
+
+local function tkey(pre, seq)
+  return pre .. 't:' .. seq
+end
+
+local function stream_key(cl, nm, v)
+  return 'rf:{c:' .. cl .. '}:q:' .. nm .. ':' .. v
+end
+
+-- Counter deltas are gathered per call and written once at the end.
+local function new_counts()
+  return {}
+end
+
+local function move(cnt, from, to)
+  if from then cnt[from] = (cnt[from] or 0) - 1 end
+  if to then cnt[to] = (cnt[to] or 0) + 1 end
+end
+
+local function flush_counts(jk, cnt)
+  for _, s in ipairs(STATES) do
+    local n = cnt[s]
+    if n and n ~= 0 then redis.call('HINCRBY', jk, 'c_' .. s, n) end
+  end
+end
+
+local function split_csv(s)
+  local out = {}
+  if not s or s == '' then return out end
+  for part in string.gmatch(s, '[^,]+') do out[#out + 1] = part end
+  return out
+end
+
+-- make_ready records a queued task whose dependencies are met: it joins the
+-- ready set and the outbox, and is appended to pub for the caller to XADD.
+local function make_ready(pre, seq, t, pub)
+  local sk = stream_key(t.cl, t.nm, t.v)
+  redis.call('HSET', pre .. 'ready', seq, sk)
+  redis.call('HSET', pre .. 'outbox', seq, sk)
+  pub[#pub + 1] = sk
+  pub[#pub + 1] = seq
+end
+
+local function set_job_state(jk, from_states, to, now)
+  local cur = redis.call('HGET', jk, 'state')
+  for _, s in ipairs(from_states) do
+    if cur == s then
+      redis.call('HSET', jk, 'state', to, 'updated', now)
+      if to == 'completed' or to == 'failed' or to == 'canceled' then
+        redis.call('HSET', jk, 'finished', now)
+      end
+      return true
+    end
+  end
+  return false
+end
+
+-- resolve marks seq complete (or finally settled: failed_optional, skipped, or
+-- a failure contained by an optional ancestor) and walks the consequences:
+-- dependents lose one unresolved dependency, the parent loses one unresolved
+-- child, and a parent that was waiting only on children becomes complete too.
+local function resolve(jk, pre, seq, now, pub)
+  while true do
+    local tk = tkey(pre, seq)
+    redis.call('HSET', tk, 'done', '1')
+    local f = redis.call('HMGET', tk, 'dn', 'p')
+    for _, dseq in ipairs(split_csv(f[1])) do
+      local dk = tkey(pre, dseq)
+      local left = redis.call('HINCRBY', dk, 'd', -1)
+      if left == 0 then
+        local dt = redis.call('HMGET', dk, 'st', 'cl', 'nm', 'v')
+        if dt[1] == 'queued' then
+          make_ready(pre, dseq, {cl = dt[2], nm = dt[3], v = dt[4]}, pub)
+        end
+      end
+    end
+    local parent = f[2]
+    if parent == nil or parent == false or parent == '' then
+      set_job_state(jk, {'submitted', 'running', 'canceled'}, 'completed', now)
+      return
+    end
+    local pk = tkey(pre, parent)
+    local left = redis.call('HINCRBY', pk, 'k', -1)
+    if left > 0 then return end
+    local pt = redis.call('HMGET', pk, 'st', 'done')
+    if pt[2] == '1' or (pt[1] ~= 'computed' and pt[1] ~= 'failed_optional') then return end
+    seq = parent
+  end
+end
+
+-- apply_progress replaces the task's previous committed progress with this
+-- execution's, so only the last execution of a task counts. pg is JSON:
+-- [[label, total, done], ...] or "".
+local function apply_progress(pre, tk, pg)
+  local prog = pre .. 'progress'
+  local old = redis.call('HGET', tk, 'pg')
+  if old then
+    for _, e in ipairs(cjson.decode(old)) do
+      redis.call('HINCRBY', prog, e[1] .. '\0total', -e[2])
+      redis.call('HINCRBY', prog, e[1] .. '\0done', -e[3])
+    end
+  end
+  if pg and pg ~= '' then
+    for _, e in ipairs(cjson.decode(pg)) do
+      redis.call('HINCRBY', prog, e[1] .. '\0total', e[2])
+      redis.call('HINCRBY', prog, e[1] .. '\0done', e[3])
+    end
+    redis.call('HSET', tk, 'pg', pg)
+  elseif old then
+    redis.call('HDEL', tk, 'pg')
+  end
+end
+
+-- Subtask records in ARGV use a fixed stride of SUB_STRIDE fields:
+--   name, version, cluster, input, max_retries, optional ("1"/"0"),
+--   dependency count, dependents (csv of indexes within the parent's set)
+local SUB_STRIDE = 8
+
+-- write_subtasks creates subtask hashes for parent at seqs base+first .. and
+-- queues those without dependencies when publish is set. The parent's
+-- committed attempt (g) decides whether they exist: staged tasks of an attempt
+-- that never commits are orphans, never published and never listed.
+local function write_subtasks(pre, parent, att, base, first, args, off, n, now, publish, pub)
+  local parent_oas = redis.call('HGET', tkey(pre, parent), 'oas') or ''
+  for i = 0, n - 1 do
+    local o = off + i * SUB_STRIDE
+    local seq = base + first + i
+    local dn = {}
+    for _, idx in ipairs(split_csv(args[o + 8])) do dn[#dn + 1] = tostring(base + tonumber(idx)) end
+    local oas = parent_oas
+    if args[o + 6] == '1' then
+      if oas == '' then oas = tostring(seq) else oas = oas .. ',' .. seq end
+    end
+    local tk = tkey(pre, seq)
+    redis.call('HSET', tk, 'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
+      'in', args[o + 4], 'mr', args[o + 5], 'opt', args[o + 6], 'd', args[o + 7],
+      'dn', table.concat(dn, ','), 'oas', oas, 'p', parent, 'g', att, 'f', 0, 'att', 0,
+      'k', 0, 'tq', now)
+    if publish and args[o + 7] == '0' then
+      make_ready(pre, tostring(seq), {cl = args[o + 3], nm = args[o + 1], v = args[o + 2]}, pub)
+    end
+  end
+end
+
+local function owned(t, owner, att)
+  return t[1] == 'running' and t[2] == owner and t[3] == att
+end
+
+-- rf_submit creates a job and its root task, queued and in the outbox.
+-- KEYS[1] job hash. ARGV: id, job name, cluster, now, task name, version,
+-- input, max_retries, index key ("rf:jobs" is written by the caller).
+-- Returns {stream key, "0"} or an error if the job exists.
+redis.register_function('rf_submit', function(keys, args)
+  local jk = keys[1]
+  if redis.call('EXISTS', jk) == 1 then return redis.error_reply('ERR job exists') end
+  local pre = prefix_of(jk)
+  local now = args[4]
+  redis.call('HSET', jk, 'id', args[1], 'name', args[2], 'cluster', args[3], 'state', 'submitted',
+    'created', now, 'updated', now, 'next', 1, 'c_queued', 1, 'c_running', 0, 'c_computed', 0,
+    'c_failed', 0, 'c_skipped', 0, 'c_failed_optional', 0)
+  redis.call('HSET', tkey(pre, 0), 'st', 'queued', 'nm', args[5], 'v', args[6], 'cl', args[3],
+    'in', args[7], 'mr', args[8], 'opt', '0', 'd', 0, 'dn', '', 'oas', '', 'p', '', 'g', 0,
+    'f', 0, 'att', 0, 'k', 0, 'tq', now)
+  local pub = {}
+  make_ready(pre, '0', {cl = args[3], nm = args[5], v = args[6]}, pub)
+  return pub
+end)
+
+-- rf_claim hands queued tasks of one job to a runner.
+-- KEYS[1] job hash. ARGV: owner, now, seq...
+-- Returns one entry per seq: {seq, verdict, name, version, input, attempt}
+-- where verdict is "run", "stale" (not queued: a duplicate or old hint),
+-- "held" (job failed or canceled: left queued for a retry) or "skipped" (an
+-- optional ancestor failed), followed by a flat publish list as the last entry.
+redis.register_function('rf_claim', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local owner, now = args[1], args[2]
+  local jstate = redis.call('HGET', jk, 'state')
+  local out, pub, cnt, started = {}, {}, new_counts(), false
+  for i = 3, #args do
+    local seq = args[i]
+    local tk = tkey(pre, seq)
+    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att')
+    if t[1] ~= 'queued' or t[2] ~= '0' then
+      out[#out + 1] = {seq, 'stale'}
+    elseif jstate ~= 'submitted' and jstate ~= 'running' then
+      out[#out + 1] = {seq, 'held'}
+    else
+      local skip = false
+      for _, a in ipairs(split_csv(t[3])) do
+        if redis.call('HGET', tkey(pre, a), 'st') == 'failed_optional' then skip = true break end
+      end
+      redis.call('HDEL', pre .. 'ready', seq)
+      if skip then
+        redis.call('HSET', tk, 'st', 'skipped', 'te', now)
+        move(cnt, 'queued', 'skipped')
+        resolve(jk, pre, seq, now, pub)
+        out[#out + 1] = {seq, 'skipped'}
+      else
+        local att = tonumber(t[7]) + 1
+        redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
+        move(cnt, 'queued', 'running')
+        started = true
+        out[#out + 1] = {seq, 'run', t[4], t[5], t[6], tostring(att)}
+      end
+    end
+  end
+  if started and jstate == 'submitted' then
+    redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now)
+  end
+  flush_counts(jk, cnt)
+  out[#out + 1] = pub
+  return out
+end)
+
+-- rf_stage writes one chunk of a large subtask set before the parent commits.
+-- KEYS[1] job hash. ARGV: owner, parent seq, attempt, base, first, now,
+-- then subtask records. Fails with "ERR lost" unless the parent is still
+-- running under this owner and attempt.
+redis.register_function('rf_stage', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local t = redis.call('HMGET', tkey(pre, args[2]), 'st', 'own', 'att')
+  if not owned(t, args[1], args[3]) then return redis.error_reply('ERR lost') end
+  local n = (#args - 6) / SUB_STRIDE
+  write_subtasks(pre, args[2], args[3], tonumber(args[4]), tonumber(args[5]), args, 6, n, args[6], false, nil)
+  return n
+end)
+
+-- rf_complete commits successful executions of one job.
+-- KEYS[1] job hash. ARGV: owner, now, item count, then per item a header of
+-- 8 fields: seq, attempt, display, progress, subtask count, staged ("1" when
+-- the subtasks were written by rf_stage at base), base, inline count; then
+-- inline count subtask records.
+-- Returns {results, publish list, expand list} where results holds "ok" or
+-- "lost" per item and expand lists parent seqs whose staged subtasks must be
+-- published with rf_expand.
+redis.register_function('rf_complete', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local owner, now, n = args[1], args[2], tonumber(args[3])
+  local res, pub, expand, cnt = {}, {}, {}, new_counts()
+  local o = 3
+  for _ = 1, n do
+    local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
+    local nsub, staged, base, inline = tonumber(args[o + 5]), args[o + 6], args[o + 7], tonumber(args[o + 8])
+    o = o + 8
+    local tk = tkey(pre, seq)
+    local t = redis.call('HMGET', tk, 'st', 'own', 'att')
+    if not owned(t, owner, att) then
+      res[#res + 1] = 'lost'
+    else
+      if staged ~= '1' and nsub > 0 then
+        base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
+        write_subtasks(pre, seq, att, base, 0, args, o, inline, now, true, pub)
+      end
+      redis.call('HSET', tk, 'st', 'computed', 'te', now, 'ca', att, 'k', nsub, 'kb', base, 'kn', nsub)
+      redis.call('HDEL', tk, 'own')
+      if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
+      apply_progress(pre, tk, pg)
+      move(cnt, 'running', 'computed')
+      cnt['queued'] = (cnt['queued'] or 0) + nsub
+      if nsub == 0 then
+        resolve(jk, pre, seq, now, pub)
+      elseif staged == '1' then
+        redis.call('HSET', pre .. 'outbox', 'x:' .. seq, base .. ',' .. nsub .. ',0')
+        expand[#expand + 1] = seq
+      end
+      res[#res + 1] = 'ok'
+    end
+    o = o + inline * SUB_STRIDE
+  end
+  flush_counts(jk, cnt)
+  redis.call('HSET', jk, 'updated', now)
+  return {res, pub, expand}
+end)
+
+-- rf_expand moves the next chunk of a committed, staged subtask set into the
+-- outbox. KEYS[1] job hash. ARGV: parent seq, chunk size.
+-- Returns a publish list; empty once the whole set is through.
+redis.register_function('rf_expand', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local field = 'x:' .. args[1]
+  local cur = redis.call('HGET', pre .. 'outbox', field)
+  local pub = {}
+  if not cur then return pub end
+  local parts = split_csv(cur)
+  local base, total, next_i = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
+  local stop = math.min(total, next_i + tonumber(args[2]))
+  for i = next_i, stop - 1 do
+    local seq = tostring(base + i)
+    local t = redis.call('HMGET', tkey(pre, seq), 'st', 'd', 'cl', 'nm', 'v')
+    if t[1] == 'queued' and t[2] == '0' then
+      make_ready(pre, seq, {cl = t[3], nm = t[4], v = t[5]}, pub)
+    end
+  end
+  if stop >= total then
+    redis.call('HDEL', pre .. 'outbox', field)
+  else
+    redis.call('HSET', pre .. 'outbox', field, base .. ',' .. total .. ',' .. stop)
+  end
+  return pub
+end)
+
+-- rf_fail records failed executions of one job.
+-- KEYS[1] job hash. ARGV: owner, now, item count, then per item: seq,
+-- attempt, error text, display, progress, counts ("1": counts against
+-- max_retries; "0": handed back, e.g. on shutdown).
+-- Returns {results, publish list}; results hold per item "retry", "failed",
+-- "failed_optional", "contained" (failed inside an optional subtree), or "lost".
+redis.register_function('rf_fail', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local owner, now, n = args[1], args[2], tonumber(args[3])
+  local res, pub, cnt = {}, {}, new_counts()
+  for i = 0, n - 1 do
+    local o = 3 + i * 6
+    local seq, att, msg, disp, pg, counts = args[o + 1], args[o + 2], args[o + 3], args[o + 4], args[o + 5], args[o + 6]
+    local tk = tkey(pre, seq)
+    local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'mr', 'f', 'opt', 'oas', 'cl', 'nm', 'v')
+    if not owned(t, owner, att) then
+      res[#res + 1] = 'lost'
+    else
+      if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
+      redis.call('HDEL', tk, 'own')
+      local fails = tonumber(t[5])
+      if counts == '1' then fails = fails + 1 end
+      if counts ~= '1' or fails <= tonumber(t[4]) then
+        redis.call('HSET', tk, 'st', 'queued', 'f', fails, 'err', msg, 'tq', now)
+        move(cnt, 'running', 'queued')
+        make_ready(pre, seq, {cl = t[8], nm = t[9], v = t[10]}, pub)
+        res[#res + 1] = 'retry'
+      else
+        apply_progress(pre, tk, pg)
+        redis.call('HSET', tk, 'f', fails, 'err', msg, 'te', now)
+        if t[6] == '1' then
+          redis.call('HSET', tk, 'st', 'failed_optional')
+          move(cnt, 'running', 'failed_optional')
+          resolve(jk, pre, seq, now, pub)
+          res[#res + 1] = 'failed_optional'
+        else
+          redis.call('HSET', tk, 'st', 'failed')
+          move(cnt, 'running', 'failed')
+          local oas = split_csv(t[7])
+          if #oas > 0 then
+            -- The nearest optional ancestor absorbs the failure: it becomes
+            -- failed_optional, its queued subtree is skipped when claimed, and
+            -- this task counts as settled so the ancestor can finish.
+            local anc = oas[#oas]
+            local ak = tkey(pre, anc)
+            local ast = redis.call('HGET', ak, 'st')
+            if ast == 'computed' then
+              redis.call('HSET', ak, 'st', 'failed_optional')
+              move(cnt, 'computed', 'failed_optional')
+            end
+            resolve(jk, pre, seq, now, pub)
+            res[#res + 1] = 'contained'
+          else
+            redis.call('SADD', pre .. 'failed', seq)
+            set_job_state(jk, {'submitted', 'running'}, 'failed', now)
+            res[#res + 1] = 'failed'
+          end
+        end
+      end
+    end
+  end
+  flush_counts(jk, cnt)
+  redis.call('HSET', jk, 'updated', now)
+  return {res, pub}
+end)
+
+-- rf_retry puts every failed task of a failed or canceled job back to queued
+-- and the job back to running; computed work is untouched.
+-- KEYS[1] job hash. ARGV: now. Returns a publish list for the re-queued
+-- failed tasks; the caller also republishes the ready set, which holds the
+-- tasks that were held back while the job was stopped.
+redis.register_function('rf_retry', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local now = args[1]
+  local state = redis.call('HGET', jk, 'state')
+  if not state then return redis.error_reply('ERR no such job') end
+  if state == 'completed' then return redis.error_reply('ERR job is completed') end
+  local pub, cnt = {}, new_counts()
+  for _, seq in ipairs(redis.call('SMEMBERS', pre .. 'failed')) do
+    local tk = tkey(pre, seq)
+    local t = redis.call('HMGET', tk, 'st', 'cl', 'nm', 'v')
+    if t[1] == 'failed' then
+      redis.call('HSET', tk, 'st', 'queued', 'f', 0, 'tq', now)
+      move(cnt, 'failed', 'queued')
+      make_ready(pre, seq, {cl = t[2], nm = t[3], v = t[4]}, pub)
+    end
+  end
+  redis.call('DEL', pre .. 'failed')
+  if state == 'failed' or state == 'canceled' then
+    local started = redis.call('HGET', jk, 'started')
+    local to = 'running'
+    if not started then to = 'submitted' end
+    redis.call('HSET', jk, 'state', to, 'updated', now)
+    redis.call('HDEL', jk, 'finished')
+  end
+  flush_counts(jk, cnt)
+  return pub
+end)
+
+-- rf_cancel stops handing out a job's tasks. KEYS[1] job hash. ARGV: now.
+-- Returns the job state after the call.
+redis.register_function('rf_cancel', function(keys, args)
+  local jk = keys[1]
+  local state = redis.call('HGET', jk, 'state')
+  if not state then return redis.error_reply('ERR no such job') end
+  if state == 'completed' then return redis.error_reply('ERR job is completed') end
+  set_job_state(jk, {'submitted', 'running'}, 'canceled', args[1])
+  return redis.call('HGET', jk, 'state')
+end)

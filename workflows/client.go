@@ -1,0 +1,97 @@
+package workflows
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/runfleet/runfleet/queue"
+)
+
+// DefaultRedisURL is used when neither WithRedisURL nor RUNFLEET_REDIS_URL is set.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// DefaultMaxInputBytes is the largest task input accepted (default 1 MiB).
+const DefaultMaxInputBytes = 1 << 20
+
+// Client talks to a runfleet deployment: clusters, jobs and runners.
+type Client struct {
+	rdb       redis.UniversalClient
+	ownsRedis bool
+	q         *queue.Queue
+	logger    *slog.Logger
+	maxInput  int
+}
+
+// ClientOption configures NewClient.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	redisURL string
+	rdb      redis.UniversalClient
+	logger   *slog.Logger
+	maxInput int
+}
+
+// WithRedisURL sets the Redis address (redis:// or rediss://). Default:
+// $RUNFLEET_REDIS_URL, else redis://127.0.0.1:6379/0.
+func WithRedisURL(url string) ClientOption { return func(c *clientConfig) { c.redisURL = url } }
+
+// WithRedisClient uses an existing go-redis client (a *redis.Client or a
+// *redis.ClusterClient); Close leaves it open.
+func WithRedisClient(rdb redis.UniversalClient) ClientOption {
+	return func(c *clientConfig) { c.rdb = rdb }
+}
+
+// WithLogger sets the logger for client and runners. Default: slog.Default().
+func WithLogger(l *slog.Logger) ClientOption { return func(c *clientConfig) { c.logger = l } }
+
+// WithMaxInputBytes sets the largest task input accepted at submit. Default 1 MiB.
+func WithMaxInputBytes(n int) ClientOption { return func(c *clientConfig) { c.maxInput = n } }
+
+// NewClient connects to Redis and loads runfleet's functions into it.
+func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
+	cfg := clientConfig{redisURL: os.Getenv("RUNFLEET_REDIS_URL"), logger: slog.Default(), maxInput: DefaultMaxInputBytes}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c := &Client{rdb: cfg.rdb, logger: cfg.logger, maxInput: cfg.maxInput}
+	if c.rdb == nil {
+		url := cfg.redisURL
+		if url == "" {
+			url = DefaultRedisURL
+		}
+		ro, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("parse redis url %q: %w", url, err)
+		}
+		c.rdb = redis.NewClient(ro)
+		c.ownsRedis = true
+	}
+	q, err := queue.New(ctx, c.rdb)
+	if err != nil {
+		if c.ownsRedis {
+			_ = c.rdb.Close()
+		}
+		return nil, fmt.Errorf("connect to redis: %w", err)
+	}
+	c.q = q
+	return c, nil
+}
+
+// Close releases the Redis connection the client opened.
+func (c *Client) Close() error {
+	if c.ownsRedis {
+		return c.rdb.Close()
+	}
+	return nil
+}
+
+// Clusters manages clusters.
+func (c *Client) Clusters() *ClusterClient { return &ClusterClient{c: c} }
+
+// Jobs submits and manages jobs.
+func (c *Client) Jobs() *JobClient { return &JobClient{c: c} }

@@ -1,0 +1,235 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/runfleet/runfleet/queue"
+)
+
+// execution is what a running task's context carries: who it is and what it
+// has buffered (subtasks, progress, display) to commit with its result.
+type execution struct {
+	info    CurrentTaskInfo
+	cluster string
+	runner  *Runner
+
+	mu       sync.Mutex
+	subtasks []queue.SubtaskSpec
+	display  string
+	progress map[string]*[2]int64
+	err      error // first invalid subtask submission; fails the execution
+}
+
+type execKey struct{}
+
+func executionFrom(ctx context.Context) *execution {
+	e, _ := ctx.Value(execKey{}).(*execution)
+	return e
+}
+
+// CurrentTaskInfo describes the execution a context belongs to.
+type CurrentTaskInfo struct {
+	JobID      string
+	TaskID     int64
+	Attempt    int // 1 for the first execution
+	Identifier TaskIdentifier
+	Cluster    string
+	RunnerID   string
+}
+
+// CurrentTask returns the running task's identity; ok is false outside Execute.
+func CurrentTask(ctx context.Context) (CurrentTaskInfo, bool) {
+	e := executionFrom(ctx)
+	if e == nil {
+		return CurrentTaskInfo{}, false
+	}
+	return e.info, true
+}
+
+// ErrNotInTask is returned by the in-task helpers when ctx is not a task's.
+var ErrNotInTask = errors.New("not called from a running task's Execute context")
+
+// FutureTask refers to a subtask submitted during the current execution, for
+// use in WithDependencies.
+type FutureTask struct {
+	exec  *execution
+	index int
+}
+
+// SubtaskOption configures SubmitSubtask.
+type SubtaskOption func(*subtaskConfig)
+
+type subtaskConfig struct {
+	deps       []FutureTask
+	cluster    string
+	maxRetries int
+	optional   bool
+}
+
+// WithDependencies makes the subtask wait until every given subtask is
+// complete: computed, with its whole subtree complete. Only futures returned
+// earlier in the same execution are allowed.
+func WithDependencies(fs ...FutureTask) SubtaskOption {
+	return func(c *subtaskConfig) { c.deps = append(c.deps, fs...) }
+}
+
+// WithCluster runs the subtask in another cluster. Default: the parent's.
+func WithCluster(slug string) SubtaskOption { return func(c *subtaskConfig) { c.cluster = slug } }
+
+// WithMaxRetries sets how often the subtask is retried after failing. Default 0.
+func WithMaxRetries(n int) SubtaskOption { return func(c *subtaskConfig) { c.maxRetries = n } }
+
+// Optional lets the subtask fail without failing the job: it becomes
+// failed_optional, its not-yet-run subtree is skipped, and the job goes on.
+func Optional() SubtaskOption { return func(c *subtaskConfig) { c.optional = true } }
+
+// SubmitSubtask buffers a subtask of the running task. Subtasks are committed
+// atomically when Execute returns nil; a failing execution commits none.
+func SubmitSubtask(ctx context.Context, task Task, opts ...SubtaskOption) (FutureTask, error) {
+	fs, err := SubmitSubtasks(ctx, []Task{task}, opts...)
+	if err != nil {
+		return FutureTask{}, err
+	}
+	return fs[0], nil
+}
+
+// SubmitSubtasks buffers several subtasks sharing the same options.
+func SubmitSubtasks(ctx context.Context, tasks []Task, opts ...SubtaskOption) ([]FutureTask, error) {
+	e := executionFrom(ctx)
+	if e == nil {
+		return nil, fmt.Errorf("submit subtask: %w", ErrNotInTask)
+	}
+	cfg := subtaskConfig{cluster: e.cluster}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	err := e.addSubtasks(tasks, cfg)
+	if err != nil {
+		// Remember it: a task that ignores the error must not commit a
+		// partial set as if it had succeeded.
+		e.mu.Lock()
+		if e.err == nil {
+			e.err = err
+		}
+		e.mu.Unlock()
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]FutureTask, len(tasks))
+	first := len(e.subtasks) - len(tasks)
+	for i := range tasks {
+		out[i] = FutureTask{exec: e, index: first + i}
+	}
+	return out, nil
+}
+
+func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
+	if err := queue.ValidateSlug(cfg.cluster); err != nil {
+		return fmt.Errorf("submit subtask: %w", err)
+	}
+	if cfg.maxRetries < 0 {
+		return fmt.Errorf("submit subtask: max retries %d is negative", cfg.maxRetries)
+	}
+	e.mu.Lock()
+	n := len(e.subtasks)
+	e.mu.Unlock()
+	deps := make([]int, 0, len(cfg.deps))
+	for _, f := range cfg.deps {
+		if f.exec != e {
+			return errors.New("submit subtask: dependency is a future of another task's execution; only subtasks submitted earlier by the same parent execution can be dependencies")
+		}
+		if f.index >= n {
+			return fmt.Errorf("submit subtask: dependency on subtask %d, which was not submitted yet", f.index)
+		}
+		deps = append(deps, f.index)
+	}
+	slices.Sort(deps)
+	deps = slices.Compact(deps)
+	specs := make([]queue.SubtaskSpec, len(tasks))
+	for i, t := range tasks {
+		id, input, err := encodeInput(t, e.runner.client.maxInput)
+		if err != nil {
+			return fmt.Errorf("submit subtask: %w", err)
+		}
+		specs[i] = queue.SubtaskSpec{Task: id, Cluster: cfg.cluster, Input: input,
+			MaxRetries: cfg.maxRetries, Optional: cfg.optional, Deps: deps}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.subtasks) != n {
+		return errors.New("submit subtask: concurrent submissions from one execution; submit from one goroutine or use SubmitSubtasks")
+	}
+	e.subtasks = append(e.subtasks, specs...)
+	return nil
+}
+
+// SetDisplay names the running task in listings (`runfleet job tasks`).
+func SetDisplay(ctx context.Context, text string) {
+	if e := executionFrom(ctx); e != nil {
+		e.mu.Lock()
+		e.display = text
+		e.mu.Unlock()
+	}
+}
+
+// ProgressIndicator counts units of work under one label of the job.
+type ProgressIndicator struct {
+	e     *execution
+	label string
+}
+
+// Progress returns the job-wide progress counter named label. Counts of an
+// execution are committed with its result, and only the last execution of a
+// task counts, so retries never double-count.
+func Progress(ctx context.Context, label string) ProgressIndicator {
+	return ProgressIndicator{e: executionFrom(ctx), label: label}
+}
+
+// Add adds n units of work to the total.
+func (p ProgressIndicator) Add(n int64) { p.bump(0, n) }
+
+// Done marks n units of work as done.
+func (p ProgressIndicator) Done(n int64) { p.bump(1, n) }
+
+func (p ProgressIndicator) bump(i int, n int64) {
+	if p.e == nil {
+		return
+	}
+	p.e.mu.Lock()
+	defer p.e.mu.Unlock()
+	if p.e.progress == nil {
+		p.e.progress = map[string]*[2]int64{}
+	}
+	c := p.e.progress[p.label]
+	if c == nil {
+		c = &[2]int64{}
+		p.e.progress[p.label] = c
+	}
+	c[i] += n
+}
+
+// progressJSON encodes buffered progress as rf_complete expects it.
+func (e *execution) progressJSON() []byte {
+	if len(e.progress) == 0 {
+		return nil
+	}
+	labels := make([]string, 0, len(e.progress))
+	for l := range e.progress {
+		labels = append(labels, l)
+	}
+	slices.SortFunc(labels, strings.Compare)
+	rows := make([][3]any, len(labels))
+	for i, l := range labels {
+		c := e.progress[l]
+		rows[i] = [3]any{l, c[0], c[1]}
+	}
+	b, _ := json.Marshal(rows)
+	return b
+}
