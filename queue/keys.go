@@ -23,8 +23,8 @@ const (
 	Group = "runners"
 )
 
-func jobPrefix(id string) string      { return "rf:{j:" + id + "}:" }
-func jobKey(id string) string         { return jobPrefix(id) + "job" }
+func jobPrefix(id string) string { return "rf:{j:" + id + "}:" }
+func jobKey(id string) string    { return jobPrefix(id) + "job" }
 func taskKey(id string, seq int64) string {
 	return jobPrefix(id) + "t:" + strconv.FormatInt(seq, 10)
 }

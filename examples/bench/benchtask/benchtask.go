@@ -24,15 +24,19 @@ func All() []workflows.Task {
 // Noop does nothing.
 type Noop struct{}
 
-func (*Noop) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("Noop", Version) }
-func (*Noop) Execute(context.Context) error        { return nil }
+func (*Noop) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Noop", Version)
+}
+func (*Noop) Execute(context.Context) error { return nil }
 
 // Sleep sleeps MS milliseconds, or until its context ends.
 type Sleep struct {
 	MS int `json:"ms"`
 }
 
-func (*Sleep) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("Sleep", Version) }
+func (*Sleep) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Sleep", Version)
+}
 func (s *Sleep) Execute(ctx context.Context) error {
 	t := time.NewTimer(time.Duration(s.MS) * time.Millisecond)
 	defer t.Stop()
@@ -50,15 +54,19 @@ var ErrFail = errors.New("bench task failed on purpose")
 // Fail always fails.
 type Fail struct{}
 
-func (*Fail) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("Fail", Version) }
-func (*Fail) Execute(context.Context) error        { return ErrFail }
+func (*Fail) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Fail", Version)
+}
+func (*Fail) Execute(context.Context) error { return ErrFail }
 
 // Flaky fails while its attempt number is at most FailTimes.
 type Flaky struct {
 	FailTimes int `json:"fail_times"`
 }
 
-func (*Flaky) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("Flaky", Version) }
+func (*Flaky) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Flaky", Version)
+}
 func (f *Flaky) Execute(ctx context.Context) error {
 	cur, _ := workflows.CurrentTask(ctx)
 	if cur.Attempt <= f.FailTimes {
@@ -76,7 +84,9 @@ type FanOut struct {
 	Merge      bool            `json:"merge,omitempty"`
 }
 
-func (*FanOut) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("FanOut", Version) }
+func (*FanOut) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("FanOut", Version)
+}
 func (f *FanOut) Execute(ctx context.Context) error {
 	if f.N < 0 {
 		return fmt.Errorf("fan out: n is %d, want >= 0", f.N)
