@@ -66,6 +66,10 @@ func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 // Publish XADDs ready-task hints (a flat list of stream, seq pairs as the
 // functions return them) and then removes them from the job's outbox.
 func (q *Queue) Publish(ctx context.Context, jobID string, pub []string) error {
+	return q.publish(ctx, jobID, pub, true)
+}
+
+func (q *Queue) publish(ctx context.Context, jobID string, pub []string, clearOutbox bool) error {
 	for len(pub) > 0 {
 		n := min(len(pub), 2*publishChunk)
 		chunk := pub[:n]
@@ -79,6 +83,9 @@ func (q *Queue) Publish(ctx context.Context, jobID string, pub []string) error {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("publish ready tasks: %w", err)
 		}
+		if !clearOutbox {
+			continue
+		}
 		if err := q.rdb.HDel(ctx, jobPrefix(jobID)+"outbox", fields...).Err(); err != nil {
 			return fmt.Errorf("clear outbox: %w", err)
 		}
@@ -89,18 +96,20 @@ func (q *Queue) Publish(ctx context.Context, jobID string, pub []string) error {
 // Expand publishes the committed, staged subtasks of parent chunk by chunk.
 // It is resumable: the cursor lives in the outbox.
 func (q *Queue) Expand(ctx context.Context, jobID string, parent int64) error {
+	acked := "0"
 	for {
-		res, err := q.rdb.FCall(ctx, "rf_expand", []string{jobKey(jobID)}, parent, StageChunk).Result()
+		res, err := q.rdb.FCall(ctx, "rf_expand", []string{jobKey(jobID)}, parent, StageChunk, acked).Result()
 		if err != nil {
 			return fmt.Errorf("expand subtasks of task %d: %w", parent, err)
 		}
-		pub := toStrings(res)
-		if len(pub) == 0 {
+		parts, _ := res.([]any)
+		if len(parts) != 2 {
 			return nil
 		}
-		if err := q.Publish(ctx, jobID, pub); err != nil {
+		if err := q.publish(ctx, jobID, toStrings(parts[1]), false); err != nil {
 			return err
 		}
+		acked, _ = parts[0].(string)
 	}
 }
 

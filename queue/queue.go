@@ -38,12 +38,12 @@ var (
 // Limits that keep every Redis call short (DESIGN.md §5: no command over 10 ms).
 const (
 	// StageChunk is the most subtasks written by one rf_stage call.
-	StageChunk = 500
+	StageChunk = 200
 	// InlineSubtasks is the most subtasks one completion commits inline; larger
 	// sets are staged in chunks first and published by rf_expand.
-	InlineSubtasks = 256
+	InlineSubtasks = 200
 	// callBudget bounds the tasks plus inline subtasks of one rf_complete call.
-	callBudget = 512
+	callBudget = 400
 	// publishChunk bounds the XADDs of one pipeline.
 	publishChunk = 1000
 )

@@ -21,7 +21,7 @@
 --   d    unresolved dependency count    dn  comma list of dependent seqs
 --   k    unresolved children    kb kn  first seq and count of committed children
 --   done "1" when complete (computed/failed_optional and every child resolved)
---   own  runner holding it    disp  display text    err  last error
+--   own  runner holding (or last holding) it    disp  display text    err  last error
 --   tq ts te  queued / started / ended unix ms    ca  committed attempt
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
@@ -91,11 +91,16 @@ end
 -- a failure contained by an optional ancestor) and walks the consequences:
 -- dependents lose one unresolved dependency, the parent loses one unresolved
 -- child, and a parent that was waiting only on children becomes complete too.
-local function resolve(jk, pre, seq, now, pub)
+local function resolve(jk, pre, seq, now, pub, known)
   while true do
     local tk = tkey(pre, seq)
-    redis.call('HSET', tk, 'done', '1')
-    local f = redis.call('HMGET', tk, 'dn', 'p')
+    local f = known
+    known = nil
+    -- known: the caller already read {dn, p} and wrote done=1.
+    if not f then
+      redis.call('HSET', tk, 'done', '1')
+      f = redis.call('HMGET', tk, 'dn', 'p')
+    end
     for _, dseq in ipairs(split_csv(f[1])) do
       local dk = tkey(pre, dseq)
       local left = redis.call('HINCRBY', dk, 'd', -1)
@@ -122,10 +127,9 @@ end
 
 -- apply_progress replaces the task's previous committed progress with this
 -- execution's, so only the last execution of a task counts. pg is JSON:
--- [[label, total, done], ...] or "".
-local function apply_progress(pre, tk, pg)
+-- [[label, total, done], ...] or ""; old is the task's stored pg (or false).
+local function apply_progress(pre, tk, pg, old)
   local prog = pre .. 'progress'
-  local old = redis.call('HGET', tk, 'pg')
   if old then
     for _, e in ipairs(cjson.decode(old)) do
       redis.call('HINCRBY', prog, e[1] .. '\0total', -e[2])
@@ -164,10 +168,14 @@ local function write_subtasks(pre, parent, att, base, first, args, off, n, now, 
       if oas == '' then oas = tostring(seq) else oas = oas .. ',' .. seq end
     end
     local tk = tkey(pre, seq)
-    redis.call('HSET', tk, 'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
-      'in', args[o + 4], 'mr', args[o + 5], 'opt', args[o + 6], 'd', args[o + 7],
-      'dn', table.concat(dn, ','), 'oas', oas, 'p', parent, 'g', att, 'f', 0, 'att', 0,
-      'k', 0, 'tq', now)
+    -- Zero and empty fields are left out (readers default them): fewer
+    -- writes keep a chunk well under a millisecond or two.
+    local f = {'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
+      'in', args[o + 4], 'mr', args[o + 5], 'd', args[o + 7], 'p', parent, 'g', att, 'tq', now}
+    if args[o + 6] == '1' then f[#f + 1] = 'opt'; f[#f + 1] = '1' end
+    if #dn > 0 then f[#f + 1] = 'dn'; f[#f + 1] = table.concat(dn, ',') end
+    if oas ~= '' then f[#f + 1] = 'oas'; f[#f + 1] = oas end
+    redis.call('HSET', tk, unpack(f))
     if publish and args[o + 7] == '0' then
       make_ready(pre, tostring(seq), {cl = args[o + 3], nm = args[o + 1], v = args[o + 2]}, pub)
     end
@@ -230,7 +238,7 @@ redis.register_function('rf_claim', function(keys, args)
         resolve(jk, pre, seq, now, pub)
         out[#out + 1] = {seq, 'skipped'}
       else
-        local att = tonumber(t[7]) + 1
+        local att = tonumber(t[7] or 0) + 1
         redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
         move(cnt, 'queued', 'running')
         started = true
@@ -279,22 +287,27 @@ redis.register_function('rf_complete', function(keys, args)
     local nsub, staged, base, inline = tonumber(args[o + 5]), args[o + 6], args[o + 7], tonumber(args[o + 8])
     o = o + 8
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'own', 'att')
+    local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'dn', 'p', 'pg')
     if not owned(t, owner, att) then
       res[#res + 1] = 'lost'
     else
+      -- "own" stays: it records which runner computed the task.
+      local f = {'st', 'computed', 'te', now, 'ca', att}
       if staged ~= '1' and nsub > 0 then
         base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
         write_subtasks(pre, seq, att, base, 0, args, o, inline, now, true, pub)
       end
-      redis.call('HSET', tk, 'st', 'computed', 'te', now, 'ca', att, 'k', nsub, 'kb', base, 'kn', nsub)
-      redis.call('HDEL', tk, 'own')
-      if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
-      apply_progress(pre, tk, pg)
+      if nsub > 0 then
+        f[#f + 1] = 'k'; f[#f + 1] = nsub; f[#f + 1] = 'kb'; f[#f + 1] = base; f[#f + 1] = 'kn'; f[#f + 1] = nsub
+      end
+      if disp ~= '' then f[#f + 1] = 'disp'; f[#f + 1] = disp end
+      if nsub == 0 then f[#f + 1] = 'done'; f[#f + 1] = '1' end
+      redis.call('HSET', tk, unpack(f))
+      if pg ~= '' or t[6] then apply_progress(pre, tk, pg, t[6]) end
       move(cnt, 'running', 'computed')
       cnt['queued'] = (cnt['queued'] or 0) + nsub
       if nsub == 0 then
-        resolve(jk, pre, seq, now, pub)
+        resolve(jk, pre, seq, now, pub, {t[4], t[5]})
       elseif staged == '1' then
         redis.call('HSET', pre .. 'outbox', 'x:' .. seq, base .. ',' .. nsub .. ',0')
         expand[#expand + 1] = seq
@@ -308,32 +321,44 @@ redis.register_function('rf_complete', function(keys, args)
   return {res, pub, expand}
 end)
 
--- rf_expand moves the next chunk of a committed, staged subtask set into the
--- outbox. KEYS[1] job hash. ARGV: parent seq, chunk size.
--- Returns a publish list; empty once the whole set is through.
+-- rf_expand publishes a committed, staged subtask set chunk by chunk. The
+-- set's cursor lives in the outbox ("x:<parent>" -> "base,total,next") and
+-- stands in for per-task outbox entries, which would double the writes.
+-- KEYS[1] job hash. ARGV: parent seq, chunk size, acknowledged position
+-- (the "next" a previous call returned, once its hints were XADDed; 0 at
+-- first). Returns {next, publish list} for the chunk after the acknowledged
+-- position, or {} once the whole set is through. A caller that dies before
+-- acknowledging makes the next caller publish the chunk again: harmless.
 redis.register_function('rf_expand', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
-  local field = 'x:' .. args[1]
-  local cur = redis.call('HGET', pre .. 'outbox', field)
-  local pub = {}
-  if not cur then return pub end
+  local ob, field = pre .. 'outbox', 'x:' .. args[1]
+  local cur = redis.call('HGET', ob, field)
+  if not cur then return {} end
   local parts = split_csv(cur)
   local base, total, next_i = tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3])
+  local acked = tonumber(args[3])
+  if acked > next_i then
+    next_i = acked
+    if next_i >= total then
+      redis.call('HDEL', ob, field)
+      return {}
+    end
+    redis.call('HSET', ob, field, base .. ',' .. total .. ',' .. next_i)
+  end
   local stop = math.min(total, next_i + tonumber(args[2]))
+  local pub = {}
   for i = next_i, stop - 1 do
     local seq = tostring(base + i)
     local t = redis.call('HMGET', tkey(pre, seq), 'st', 'd', 'cl', 'nm', 'v')
     if t[1] == 'queued' and t[2] == '0' then
-      make_ready(pre, seq, {cl = t[3], nm = t[4], v = t[5]}, pub)
+      local sk = stream_key(t[3], t[4], t[5])
+      redis.call('HSET', pre .. 'ready', seq, sk)
+      pub[#pub + 1] = sk
+      pub[#pub + 1] = seq
     end
   end
-  if stop >= total then
-    redis.call('HDEL', pre .. 'outbox', field)
-  else
-    redis.call('HSET', pre .. 'outbox', field, base .. ',' .. total .. ',' .. stop)
-  end
-  return pub
+  return {tostring(stop), pub}
 end)
 
 -- rf_fail records failed executions of one job.
@@ -351,13 +376,12 @@ redis.register_function('rf_fail', function(keys, args)
     local o = 3 + i * 6
     local seq, att, msg, disp, pg, counts = args[o + 1], args[o + 2], args[o + 3], args[o + 4], args[o + 5], args[o + 6]
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'mr', 'f', 'opt', 'oas', 'cl', 'nm', 'v')
+    local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'mr', 'f', 'opt', 'oas', 'cl', 'nm', 'v', 'pg')
     if not owned(t, owner, att) then
       res[#res + 1] = 'lost'
     else
       if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
-      redis.call('HDEL', tk, 'own')
-      local fails = tonumber(t[5])
+      local fails = tonumber(t[5] or 0)
       if counts == '1' then fails = fails + 1 end
       if counts ~= '1' or fails <= tonumber(t[4]) then
         redis.call('HSET', tk, 'st', 'queued', 'f', fails, 'err', msg, 'tq', now)
@@ -365,7 +389,7 @@ redis.register_function('rf_fail', function(keys, args)
         make_ready(pre, seq, {cl = t[8], nm = t[9], v = t[10]}, pub)
         res[#res + 1] = 'retry'
       else
-        apply_progress(pre, tk, pg)
+        apply_progress(pre, tk, pg, t[11])
         redis.call('HSET', tk, 'f', fails, 'err', msg, 'te', now)
         if t[6] == '1' then
           redis.call('HSET', tk, 'st', 'failed_optional')

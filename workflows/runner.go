@@ -219,9 +219,22 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 			}
 		})
 	}()
+	// A fixed pool of executors: goroutines that live across tasks keep the
+	// stacks they have grown, where one goroutine per task grows a new one.
+	work := make(chan queue.Claimed, cfg.concurrency)
 	var execs sync.WaitGroup
+	for range cfg.concurrency {
+		execs.Add(1)
+		go func() {
+			defer execs.Done()
+			for c := range work {
+				results <- r.execute(workCtx, c)
+			}
+		}()
+	}
 	defer func() {
 		r.drain(ctx, cfg, &inflight, slotFreed, cancelWork)
+		close(work)
 		execs.Wait()
 		close(results)
 		<-completerDone
@@ -246,13 +259,9 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		if err == nil {
 			var claimed []queue.Claimed
 			claimed, err = r.client.q.Claim(ctx, r.id, hints)
+			inflight.Add(int64(len(claimed)))
 			for _, c := range claimed {
-				inflight.Add(1)
-				execs.Add(1)
-				go func() {
-					defer execs.Done()
-					results <- r.execute(workCtx, c)
-				}()
+				work <- c
 			}
 			if err == nil && len(hints) == 0 && before == 0 && untilIdle {
 				return nil
@@ -298,8 +307,11 @@ func (r *Runner) drain(ctx context.Context, cfg runConfig, inflight *atomic.Int6
 // execute runs one claimed task and returns what to commit.
 func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	out := outcome{claim: c}
-	log := r.logger.With(slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq),
-		slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
+	// Built only when something is logged: most executions log nothing.
+	log := func() *slog.Logger {
+		return r.logger.With(slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq),
+			slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
+	}
 	reg, ok := r.lookup(c.Task)
 	if !ok {
 		out.err = fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)
@@ -310,7 +322,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(ptr.Interface()); err != nil {
 		out.err = fmt.Errorf("decode input of task %s: %w", c.Task, err)
-		log.Error("task input does not decode", slog.Any("error", out.err))
+		log().Error("task input does not decode", slog.Any("error", out.err))
 		return out
 	}
 	e := &execution{runner: r, cluster: r.cluster, info: CurrentTaskInfo{
@@ -328,9 +340,9 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		out.err = err
 		out.handBack = workCtx.Err() != nil
 		if out.handBack {
-			log.Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
+			log().Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
 		} else {
-			log.Warn("task failed", slog.Any("error", err))
+			log().Warn("task failed", slog.Any("error", err))
 		}
 		return out
 	}
@@ -338,7 +350,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		Progress: e.progressJSON(), Subtasks: e.subtasks}
 	if err := r.client.q.Stage(workCtx, r.id, comp); err != nil {
 		if errors.Is(err, queue.ErrLost) {
-			log.Warn("task was taken from this runner before it finished; its result is dropped")
+			log().Warn("task was taken from this runner before it finished; its result is dropped")
 		}
 		out.err, out.handBack = err, true
 		return out
