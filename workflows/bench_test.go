@@ -87,7 +87,9 @@ type Stamp struct {
 
 var stamps sync.Map // seq -> time.Time
 
-func (*Stamp) Identifier() workflows.TaskIdentifier { return workflows.NewTaskIdentifier("Stamp", "v1.0") }
+func (*Stamp) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Stamp", "v1.0")
+}
 func (s *Stamp) Execute(context.Context) error {
 	stamps.Store(s.Seq, time.Now())
 	return nil
