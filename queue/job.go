@@ -113,17 +113,20 @@ func (q *Queue) Expand(ctx context.Context, jobID string, parent int64) error {
 	}
 }
 
-// Republish XADDs a hint for every ready task of a job again, and finishes
-// any outbox work a crashed caller left behind. Duplicates are harmless.
+// Republish finishes outbox work a crashed caller left behind: it XADDs the
+// hints still in the outbox and publishes staged subtask sets whose
+// publication was cut short. Duplicates are harmless.
 func (q *Queue) Republish(ctx context.Context, jobID string) error {
-	pre := jobPrefix(jobID)
 	var expand []int64
-	if err := q.scanHash(ctx, pre+"outbox", func(field, _ string) error {
+	var pub []string
+	if err := q.scanHash(ctx, jobPrefix(jobID)+"outbox", func(field, stream string) error {
 		if rest, ok := strings.CutPrefix(field, "x:"); ok {
 			if seq, err := strconv.ParseInt(rest, 10, 64); err == nil {
 				expand = append(expand, seq)
 			}
+			return nil
 		}
+		pub = append(pub, stream, field)
 		return nil
 	}); err != nil {
 		return err
@@ -133,22 +136,7 @@ func (q *Queue) Republish(ctx context.Context, jobID string) error {
 			return err
 		}
 	}
-	var pub []string
-	flush := func() error {
-		err := q.Publish(ctx, jobID, pub)
-		pub = pub[:0]
-		return err
-	}
-	if err := q.scanHash(ctx, pre+"ready", func(seq, stream string) error {
-		pub = append(pub, stream, seq)
-		if len(pub) >= 2*publishChunk {
-			return flush()
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	return flush()
+	return q.Publish(ctx, jobID, pub)
 }
 
 func (q *Queue) scanHash(ctx context.Context, key string, fn func(field, value string) error) error {
@@ -187,7 +175,7 @@ type Job struct {
 	StartedAt  time.Time        `json:"started_at,omitzero"`
 	FinishedAt time.Time        `json:"finished_at,omitzero"`
 	TaskCounts map[string]int64 `json:"task_counts"`
-	Progress   []Progress       `json:"progress,omitempty"`
+	Progress   []Progress       `json:"progress"`
 }
 
 var jobFields = []string{"id", "name", "cluster", "state", "created", "started", "finished",
@@ -205,7 +193,7 @@ func parseJob(vals []any) (Job, bool) {
 	}
 	j := Job{ID: s[0], Name: s[1], Cluster: s[2], State: s[3],
 		CreatedAt: msTime(s[4]), StartedAt: msTime(s[5]), FinishedAt: msTime(s[6]),
-		TaskCounts: make(map[string]int64, len(TaskStates))}
+		TaskCounts: make(map[string]int64, len(TaskStates)), Progress: []Progress{}}
 	for i, st := range TaskStates {
 		n, _ := strconv.ParseInt(s[7+i], 10, 64)
 		j.TaskCounts[st] = n
@@ -300,7 +288,8 @@ func (q *Queue) CancelJob(ctx context.Context, id string) (string, error) {
 }
 
 // RetryJob re-queues the failed tasks of a failed or canceled job and resumes
-// it. Computed tasks are never run again.
+// it. Computed tasks are never run again; hints held back while the job was
+// stopped are published again.
 func (q *Queue) RetryJob(ctx context.Context, id string) error {
 	res, err := q.rdb.FCall(ctx, "rf_retry", []string{jobKey(id)}, nowMS()).Result()
 	if err != nil {
@@ -308,6 +297,19 @@ func (q *Queue) RetryJob(ctx context.Context, id string) error {
 	}
 	if err := q.Publish(ctx, id, toStrings(res)); err != nil {
 		return err
+	}
+	for {
+		res, err := q.rdb.FCall(ctx, "rf_release", []string{jobKey(id)}, publishChunk).Result()
+		if err != nil {
+			return fmt.Errorf("release held tasks: %w", err)
+		}
+		pub := toStrings(res)
+		if len(pub) == 0 {
+			break
+		}
+		if err := q.Publish(ctx, id, pub); err != nil {
+			return err
+		}
 	}
 	return q.Republish(ctx, id)
 }

@@ -12,8 +12,9 @@ import "strconv"
 //	rf:{c:<slug>}:q:<name>:vM.m      stream of ready-task hints (fields j, t)
 //	rf:{j:<id>}:job                  hash: job record and task counters
 //	rf:{j:<id>}:t:<seq>              hash: one task (fields in runfleet.lua)
-//	rf:{j:<id>}:ready                hash seq -> stream: queued tasks whose dependencies are met
-//	rf:{j:<id>}:outbox               hash seq -> stream: ready tasks not yet XADDed
+//	rf:{j:<id>}:outbox               hash seq -> stream: ready tasks not yet XADDed,
+//	                                 and "x:<parent>" -> cursor of a staged subtask set
+//	rf:{j:<id>}:held                 hash seq -> stream: hints read while the job was stopped
 //	rf:{j:<id>}:failed               set of failed task seqs (for retry)
 //	rf:{j:<id>}:progress             hash "label\x00total" / "label\x00done" -> count
 const (

@@ -74,7 +74,7 @@ func msTime(s string) time.Time {
 	if err != nil {
 		return time.Time{}
 	}
-	return time.UnixMilli(n)
+	return time.UnixMilli(n).UTC()
 }
 
 // ---- clusters ----

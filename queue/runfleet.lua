@@ -3,14 +3,15 @@
 -- tasks, each an atomic step over the keys of one job's hash tag {j:<id>}.
 --
 -- Every function takes KEYS[1] = the job hash "rf:{j:<id>}:job"; the task,
--- ready, failed, outbox and progress keys are derived from it and share its
+-- held, failed, outbox and progress keys are derived from it and share its
 -- hash tag, so each call stays on one Redis Cluster slot. Streams live under a
 -- cluster's tag {c:<slug>}; functions never write them. Tasks that become
--- ready are written to the job's ready hash and outbox (both seq -> stream key)
--- and returned;
--- the caller XADDs them and then HDELs the outbox fields. A caller that dies in
+-- ready are written to the job's outbox (seq -> stream key) and returned; the
+-- caller XADDs them and then HDELs the outbox fields. A caller that dies in
 -- between leaves the outbox for a later republish: duplicates are harmless,
--- because streams are hints and the claim step checks task state.
+-- because streams are hints and the claim step checks task state. Hints read
+-- while the job is failed or canceled go to the held hash, republished on
+-- retry.
 --
 -- Task hash fields:
 --   st   state: queued | running | computed | failed | skipped | failed_optional
@@ -64,10 +65,9 @@ local function split_csv(s)
 end
 
 -- make_ready records a queued task whose dependencies are met: it joins the
--- ready set and the outbox, and is appended to pub for the caller to XADD.
+-- outbox and is appended to pub for the caller to XADD.
 local function make_ready(pre, seq, t, pub)
   local sk = stream_key(t.cl, t.nm, t.v)
-  redis.call('HSET', pre .. 'ready', seq, sk)
   redis.call('HSET', pre .. 'outbox', seq, sk)
   pub[#pub + 1] = sk
   pub[#pub + 1] = seq
@@ -91,37 +91,50 @@ end
 -- a failure contained by an optional ancestor) and walks the consequences:
 -- dependents lose one unresolved dependency, the parent loses one unresolved
 -- child, and a parent that was waiting only on children becomes complete too.
-local function resolve(jk, pre, seq, now, pub, known)
-  while true do
+-- known = {dn, p} when the caller already read them and wrote done=1. With
+-- parents (a table), the parent's decrement is gathered there instead, so a
+-- batch of siblings costs one HINCRBY; settle_parents applies it.
+local resolve
+
+local function parent_done(jk, pre, parent, left, now, pub)
+  if left > 0 then return end
+  local pt = redis.call('HMGET', tkey(pre, parent), 'st', 'done')
+  if pt[2] == '1' or (pt[1] ~= 'computed' and pt[1] ~= 'failed_optional') then return end
+  resolve(jk, pre, parent, now, pub)
+end
+
+resolve = function(jk, pre, seq, now, pub, known, parents)
+  local f = known
+  if not f then
     local tk = tkey(pre, seq)
-    local f = known
-    known = nil
-    -- known: the caller already read {dn, p} and wrote done=1.
-    if not f then
-      redis.call('HSET', tk, 'done', '1')
-      f = redis.call('HMGET', tk, 'dn', 'p')
-    end
-    for _, dseq in ipairs(split_csv(f[1])) do
-      local dk = tkey(pre, dseq)
-      local left = redis.call('HINCRBY', dk, 'd', -1)
-      if left == 0 then
-        local dt = redis.call('HMGET', dk, 'st', 'cl', 'nm', 'v')
-        if dt[1] == 'queued' then
-          make_ready(pre, dseq, {cl = dt[2], nm = dt[3], v = dt[4]}, pub)
-        end
+    redis.call('HSET', tk, 'done', '1')
+    f = redis.call('HMGET', tk, 'dn', 'p')
+  end
+  for _, dseq in ipairs(split_csv(f[1])) do
+    local dk = tkey(pre, dseq)
+    local left = redis.call('HINCRBY', dk, 'd', -1)
+    if left == 0 then
+      local dt = redis.call('HMGET', dk, 'st', 'cl', 'nm', 'v')
+      if dt[1] == 'queued' then
+        make_ready(pre, dseq, {cl = dt[2], nm = dt[3], v = dt[4]}, pub)
       end
     end
-    local parent = f[2]
-    if parent == nil or parent == false or parent == '' then
-      set_job_state(jk, {'submitted', 'running', 'canceled'}, 'completed', now)
-      return
-    end
-    local pk = tkey(pre, parent)
-    local left = redis.call('HINCRBY', pk, 'k', -1)
-    if left > 0 then return end
-    local pt = redis.call('HMGET', pk, 'st', 'done')
-    if pt[2] == '1' or (pt[1] ~= 'computed' and pt[1] ~= 'failed_optional') then return end
-    seq = parent
+  end
+  local parent = f[2]
+  if not parent or parent == '' then
+    set_job_state(jk, {'submitted', 'running', 'canceled'}, 'completed', now)
+    return
+  end
+  if parents then
+    parents[parent] = (parents[parent] or 0) + 1
+    return
+  end
+  parent_done(jk, pre, parent, redis.call('HINCRBY', tkey(pre, parent), 'k', -1), now, pub)
+end
+
+local function settle_parents(jk, pre, parents, now, pub)
+  for parent, n in pairs(parents) do
+    parent_done(jk, pre, parent, redis.call('HINCRBY', tkey(pre, parent), 'k', -n), now, pub)
   end
 end
 
@@ -221,17 +234,17 @@ redis.register_function('rf_claim', function(keys, args)
   for i = 3, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att')
+    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl')
     if t[1] ~= 'queued' or t[2] ~= '0' then
       out[#out + 1] = {seq, 'stale'}
     elseif jstate ~= 'submitted' and jstate ~= 'running' then
+      redis.call('HSET', pre .. 'held', seq, stream_key(t[8], t[4], t[5]))
       out[#out + 1] = {seq, 'held'}
     else
       local skip = false
       for _, a in ipairs(split_csv(t[3])) do
         if redis.call('HGET', tkey(pre, a), 'st') == 'failed_optional' then skip = true break end
       end
-      redis.call('HDEL', pre .. 'ready', seq)
       if skip then
         redis.call('HSET', tk, 'st', 'skipped', 'te', now)
         move(cnt, 'queued', 'skipped')
@@ -273,14 +286,14 @@ end)
 -- 8 fields: seq, attempt, display, progress, subtask count, staged ("1" when
 -- the subtasks were written by rf_stage at base), base, inline count; then
 -- inline count subtask records.
--- Returns {results, publish list, expand list} where results holds "ok" or
--- "lost" per item and expand lists parent seqs whose staged subtasks must be
--- published with rf_expand.
+-- Returns {results, publish list} where results holds "ok" or "lost" per
+-- item. A staged set gets a cursor "x:<seq>" in the outbox; the caller
+-- publishes the set and acknowledges it with rf_expand.
 redis.register_function('rf_complete', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
   local owner, now, n = args[1], args[2], tonumber(args[3])
-  local res, pub, expand, cnt = {}, {}, {}, new_counts()
+  local res, pub, cnt, parents = {}, {}, new_counts(), {}
   local o = 3
   for _ = 1, n do
     local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
@@ -307,23 +320,25 @@ redis.register_function('rf_complete', function(keys, args)
       move(cnt, 'running', 'computed')
       cnt['queued'] = (cnt['queued'] or 0) + nsub
       if nsub == 0 then
-        resolve(jk, pre, seq, now, pub, {t[4], t[5]})
+        resolve(jk, pre, seq, now, pub, {t[4], t[5]}, parents)
       elseif staged == '1' then
         redis.call('HSET', pre .. 'outbox', 'x:' .. seq, base .. ',' .. nsub .. ',0')
-        expand[#expand + 1] = seq
       end
       res[#res + 1] = 'ok'
     end
     o = o + inline * SUB_STRIDE
   end
+  settle_parents(jk, pre, parents, now, pub)
   flush_counts(jk, cnt)
   redis.call('HSET', jk, 'updated', now)
-  return {res, pub, expand}
+  return {res, pub}
 end)
 
 -- rf_expand publishes a committed, staged subtask set chunk by chunk. The
 -- set's cursor lives in the outbox ("x:<parent>" -> "base,total,next") and
--- stands in for per-task outbox entries, which would double the writes.
+-- stands in for per-task outbox entries, which would double the writes. The
+-- committing runner publishes from memory and only acknowledges here (chunk
+-- size 0); a republisher after a crash reads the tasks back.
 -- KEYS[1] job hash. ARGV: parent seq, chunk size, acknowledged position
 -- (the "next" a previous call returned, once its hints were XADDed; 0 at
 -- first). Returns {next, publish list} for the chunk after the acknowledged
@@ -352,9 +367,7 @@ redis.register_function('rf_expand', function(keys, args)
     local seq = tostring(base + i)
     local t = redis.call('HMGET', tkey(pre, seq), 'st', 'd', 'cl', 'nm', 'v')
     if t[1] == 'queued' and t[2] == '0' then
-      local sk = stream_key(t[3], t[4], t[5])
-      redis.call('HSET', pre .. 'ready', seq, sk)
-      pub[#pub + 1] = sk
+      pub[#pub + 1] = stream_key(t[3], t[4], t[5])
       pub[#pub + 1] = seq
     end
   end
@@ -430,8 +443,7 @@ end)
 -- rf_retry puts every failed task of a failed or canceled job back to queued
 -- and the job back to running; computed work is untouched.
 -- KEYS[1] job hash. ARGV: now. Returns a publish list for the re-queued
--- failed tasks; the caller also republishes the ready set, which holds the
--- tasks that were held back while the job was stopped.
+-- failed tasks; the caller then releases the held hash with rf_release.
 redis.register_function('rf_retry', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
@@ -470,4 +482,25 @@ redis.register_function('rf_cancel', function(keys, args)
   if state == 'completed' then return redis.error_reply('ERR job is completed') end
   set_job_state(jk, {'submitted', 'running'}, 'canceled', args[1])
   return redis.call('HGET', jk, 'state')
+end)
+
+-- rf_release moves up to a chunk of held hints (read while the job was
+-- stopped) back to the outbox, if the job runs again.
+-- KEYS[1] job hash. ARGV: chunk size. Returns a publish list, empty when
+-- nothing is held or the job is stopped.
+redis.register_function('rf_release', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local state = redis.call('HGET', jk, 'state')
+  local pub = {}
+  if state ~= 'submitted' and state ~= 'running' then return pub end
+  local held = pre .. 'held'
+  local kv = redis.call('HRANDFIELD', held, tonumber(args[1]), 'WITHVALUES')
+  for i = 1, #kv, 2 do
+    redis.call('HDEL', held, kv[i])
+    redis.call('HSET', pre .. 'outbox', kv[i], kv[i + 1])
+    pub[#pub + 1] = kv[i + 1]
+    pub[#pub + 1] = kv[i]
+  end
+  return pub
 end)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"os"
 
 	"github.com/redis/go-redis/v9"
@@ -66,7 +67,8 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		}
 		ro, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, fmt.Errorf("parse redis url %q: %w", url, err)
+			// The URL may hold a password: name only its scheme and host.
+			return nil, fmt.Errorf("parse redis url %s: %w", redactURL(url), err)
 		}
 		c.rdb = redis.NewClient(ro)
 		c.ownsRedis = true
@@ -80,6 +82,14 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	}
 	c.q = q
 	return c, nil
+}
+
+func redactURL(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
 
 // Close releases the Redis connection the client opened.

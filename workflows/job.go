@@ -41,6 +41,12 @@ const (
 	TaskFailedOptional = queue.TaskFailedOptional
 )
 
+// TaskStates lists every task state; JobStates every job state.
+var (
+	TaskStates = queue.TaskStates
+	JobStates  = queue.JobStates
+)
+
 // JobClient submits and manages jobs.
 type JobClient struct{ c *Client }
 
@@ -117,8 +123,8 @@ func (jc *JobClient) submit(ctx context.Context, name, cluster string, id queue.
 	if err != nil {
 		return Job{}, err
 	}
-	if !nameKnown(known, id.Name) {
-		return Job{}, fmt.Errorf("submit job %q: unknown task %q in cluster %q: no runner of that cluster has registered it (start a runner that registers it first)", name, id.Name, cluster)
+	if err := runnable(known, id, cluster); err != nil {
+		return Job{}, fmt.Errorf("submit job %q: %w", name, err)
 	}
 	p := queue.SubmitJobParams{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Cluster: cluster,
 		Task: id, Input: input, MaxRetries: maxRetries}
@@ -128,13 +134,22 @@ func (jc *JobClient) submit(ctx context.Context, name, cluster string, id queue.
 	return jc.c.q.GetJob(ctx, p.ID)
 }
 
-func nameKnown(ids []queue.Identifier, name string) bool {
-	for _, k := range ids {
-		if k.Name == name {
-			return true
+// runnable checks that some runner of the cluster registered an identifier
+// that can run id, so a job is not left queued for a task nobody serves.
+func runnable(known []queue.Identifier, id queue.Identifier, cluster string) error {
+	var versions []string
+	for _, k := range known {
+		if k.CanRun(id) {
+			return nil
+		}
+		if k.Name == id.Name {
+			versions = append(versions, k.Version())
 		}
 	}
-	return false
+	if len(versions) == 0 {
+		return fmt.Errorf("unknown task %q in cluster %q: no runner of that cluster has registered it (start a runner that registers it first)", id.Name, cluster)
+	}
+	return fmt.Errorf("no runner of cluster %q can run %s: registered versions are %s (a runner needs the same major version and at least the minor)", cluster, id, strings.Join(versions, ", "))
 }
 
 // Get returns a job with task counts and progress.

@@ -245,7 +245,14 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		block = cfg.idleWait
 	}
 	backoff := 10 * time.Millisecond
+	lastTrim := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(lastTrim) > time.Second {
+			lastTrim = time.Now()
+			if err := r.client.q.TrimStreams(ctx, r.streams); err != nil && ctx.Err() == nil {
+				r.logger.Warn("trim task streams failed", slog.Any("error", err))
+			}
+		}
 		before := inflight.Load()
 		free := int64(cfg.concurrency) - before
 		if free <= 0 {
@@ -318,9 +325,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		return out
 	}
 	ptr := reflect.New(reg.typ)
-	dec := json.NewDecoder(bytes.NewReader(c.Input))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(ptr.Interface()); err != nil {
+	if err := decodeInput(c.Input, ptr.Interface()); err != nil {
 		out.err = fmt.Errorf("decode input of task %s: %w", c.Task, err)
 		log().Error("task input does not decode", slog.Any("error", out.err))
 		return out
@@ -357,6 +362,24 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	}
 	out.done = comp
 	return out
+}
+
+// decodeInput decodes a task's JSON input strictly: unknown fields are an
+// error, so a typo in a submitted input fails loudly instead of running the
+// task with a zero value. An empty object needs no decoder.
+func decodeInput(input []byte, into any) error {
+	if string(input) == "{}" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(input))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("input has data after the JSON object")
+	}
+	return nil
 }
 
 // runTask calls Execute, turning a panic into an error.

@@ -1,0 +1,315 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runfleet/runfleet/workflows"
+)
+
+func (a *app) jobCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "job",
+		Short: "Submit, inspect, wait for, retry and cancel jobs",
+		Long: `A job is a named submission of one root task to a cluster. Its tasks may fan
+out into subtasks; the job completes when its whole task tree is complete.`,
+		Example: `  runfleet job submit --cluster dev --name nightly --task Render --version v1.2 --input '{"scene":"a"}'
+  runfleet job list --cluster dev --state running
+  runfleet job wait 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --timeout 10m`,
+		Args: groupArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.jobSubmitCmd(), a.jobGetCmd(), a.jobListCmd(), a.jobTasksCmd(),
+		a.jobWaitCmd(), a.jobRetryCmd(), a.jobCancelCmd())
+	return cmd
+}
+
+func (a *app) jobSubmitCmd() *cobra.Command {
+	var (
+		req       workflows.SubmitRequest
+		input     string
+		inputFile string
+		wait      bool
+		wo        waitOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "submit --cluster C --name N --task NAME --version vX.Y [--input JSON | --input-file F]",
+		Short: "Submit a job and print its id",
+		Long: `Submit a job whose root task is NAME at version vX.Y, with a JSON object as its
+input (default {}). Only tasks that some runner of the cluster has registered
+are accepted, so start a runner before the first submission.
+
+The job id is printed on stdout, alone on one line. With --wait the command
+then waits like "runfleet job wait" and exits the same way: 0 completed,
+1 failed or canceled, 3 timed out.`,
+		Example: `  runfleet job submit --cluster dev --name hello --task Noop --version v1.0
+  runfleet job submit --cluster dev --name tiles --task Render --version v2.1 --input '{"zoom":12}' --max-retries 3
+  jq -n '{scene:"b"}' | runfleet job submit --cluster dev --name b --task Render --version v2.1 --input-file - --wait --timeout 30m`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, f := range []struct{ flag, val string }{
+				{"cluster", req.Cluster}, {"name", req.Name}, {"task", req.Task.Name}, {"version", req.Task.Version},
+			} {
+				if f.val == "" {
+					return usageErrorf("missing required flag --%s", f.flag)
+				}
+			}
+			if cmd.Flags().Changed("input") && cmd.Flags().Changed("input-file") {
+				return usageErrorf("--input and --input-file are mutually exclusive; give the input one way")
+			}
+			if err := wo.validate(); err != nil {
+				return err
+			}
+			req.Input = json.RawMessage(input)
+			if inputFile != "" {
+				b, err := a.readInput(inputFile)
+				if err != nil {
+					return err
+				}
+				req.Input = b
+			}
+			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				j, err := c.Jobs().SubmitRaw(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.out, j.ID)
+				if !wait {
+					return nil
+				}
+				return a.waitJob(cmd.Context(), c, j.ID, wo)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Cluster, "cluster", "", "cluster slug to submit to (required)")
+	f.StringVar(&req.Name, "name", "", "job name (required)")
+	f.StringVar(&req.Task.Name, "task", "", "root task name (required)")
+	f.StringVar(&req.Task.Version, "version", "", "root task version, vMAJOR.MINOR (required)")
+	f.StringVar(&input, "input", "", "root task input, a JSON object (default {})")
+	f.StringVar(&inputFile, "input-file", "", "read the input from a file; - reads stdin")
+	f.IntVar(&req.MaxRetries, "max-retries", 0, "how often the root task is retried after it fails")
+	f.BoolVar(&wait, "wait", false, "wait for the job to finish, like runfleet job wait")
+	wo.flags(cmd, "with --wait: ")
+	return cmd
+}
+
+// readInput reads a task input from a file, or from stdin for "-".
+func (a *app) readInput(path string) ([]byte, error) {
+	var r io.Reader = a.in
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read input: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	const limit = workflows.DefaultMaxInputBytes
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read input from %s: %w", path, err)
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("input from %s is over the %d byte limit", inputName(path), limit)
+	}
+	return b, nil
+}
+
+func inputName(path string) string {
+	if path == "-" {
+		return "stdin"
+	}
+	return path
+}
+
+// jobErr adds a hint to errors about jobs.
+func jobErr(err error) error {
+	if errors.Is(err, workflows.ErrJobNotFound) {
+		return &hintError{err: err, hint: "list recent jobs with: runfleet job list"}
+	}
+	return err
+}
+
+func (a *app) jobGetCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a job: state, task counts and progress",
+		Example: `  runfleet job get 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d
+  runfleet job get 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq .task_counts`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				j, err := c.Jobs().Get(cmd.Context(), args[0])
+				if err != nil {
+					return jobErr(err)
+				}
+				if asJSON {
+					return writeJSON(a.out, (j))
+				}
+				return writeJob(a.out, j)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the job as JSON (id, name, cluster, state, task_counts, progress, times)")
+	return cmd
+}
+
+func writeJob(w io.Writer, j workflows.Job) error {
+	done, total := taskTotals(j)
+	tw := newTable(w)
+	fmt.Fprintf(tw, "ID:\t%s\n", j.ID)
+	fmt.Fprintf(tw, "Name:\t%s\n", j.Name)
+	fmt.Fprintf(tw, "Cluster:\t%s\n", j.Cluster)
+	fmt.Fprintf(tw, "State:\t%s\n", j.State)
+	fmt.Fprintf(tw, "Created:\t%s\n", timestamp(j.CreatedAt))
+	fmt.Fprintf(tw, "Started:\t%s\n", timestamp(j.StartedAt))
+	fmt.Fprintf(tw, "Finished:\t%s\n", timestamp(j.FinishedAt))
+	if !j.FinishedAt.IsZero() {
+		fmt.Fprintf(tw, "Duration:\t%s\n", shortDuration(j.FinishedAt.Sub(j.CreatedAt)))
+	}
+	fmt.Fprintf(tw, "Tasks:\t%s/%s done (%s)\n", commas(done), commas(total), countsSummary(j))
+	for i, p := range j.Progress {
+		label := ""
+		if i == 0 {
+			label = "Progress:"
+		}
+		pct := ""
+		if p.Total > 0 {
+			pct = fmt.Sprintf(" (%d%%)", p.Done*100/p.Total)
+		}
+		fmt.Fprintf(tw, "%s\t%s %s/%s%s\n", label, p.Label, commas(p.Done), commas(p.Total), pct)
+	}
+	return tw.Flush()
+}
+
+func (a *app) jobListCmd() *cobra.Command {
+	var (
+		opts   workflows.ListOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list [--cluster C] [--state S] [--limit N]",
+		Short: "List jobs, newest first",
+		Example: `  runfleet job list
+  runfleet job list --cluster dev --state failed --limit 5
+  runfleet job list --json | jq -r '.[].id'`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Limit < 1 {
+				return usageErrorf("--limit must be at least 1, got %d", opts.Limit)
+			}
+			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				if opts.Cluster != "" {
+					// A deleted cluster's jobs stay listable; only a malformed
+					// slug is an error.
+					if _, err := c.Clusters().Get(cmd.Context(), opts.Cluster); err != nil &&
+						!errors.Is(err, workflows.ErrClusterNotFound) {
+						return err
+					}
+				}
+				jobs, err := c.Jobs().List(cmd.Context(), opts)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(a.out, jobs)
+				}
+				if len(jobs) == 0 {
+					fmt.Fprintln(a.err, "no jobs found")
+					return nil
+				}
+				return writeJobTable(a.out, jobs, time.Now())
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Cluster, "cluster", "", "only jobs of this cluster")
+	f.StringVar(&opts.State, "state", "", "only jobs in this state: "+strings.Join([]string{
+		workflows.JobSubmitted, workflows.JobRunning, workflows.JobCompleted, workflows.JobFailed, workflows.JobCanceled}, ", "))
+	f.IntVar(&opts.Limit, "limit", 50, "list at most this many jobs")
+	f.BoolVar(&asJSON, "json", false, "print the jobs as a JSON array")
+	return cmd
+}
+
+func writeJobTable(w io.Writer, jobs []workflows.Job, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tCLUSTER\tSTATE\tTASKS\tFAILED\tCREATED\tAGE")
+	for _, j := range jobs {
+		done, total := taskTotals(j)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", j.ID, j.Name, j.Cluster, j.State,
+			commas(done), commas(total), commas(j.TaskCounts[workflows.TaskFailed]),
+			timestamp(j.CreatedAt), age(j.CreatedAt, now))
+	}
+	return tw.Flush()
+}
+
+func (a *app) jobRetryCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "retry ID",
+		Short: "Re-queue the failed tasks of a failed or canceled job",
+		Long: `Put every failed task of the job back to queued and the job back to running.
+Computed work is kept and never runs again. Retrying a canceled job resumes it.`,
+		Example: `  runfleet job retry 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d
+  runfleet job retry 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d && runfleet job wait 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, id := cmd.Context(), args[0]
+			return a.withClient(ctx, func(c *workflows.Client) error {
+				j, err := c.Jobs().Get(ctx, id)
+				if err != nil {
+					return jobErr(err)
+				}
+				if j.State == workflows.JobSubmitted || j.State == workflows.JobRunning {
+					fmt.Fprintf(a.out, "job %s is %s; nothing to retry\n", id, j.State)
+					return nil
+				}
+				if err := c.Jobs().Retry(ctx, id); err != nil {
+					return jobErr(err)
+				}
+				if j, err = c.Jobs().Get(ctx, id); err != nil {
+					return jobErr(err)
+				}
+				fmt.Fprintf(a.out, "retried job %s; it is %s (%s)\n", id, j.State, countsSummary(j))
+				return nil
+			})
+		},
+	}
+}
+
+func (a *app) jobCancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Stop handing out a job's tasks",
+		Long: `Cancel a job: no further task of it is handed to runners. Tasks already
+running finish and their results are kept. "runfleet job retry" resumes it.`,
+		Example: "  runfleet job cancel 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d",
+		Args:    exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, id := cmd.Context(), args[0]
+			return a.withClient(ctx, func(c *workflows.Client) error {
+				j, err := c.Jobs().Get(ctx, id)
+				if err != nil {
+					return jobErr(err)
+				}
+				if j.State == workflows.JobCanceled || j.State == workflows.JobFailed {
+					fmt.Fprintf(a.out, "job %s is already %s; nothing to cancel\n", id, j.State)
+					return nil
+				}
+				if err := c.Jobs().Cancel(ctx, id); err != nil {
+					return jobErr(err)
+				}
+				fmt.Fprintf(a.out, "canceled job %s; running tasks finish (resume with: runfleet job retry %s)\n", id, id)
+				return nil
+			})
+		},
+	}
+}

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runfleet/runfleet/workflows"
+)
+
+func (a *app) jobTasksCmd() *cobra.Command {
+	var (
+		all    bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "tasks ID",
+		Short: "Show a job's task tree",
+		Long: fmt.Sprintf(`Show the tasks of a job as a tree: each task with its id, name@version, state,
+attempts, display name and, for failed tasks, the first line of its error;
+subtasks are indented under their parent.
+
+A parent with more than %d subtasks shows the first %d, any that are running or
+failed, and one summary line for the rest, counted per state. --all lists
+every task; --json prints every task with all its fields.`, elideOver, showFirst),
+		Example: `  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --all | grep failed
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq '.[] | select(.state == "failed") | .error'`,
+		Args: exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				tasks, err := c.Jobs().Tasks(cmd.Context(), args[0])
+				if err != nil {
+					return jobErr(err)
+				}
+				if asJSON {
+					if tasks == nil {
+						tasks = []workflows.TaskInfo{}
+					}
+					return writeJSON(a.out, tasks)
+				}
+				return writeTaskTree(a.out, tasks, all)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "list every subtask, however many a parent has")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print every task as a JSON array, parents before children")
+	return cmd
+}
+
+// How job tasks shortens big fan-outs.
+const (
+	elideOver   = 20 // a parent with more children than this is shortened
+	showFirst   = 10 // children shown first
+	showNotable = 10 // running or failed children shown beyond the first ones
+	errorWidth  = 120
+)
+
+// treeRow is one line of the tree: a task, or a summary of hidden siblings.
+type treeRow struct {
+	depth   int
+	seq     int64
+	summary string
+}
+
+// writeTaskTree prints tasks (parents before children, as JobClient.Tasks
+// returns them) as an indented table.
+func writeTaskTree(w io.Writer, tasks []workflows.TaskInfo, all bool) error {
+	if len(tasks) == 0 {
+		_, err := fmt.Fprintln(w, "no tasks")
+		return err
+	}
+	byID := make(map[int64]int, len(tasks))
+	for i, t := range tasks {
+		byID[t.Seq] = i
+	}
+	// Subtree sizes, children before parents.
+	size := make([]int64, len(tasks))
+	for i := len(tasks) - 1; i >= 0; i-- {
+		size[i]++
+		if p, ok := byID[tasks[i].Parent]; ok && tasks[i].Parent != tasks[i].Seq {
+			size[p] += size[i]
+		}
+	}
+	var stack []treeRow
+	for i := len(tasks) - 1; i >= 0; i-- {
+		if _, ok := byID[tasks[i].Parent]; !ok { // the root, or an orphan
+			stack = append(stack, treeRow{seq: tasks[i].Seq})
+		}
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TASK\tNAME\tSTATE\tATTEMPTS\tDISPLAY\tERROR")
+	hidden := false
+	printed := make(map[int64]bool, len(tasks))
+	for len(stack) > 0 {
+		row := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		indent := strings.Repeat("  ", row.depth)
+		if row.summary != "" {
+			fmt.Fprintf(tw, "%s%s\n", indent, row.summary)
+			continue
+		}
+		if printed[row.seq] { // defends against a malformed cycle
+			continue
+		}
+		printed[row.seq] = true
+		t := tasks[byID[row.seq]]
+		errText := ""
+		if t.Error != "" && t.State != workflows.TaskComputed {
+			errText = oneLine(firstLine(t.Error, errorWidth))
+		}
+		fmt.Fprintf(tw, "%s%d\t%s@%s\t%s\t%d\t%s\t%s\n", indent, t.Seq, oneLine(t.Name), t.Version, t.State,
+			t.Attempts, oneLine(t.Display), errText)
+
+		var kids []int
+		for _, c := range t.Children {
+			if i, ok := byID[c]; ok {
+				kids = append(kids, i)
+			}
+		}
+		shown, rest := kids, []int(nil)
+		if !all && len(kids) > elideOver {
+			shown, rest = pickChildren(tasks, kids)
+		}
+		if len(rest) > 0 {
+			hidden = true
+			stack = append(stack, treeRow{depth: row.depth + 1, summary: hiddenSummary(tasks, size, rest)})
+		}
+		for k := len(shown) - 1; k >= 0; k-- {
+			stack = append(stack, treeRow{depth: row.depth + 1, seq: tasks[shown[k]].Seq})
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if hidden {
+		_, err := fmt.Fprintf(w, "(%s tasks in all; --all lists every one)\n", commas(int64(len(tasks))))
+		return err
+	}
+	return nil
+}
+
+// pickChildren splits a big set of children into the ones to show (the first
+// few and, after them, running or failed ones) and the rest, both in order.
+func pickChildren(tasks []workflows.TaskInfo, kids []int) (shown, rest []int) {
+	notable := 0
+	for n, i := range kids {
+		st := tasks[i].State
+		switch {
+		case n < showFirst:
+			shown = append(shown, i)
+		case notable < showNotable && (st == workflows.TaskRunning || st == workflows.TaskFailed || st == workflows.TaskFailedOptional):
+			shown = append(shown, i)
+			notable++
+		default:
+			rest = append(rest, i)
+		}
+	}
+	return shown, rest
+}
+
+// hiddenSummary is "… 99,990 more (99,990 computed)", plus how many tasks
+// sit below the hidden ones.
+func hiddenSummary(tasks []workflows.TaskInfo, size []int64, rest []int) string {
+	counts := map[string]int64{}
+	var below int64
+	for _, i := range rest {
+		counts[tasks[i].State]++
+		below += size[i] - 1
+	}
+	var parts []string
+	for _, st := range taskStates {
+		if n := counts[st]; n > 0 {
+			parts = append(parts, commas(n)+" "+st)
+		}
+	}
+	s := fmt.Sprintf("… %s more (%s)", commas(int64(len(rest))), strings.Join(parts, ", "))
+	if below > 0 {
+		s += fmt.Sprintf(" with %s subtasks below them", commas(below))
+	}
+	return s
+}
+
+// oneLine keeps a display name on its row.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
