@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -185,23 +187,23 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 		if len(rows) == 0 {
 			continue
 		}
-		if pub := toStrings(rows[len(rows)-1]); len(pub) > 0 {
+		if pub := toStrings(rows[0]); len(pub) > 0 {
 			if err := q.Publish(ctx, jobs[i], pub); err != nil {
 				return out, err
 			}
 		}
-		for _, r := range rows[:len(rows)-1] {
-			f := toStrings(r)
-			if len(f) < 6 || f[1] != "run" {
-				continue
-			}
-			seq, _ := strconv.ParseInt(f[0], 10, 64)
-			att, _ := strconv.Atoi(f[5])
-			id, err := ParseIdentifier(f[2], f[3])
+		for k := 1; k+4 < len(rows); k += 5 {
+			seq, _ := rows[k].(string)
+			name, _ := rows[k+1].(string)
+			version, _ := rows[k+2].(string)
+			input, _ := rows[k+3].(string)
+			att, _ := rows[k+4].(int64)
+			n, _ := strconv.ParseInt(seq, 10, 64)
+			id, err := ParseIdentifier(name, version)
 			if err != nil {
-				id = Identifier{Name: f[2]}
+				id = Identifier{Name: name}
 			}
-			out = append(out, Claimed{JobID: jobs[i], Seq: seq, Task: id, Input: []byte(f[4]), Attempt: att})
+			out = append(out, Claimed{JobID: jobs[i], Seq: n, Task: id, Input: []byte(input), Attempt: int(att)})
 		}
 	}
 	return out, nil
@@ -275,16 +277,23 @@ func (q *Queue) Stage(ctx context.Context, owner string, c *Completion) error {
 	}
 	base -= n
 	dn := dependentsOf(c.Subtasks)
-	for first := 0; first < len(c.Subtasks); first += StageChunk {
-		cnt := min(StageChunk, len(c.Subtasks)-first)
+	// A few connections stage chunks concurrently, so encoding on the runner
+	// overlaps execution in Redis. Each chunk is still its own short call and
+	// checks the parent is still held.
+	err = inParallel(ctx, len(c.Subtasks), StageChunk, func(ctx context.Context, first, end int) error {
 		args := []any{owner, c.Seq, c.Attempt, base, first, nowMS()}
-		args = encodeSubtasks(c.Subtasks, dn, first, cnt, args)
-		if err := q.rdb.FCall(ctx, "rf_stage", []string{jobKey(c.JobID)}, args...).Err(); err != nil {
-			if strings.Contains(err.Error(), "lost") {
-				return ErrLost
-			}
+		args = encodeSubtasks(c.Subtasks, dn, first, end-first, args)
+		err := q.rdb.FCall(ctx, "rf_stage", []string{jobKey(c.JobID)}, args...).Err()
+		if err != nil && strings.Contains(err.Error(), "lost") {
+			return ErrLost
+		}
+		if err != nil {
 			return fmt.Errorf("stage subtasks: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	c.staged, c.base = true, base
 	return nil
@@ -343,27 +352,57 @@ func (q *Queue) Complete(ctx context.Context, owner string, cs []Completion) ([]
 }
 
 // publishStaged XADDs the dependency-free subtasks of a committed, staged
-// set straight from memory, acknowledging each chunk on the set's cursor so a
-// republisher after a crash resumes where this left off.
+// set straight from memory, then clears the set's cursor; a republisher after
+// a crash reads the set back from Redis instead.
 func (q *Queue) publishStaged(ctx context.Context, c *Completion) error {
-	total := len(c.Subtasks)
-	for first := 0; first < total; first += publishChunk {
-		end := min(total, first+publishChunk)
+	err := inParallel(ctx, len(c.Subtasks), publishChunk, func(ctx context.Context, first, end int) error {
 		pub := make([]string, 0, 2*(end-first))
 		for i := first; i < end; i++ {
-			s := c.Subtasks[i]
-			if len(s.Deps) == 0 {
+			if s := c.Subtasks[i]; len(s.Deps) == 0 {
 				pub = append(pub, StreamKey(s.Cluster, s.Task), strconv.FormatInt(c.base+int64(i), 10))
 			}
 		}
-		if err := q.publish(ctx, c.JobID, pub, false); err != nil {
-			return err
-		}
-		if err := q.rdb.FCall(ctx, "rf_expand", []string{jobKey(c.JobID)}, c.Seq, 0, end).Err(); err != nil {
-			return fmt.Errorf("acknowledge published subtasks: %w", err)
-		}
+		return q.publish(ctx, c.JobID, pub, false)
+	})
+	if err != nil {
+		return err
+	}
+	// Chunks ran out of order, so acknowledge the whole set at once; a crash
+	// before this only means a republisher sends the set again.
+	if err := q.rdb.FCall(ctx, "rf_expand", []string{jobKey(c.JobID)}, c.Seq, 0, len(c.Subtasks)).Err(); err != nil {
+		return fmt.Errorf("acknowledge published subtasks: %w", err)
 	}
 	return nil
+}
+
+// inParallel calls fn for consecutive [first, end) chunks of n items, on up
+// to parallelCalls goroutines, and returns the first error.
+func inParallel(ctx context.Context, n, chunk int, fn func(ctx context.Context, first, end int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	workers := min(parallelCalls, (n+chunk-1)/chunk)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				first := int(next.Add(int64(chunk))) - chunk
+				if first >= n {
+					return
+				}
+				if err := fn(ctx, first, min(n, first+chunk)); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // Failure is a failed (or handed back) execution.

@@ -40,7 +40,9 @@ func ParseIdentifier(name, version string) (Identifier, error) {
 }
 
 // Version is the canonical version string, e.g. "v1.3".
-func (id Identifier) Version() string { return fmt.Sprintf("v%d.%d", id.Major, id.Minor) }
+func (id Identifier) Version() string {
+	return "v" + strconv.Itoa(id.Major) + "." + strconv.Itoa(id.Minor)
+}
 
 func (id Identifier) String() string { return id.Name + "@" + id.Version() }
 

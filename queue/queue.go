@@ -46,6 +46,9 @@ const (
 	callBudget = 400
 	// publishChunk bounds the XADDs of one pipeline.
 	publishChunk = 1000
+	// parallelCalls is how many connections stage or publish one large
+	// subtask set at once.
+	parallelCalls = 4
 )
 
 // Queue is the Redis data model over one client.

@@ -16,14 +16,14 @@
 -- Task hash fields:
 --   st   state: queued | running | computed | failed | skipped | failed_optional
 --   nm v cl in    name, version "vM.m", cluster, input JSON
---   p    parent seq ("" for the root)       g    parent attempt that created it
+--   p    parent seq ("" for the root)
 --   mr   max retries    f  failures counted against mr    att  executions started
 --   opt  "1" when Optional()    oas  comma list of optional ancestors incl. self
 --   d    unresolved dependency count    dn  comma list of dependent seqs
 --   k    unresolved children    kb kn  first seq and count of committed children
 --   done "1" when complete (computed/failed_optional and every child resolved)
 --   own  runner holding (or last holding) it    disp  display text    err  last error
---   tq ts te  queued / started / ended unix ms    ca  committed attempt
+--   tq ts te  queued / started / ended unix ms
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
 local STATES = {'queued', 'running', 'computed', 'failed', 'skipped', 'failed_optional'}
@@ -166,10 +166,10 @@ end
 local SUB_STRIDE = 8
 
 -- write_subtasks creates subtask hashes for parent at seqs base+first .. and
--- queues those without dependencies when publish is set. The parent's
--- committed attempt (g) decides whether they exist: staged tasks of an attempt
--- that never commits are orphans, never published and never listed.
-local function write_subtasks(pre, parent, att, base, first, args, off, n, now, publish, pub)
+-- queues those without dependencies when publish is set. Only the parent's
+-- commit links them (its kb/kn fields): staged tasks of an attempt that never
+-- commits are orphans, never published and never listed.
+local function write_subtasks(pre, parent, base, first, args, off, n, now, publish, pub)
   local parent_oas = redis.call('HGET', tkey(pre, parent), 'oas') or ''
   for i = 0, n - 1 do
     local o = off + i * SUB_STRIDE
@@ -184,7 +184,9 @@ local function write_subtasks(pre, parent, att, base, first, args, off, n, now, 
     -- Zero and empty fields are left out (readers default them): fewer
     -- writes keep a chunk well under a millisecond or two.
     local f = {'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
-      'in', args[o + 4], 'mr', args[o + 5], 'd', args[o + 7], 'p', parent, 'g', att, 'tq', now}
+      'in', args[o + 4], 'p', parent, 'tq', now}
+    if args[o + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = args[o + 5] end
+    if args[o + 7] ~= '0' then f[#f + 1] = 'd'; f[#f + 1] = args[o + 7] end
     if args[o + 6] == '1' then f[#f + 1] = 'opt'; f[#f + 1] = '1' end
     if #dn > 0 then f[#f + 1] = 'dn'; f[#f + 1] = table.concat(dn, ',') end
     if oas ~= '' then f[#f + 1] = 'oas'; f[#f + 1] = oas end
@@ -212,7 +214,7 @@ redis.register_function('rf_submit', function(keys, args)
     'created', now, 'updated', now, 'next', 1, 'c_queued', 1, 'c_running', 0, 'c_computed', 0,
     'c_failed', 0, 'c_skipped', 0, 'c_failed_optional', 0)
   redis.call('HSET', tkey(pre, 0), 'st', 'queued', 'nm', args[5], 'v', args[6], 'cl', args[3],
-    'in', args[7], 'mr', args[8], 'opt', '0', 'd', 0, 'dn', '', 'oas', '', 'p', '', 'g', 0,
+    'in', args[7], 'mr', args[8], 'opt', '0', 'd', 0, 'dn', '', 'oas', '', 'p', '',
     'f', 0, 'att', 0, 'k', 0, 'tq', now)
   local pub = {}
   make_ready(pre, '0', {cl = args[3], nm = args[5], v = args[6]}, pub)
@@ -221,25 +223,25 @@ end)
 
 -- rf_claim hands queued tasks of one job to a runner.
 -- KEYS[1] job hash. ARGV: owner, now, seq...
--- Returns one entry per seq: {seq, verdict, name, version, input, attempt}
--- where verdict is "run", "stale" (not queued: a duplicate or old hint),
--- "held" (job failed or canceled: left queued for a retry) or "skipped" (an
--- optional ancestor failed), followed by a flat publish list as the last entry.
+-- Hints for tasks that are not queued (duplicates, old hints) are dropped;
+-- those of a failed or canceled job go to the held hash for a retry; tasks
+-- under a failed optional ancestor become skipped.
+-- Returns {publish list, then per task handed out: seq, name, version,
+-- input, attempt} as one flat list.
 redis.register_function('rf_claim', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
   local owner, now = args[1], args[2]
   local jstate = redis.call('HGET', jk, 'state')
-  local out, pub, cnt, started = {}, {}, new_counts(), false
+  local out, pub, cnt, started = {false}, {}, new_counts(), false
   for i = 3, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
     local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl')
-    if t[1] ~= 'queued' or t[2] ~= '0' then
-      out[#out + 1] = {seq, 'stale'}
+    if t[1] ~= 'queued' or (t[2] and t[2] ~= '0') then
+      -- stale: nothing to do
     elseif jstate ~= 'submitted' and jstate ~= 'running' then
       redis.call('HSET', pre .. 'held', seq, stream_key(t[8], t[4], t[5]))
-      out[#out + 1] = {seq, 'held'}
     else
       local skip = false
       for _, a in ipairs(split_csv(t[3])) do
@@ -249,13 +251,13 @@ redis.register_function('rf_claim', function(keys, args)
         redis.call('HSET', tk, 'st', 'skipped', 'te', now)
         move(cnt, 'queued', 'skipped')
         resolve(jk, pre, seq, now, pub)
-        out[#out + 1] = {seq, 'skipped'}
       else
         local att = tonumber(t[7] or 0) + 1
         redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
         move(cnt, 'queued', 'running')
         started = true
-        out[#out + 1] = {seq, 'run', t[4], t[5], t[6], tostring(att)}
+        local n = #out
+        out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = att
       end
     end
   end
@@ -263,7 +265,7 @@ redis.register_function('rf_claim', function(keys, args)
     redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now)
   end
   flush_counts(jk, cnt)
-  out[#out + 1] = pub
+  out[1] = pub
   return out
 end)
 
@@ -277,7 +279,7 @@ redis.register_function('rf_stage', function(keys, args)
   local t = redis.call('HMGET', tkey(pre, args[2]), 'st', 'own', 'att')
   if not owned(t, args[1], args[3]) then return redis.error_reply('ERR lost') end
   local n = (#args - 6) / SUB_STRIDE
-  write_subtasks(pre, args[2], args[3], tonumber(args[4]), tonumber(args[5]), args, 6, n, args[6], false, nil)
+  write_subtasks(pre, args[2], tonumber(args[4]), tonumber(args[5]), args, 6, n, args[6], false, nil)
   return n
 end)
 
@@ -305,10 +307,10 @@ redis.register_function('rf_complete', function(keys, args)
       res[#res + 1] = 'lost'
     else
       -- "own" stays: it records which runner computed the task.
-      local f = {'st', 'computed', 'te', now, 'ca', att}
+      local f = {'st', 'computed', 'te', now}
       if staged ~= '1' and nsub > 0 then
         base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
-        write_subtasks(pre, seq, att, base, 0, args, o, inline, now, true, pub)
+        write_subtasks(pre, seq, base, 0, args, o, inline, now, true, pub)
       end
       if nsub > 0 then
         f[#f + 1] = 'k'; f[#f + 1] = nsub; f[#f + 1] = 'kb'; f[#f + 1] = base; f[#f + 1] = 'kn'; f[#f + 1] = nsub
@@ -366,7 +368,7 @@ redis.register_function('rf_expand', function(keys, args)
   for i = next_i, stop - 1 do
     local seq = tostring(base + i)
     local t = redis.call('HMGET', tkey(pre, seq), 'st', 'd', 'cl', 'nm', 'v')
-    if t[1] == 'queued' and t[2] == '0' then
+    if t[1] == 'queued' and (not t[2] or t[2] == '0') then
       pub[#pub + 1] = stream_key(t[3], t[4], t[5])
       pub[#pub + 1] = seq
     end
@@ -396,7 +398,7 @@ redis.register_function('rf_fail', function(keys, args)
       if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
       local fails = tonumber(t[5] or 0)
       if counts == '1' then fails = fails + 1 end
-      if counts ~= '1' or fails <= tonumber(t[4]) then
+      if counts ~= '1' or fails <= tonumber(t[4] or 0) then
         redis.call('HSET', tk, 'st', 'queued', 'f', fails, 'err', msg, 'tq', now)
         move(cnt, 'running', 'queued')
         make_ready(pre, seq, {cl = t[8], nm = t[9], v = t[10]}, pub)

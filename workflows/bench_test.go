@@ -53,7 +53,7 @@ func slowest(b *testing.B, ctx context.Context, r *testenv.Redis) float64 {
 // BenchmarkBurnDown runs one job of 100,000 Noop subtasks through one runner
 // process and reports tasks/s from submit to completed.
 func BenchmarkBurnDown(b *testing.B) {
-	for _, conc := range []int{64, 256} {
+	for _, conc := range []int{256, 1024} {
 		b.Run("concurrency="+strconv.Itoa(conc), func(b *testing.B) {
 			const n = 100_000
 			c, rs, ctx := benchClient(b)

@@ -132,6 +132,9 @@ func (r *Runner) lookup(id queue.Identifier) (registration, bool) {
 	return registration{}, false
 }
 
+// maxClaim bounds the tasks one read hands to rf_claim.
+const maxClaim = 256
+
 // RunOption configures RunForever and RunAll.
 type RunOption func(*runConfig)
 
@@ -262,7 +265,8 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 			}
 			continue
 		}
-		hints, err := r.client.q.Read(ctx, r.id, r.streams, int(free), block)
+		// At most maxClaim per read keeps each claim call short in Redis.
+		hints, err := r.client.q.Read(ctx, r.id, r.streams, int(min(free, maxClaim)), block)
 		if err == nil {
 			var claimed []queue.Claimed
 			claimed, err = r.client.q.Claim(ctx, r.id, hints)
