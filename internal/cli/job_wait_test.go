@@ -26,7 +26,7 @@ func TestJobWaitExitCodes(t *testing.T) {
 		require.Equal(t, ExitOK, r.code, r.stderr)
 		require.Empty(t, r.stderr)
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		require.Regexp(t, `^job `+id+` completed after \S+: 7/7 tasks done \(7 computed\); fanout 0/5$`, lines[len(lines)-1])
+		require.Regexp(t, `^job `+id+` completed after \S+: 7/7 tasks done \(7 computed\)$`, lines[len(lines)-1])
 		for _, l := range lines[:len(lines)-1] {
 			require.Regexp(t, `^(submitted|running|completed): \d+/\d+ tasks done`, l)
 		}
@@ -100,10 +100,10 @@ func TestJobWaitDrawsBarOnTerminal(t *testing.T) {
 	s := out.String()
 	require.Regexp(t, `^\r(submitted|running|completed) \[`, s)
 	require.Contains(t, s, "\x1b[K")
-	require.Contains(t, s, "tasks │ fanout 0/30 │ ")
+	require.Contains(t, s, "31/31 tasks │ 31 computed")
 	// The bar is cleared before the final line, which stands alone.
 	last := s[strings.LastIndex(s, "\r\x1b[K")+len("\r\x1b[K"):]
-	require.Regexp(t, `^job `+id+` completed after \S+: 31/31 tasks done \(31 computed\); fanout 0/30\n$`, last)
+	require.Regexp(t, `^job `+id+` completed after \S+: 31/31 tasks done \(31 computed\)\n$`, last)
 }
 
 func TestProgressBar(t *testing.T) {

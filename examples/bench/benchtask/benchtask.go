@@ -107,7 +107,6 @@ func (f *FanOut) Execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	workflows.Progress(ctx, "fanout").Add(int64(f.N))
 	if f.Merge {
 		if _, err := workflows.SubmitSubtask(ctx, &Noop{}, workflows.WithDependencies(futures...)); err != nil {
 			return err
