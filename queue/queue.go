@@ -57,8 +57,17 @@ type Queue struct {
 }
 
 // New loads the runfleet function library into Redis and returns a Queue.
+// On Redis Cluster every master gets the library, as functions are not
+// shared between shards.
 func New(ctx context.Context, rdb redis.UniversalClient) (*Queue, error) {
-	if err := rdb.FunctionLoadReplace(ctx, library).Err(); err != nil {
+	load := func(ctx context.Context, c *redis.Client) error { return c.FunctionLoadReplace(ctx, library).Err() }
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, load)
+	} else {
+		err = rdb.FunctionLoadReplace(ctx, library).Err()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("load runfleet functions into redis: %w", err)
 	}
 	return &Queue{rdb: rdb}, nil
