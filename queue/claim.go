@@ -41,12 +41,16 @@ type Hint struct {
 // Read blocks up to block for at most count hints on streams. It returns
 // no hints and no error when the block time passes.
 func (q *Queue) Read(ctx context.Context, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
+	return readHints(ctx, q.rdb, consumer, streams, count, block)
+}
+
+func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
 	args := make([]string, 0, 2*len(streams))
 	args = append(args, streams...)
 	for range streams {
 		args = append(args, ">")
 	}
-	res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
@@ -69,6 +73,56 @@ func (q *Queue) Read(ctx context.Context, consumer string, streams []string, cou
 	}
 	return out, nil
 }
+
+// Reader reads hints on a connection of its own, so that a read blocked in
+// Redis can be woken at once (CLIENT UNBLOCK) when its runner stops:
+// go-redis does not interrupt a blocking command when its context ends.
+type Reader struct {
+	node     *redis.Client // the server holding the streams
+	conn     *redis.Conn
+	id       int64
+	consumer string
+	streams  []string
+}
+
+// NewReader opens a dedicated connection to the server holding streams (all
+// of one cluster, so one hash tag and one server).
+func (q *Queue) NewReader(ctx context.Context, consumer string, streams []string) (*Reader, error) {
+	var node *redis.Client
+	switch c := q.rdb.(type) {
+	case *redis.Client:
+		node = c
+	case *redis.ClusterClient:
+		n, err := c.MasterForKey(ctx, streams[0])
+		if err != nil {
+			return nil, fmt.Errorf("find the redis node of %s: %w", streams[0], err)
+		}
+		node = n
+	default:
+		return nil, fmt.Errorf("stream reader: unsupported redis client %T", q.rdb)
+	}
+	conn := node.Conn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("open stream reader: %w", err)
+	}
+	return &Reader{node: node, conn: conn, id: id, consumer: consumer, streams: streams}, nil
+}
+
+// Read is Queue.Read on the reader's connection.
+func (r *Reader) Read(ctx context.Context, count int, block time.Duration) ([]Hint, error) {
+	return readHints(ctx, r.conn, r.consumer, r.streams, count, block)
+}
+
+// Unblock wakes a Read blocked in Redis; it returns no hints. Safe to call
+// from another goroutine.
+func (r *Reader) Unblock(ctx context.Context) error {
+	return r.node.ClientUnblock(ctx, r.id).Err()
+}
+
+// Close releases the reader's connection.
+func (r *Reader) Close() error { return r.conn.Close() }
 
 // TrimStreams drops stream entries every consumer has acknowledged: those
 // before both the group's last delivered entry and its oldest pending one.

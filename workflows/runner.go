@@ -247,6 +247,15 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	if untilIdle {
 		block = cfg.idleWait
 	}
+	// Reads and claims use commitCtx: hints a read returns are this runner's
+	// to claim even while it stops, or they would sit unacknowledged. The
+	// waker ends a read blocked in Redis as soon as ctx is done.
+	rd := &hintReader{r: r}
+	defer rd.close()
+	stopWaker := make(chan struct{})
+	defer close(stopWaker)
+	go rd.wakeOnCancel(ctx, commitCtx, stopWaker)
+
 	backoff := 10 * time.Millisecond
 	lastTrim := time.Now()
 	for ctx.Err() == nil {
@@ -266,10 +275,10 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 			continue
 		}
 		// At most maxClaim per read keeps each claim call short in Redis.
-		hints, err := r.client.q.Read(ctx, r.id, r.streams, int(min(free, maxClaim)), block)
+		hints, err := rd.read(commitCtx, int(min(free, maxClaim)), block)
 		if err == nil {
 			var claimed []queue.Claimed
-			claimed, err = r.client.q.Claim(ctx, r.id, hints)
+			claimed, err = r.client.q.Claim(commitCtx, r.id, hints)
 			inflight.Add(int64(len(claimed)))
 			for _, c := range claimed {
 				work <- c
@@ -293,6 +302,68 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		backoff = 10 * time.Millisecond
 	}
 	return nil
+}
+
+// hintReader reads on a dedicated connection (queue.Reader) so a blocked
+// read can be woken when the runner stops; it reopens the connection after
+// an error, and falls back to pooled reads where that is not possible.
+type hintReader struct {
+	r  *Runner
+	mu sync.Mutex
+	qr *queue.Reader
+}
+
+func (h *hintReader) read(ctx context.Context, count int, block time.Duration) ([]queue.Hint, error) {
+	h.mu.Lock()
+	qr := h.qr
+	if qr == nil {
+		var err error
+		if qr, err = h.r.client.q.NewReader(ctx, h.r.id, h.r.streams); err == nil {
+			h.qr = qr
+		}
+	}
+	h.mu.Unlock()
+	if qr == nil {
+		return h.r.client.q.Read(ctx, h.r.id, h.r.streams, count, block)
+	}
+	hints, err := qr.Read(ctx, count, block)
+	if err != nil {
+		h.close()
+	}
+	return hints, err
+}
+
+// wakeOnCancel unblocks the reader once ctx is done, and keeps doing so
+// until stop closes, in case a read started after the first wake-up.
+func (h *hintReader) wakeOnCancel(ctx, bg context.Context, stop <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+	case <-stop:
+		return
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		if h.qr != nil {
+			_ = h.qr.Unblock(bg)
+		}
+		h.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *hintReader) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.qr != nil {
+		_ = h.qr.Close()
+		h.qr = nil
+	}
 }
 
 // drain waits for tasks in flight, up to the grace period once ctx is
