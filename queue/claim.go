@@ -59,6 +59,10 @@ func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []
 	if err != nil {
 		return nil, fmt.Errorf("read task streams: %w", err)
 	}
+	return parseHints(res), nil
+}
+
+func parseHints(res []redis.XStream) []Hint {
 	var out []Hint
 	for _, s := range res {
 		for _, m := range s.Messages {
@@ -66,12 +70,12 @@ func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []
 			t, _ := m.Values["t"].(string)
 			seq, err := strconv.ParseInt(t, 10, 64)
 			if err != nil || j == "" {
-				seq = -1 // malformed: acknowledged and dropped by Claim
+				seq = -1 // malformed (or deleted): acknowledged and dropped by Claim
 			}
 			out = append(out, Hint{Stream: s.Stream, ID: m.ID, JobID: j, Seq: seq})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Reader reads hints on a connection of its own, so that a read blocked in
@@ -192,22 +196,27 @@ type Claimed struct {
 	Task    Identifier
 	Input   []byte
 	Attempt int
+	// Hint is the stream entry the task was claimed from, pending until the
+	// result is committed; Ack it then.
+	Hint Hint
 }
 
-// Claim turns hints into held tasks: one rf_claim per job, then the hints are
-// acknowledged. Stale hints (task not queued,
-// job stopped) are dropped; tasks under a failed optional ancestor are marked
-// skipped.
+// Claim turns hints into held tasks with one rf_claim per job. A hint whose
+// task is handed out stays pending in the stream until the task's result is
+// committed (see Ack): if the runner dies first, its pending hints show what
+// it held. Other hints (stale, held for a stopped job, skipped) are
+// acknowledged at once. Hints of a job whose claim call failed stay pending
+// and unacknowledged, so they are claimed again later, never lost.
 func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claimed, error) {
 	if len(hints) == 0 {
 		return nil, nil
 	}
 	byJob := map[string][]any{}
 	var jobs []string
-	byStream := map[string][]string{}
+	var done []Hint // hints to acknowledge now
 	for _, h := range hints {
-		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
 		if h.Seq < 0 {
+			done = append(done, h)
 			continue
 		}
 		if _, ok := byJob[h.JobID]; !ok {
@@ -221,29 +230,25 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 	for i, j := range jobs {
 		cmds[i] = pipe.FCall(ctx, "rf_claim", []string{jobKey(j)}, byJob[j]...)
 	}
-	// Acknowledged entries are trimmed in bulk by TrimStreams: far cheaper
-	// for Redis than an XDEL per entry.
-	for s, ids := range byStream {
-		pipe.XAck(ctx, s, Group, ids...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		// Claims that landed hold tasks; their hints may still be pending.
-		// Report the first failing claim, the rest is recovered by heartbeats.
-		for _, c := range cmds {
-			if c.Err() != nil {
-				return nil, fmt.Errorf("claim tasks: %w", c.Err())
-			}
-		}
-	}
+	_, _ = pipe.Exec(ctx)
 	var out []Claimed
+	var firstErr error
+	failed := map[string]bool{}
 	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			failed[jobs[i]] = true
+			if firstErr == nil {
+				firstErr = fmt.Errorf("claim tasks: %w", err)
+			}
+			continue
+		}
 		rows, _ := c.Val().([]any)
 		if len(rows) == 0 {
 			continue
 		}
 		if pub := toStrings(rows[0]); len(pub) > 0 {
-			if err := q.Publish(ctx, jobs[i], pub); err != nil {
-				return out, err
+			if err := q.Publish(ctx, jobs[i], pub); err != nil && firstErr == nil {
+				firstErr = err
 			}
 		}
 		for k := 1; k+4 < len(rows); k += 5 {
@@ -260,7 +265,89 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 			out = append(out, Claimed{JobID: jobs[i], Seq: n, Task: id, Input: []byte(input), Attempt: int(att)})
 		}
 	}
-	return out, nil
+	// Match each handed-out task to one of its hints; that hint stays
+	// pending until the result is committed.
+	type key struct {
+		job string
+		seq int64
+	}
+	idx := make(map[key]int, len(out))
+	for i, c := range out {
+		idx[key{c.JobID, c.Seq}] = i
+	}
+	for _, h := range hints {
+		if h.Seq < 0 || failed[h.JobID] {
+			continue
+		}
+		if i, ok := idx[key{h.JobID, h.Seq}]; ok && out[i].Hint.ID == "" {
+			out[i].Hint = h
+			continue
+		}
+		done = append(done, h)
+	}
+	if err := q.Ack(ctx, done); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return out, firstErr
+}
+
+// Ack acknowledges hints whose work is done (or that needed none).
+// Acknowledged entries are trimmed in bulk by TrimStreams, far cheaper for
+// Redis than an XDEL per entry.
+func (q *Queue) Ack(ctx context.Context, hints []Hint) error {
+	if len(hints) == 0 {
+		return nil
+	}
+	byStream := map[string][]string{}
+	for _, h := range hints {
+		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
+	}
+	pipe := q.rdb.Pipeline()
+	for s, ids := range byStream {
+		pipe.XAck(ctx, s, Group, ids...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("acknowledge task hints: %w", err)
+	}
+	return nil
+}
+
+// Release gives hints a runner read but will not claim back to the fleet:
+// each is added again at the end of its stream, then acknowledged.
+func (q *Queue) Release(ctx context.Context, hints []Hint) error {
+	if len(hints) == 0 {
+		return nil
+	}
+	pipe := q.rdb.Pipeline()
+	for _, h := range hints {
+		if h.Seq >= 0 {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: h.Stream, Values: []string{"j", h.JobID, "t", strconv.FormatInt(h.Seq, 10)}})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("release task hints: %w", err)
+	}
+	return q.Ack(ctx, hints)
+}
+
+// ReadPending returns up to count hints this consumer read earlier and has
+// not acknowledged, per stream, without blocking.
+func (q *Queue) ReadPending(ctx context.Context, consumer string, streams []string, count int) ([]Hint, error) {
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, "0")
+	}
+	res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: -1,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pending task hints: %w", err)
+	}
+	return parseHints(res), nil
 }
 
 // SubtaskSpec is a subtask buffered by an execution, committed with it.

@@ -63,34 +63,82 @@ func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 	return q.Publish(ctx, p.ID, toStrings(res))
 }
 
-// Publish XADDs ready-task hints (a flat list of stream, seq pairs as the
-// functions return them) and then removes them from the job's outbox.
+// Publish XADDs ready-task hints, as the functions return them: a flat list
+// of (outbox value, seq) pairs, the value being "<stream>|<nonce>". Then it
+// clears those outbox entries that still hold the value it published. A
+// pair with an empty value stands for a deferred dependent list ("d:<seq>"),
+// which is walked in chunks.
 func (q *Queue) Publish(ctx context.Context, jobID string, pub []string) error {
 	return q.publish(ctx, jobID, pub, true)
 }
 
-func (q *Queue) publish(ctx context.Context, jobID string, pub []string, clearOutbox bool) error {
+// publish XADDs (value, seq) pairs; with fromOutbox unset the values are
+// plain stream keys and no outbox entry is cleared.
+func (q *Queue) publish(ctx context.Context, jobID string, pub []string, fromOutbox bool) error {
+	var deferred []string
 	for len(pub) > 0 {
 		n := min(len(pub), 2*publishChunk)
 		chunk := pub[:n]
 		pub = pub[n:]
 		pipe := q.rdb.Pipeline()
-		fields := make([]string, 0, n/2)
+		unbox := make([]any, 0, n)
 		for i := 0; i+1 < len(chunk); i += 2 {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: chunk[i], Values: []string{"j", jobID, "t", chunk[i+1]}})
-			fields = append(fields, chunk[i+1])
+			value, seq := chunk[i], chunk[i+1]
+			if value == "" {
+				deferred = append(deferred, seq)
+				continue
+			}
+			stream := value
+			if fromOutbox {
+				if k := strings.LastIndexByte(value, '|'); k >= 0 {
+					stream = value[:k]
+				}
+				unbox = append(unbox, seq, value)
+			}
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []string{"j", jobID, "t", seq}})
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("publish ready tasks: %w", err)
+		if pipe.Len() > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("publish ready tasks: %w", err)
+			}
 		}
-		if !clearOutbox {
+		if len(unbox) > 0 {
+			if err := q.rdb.FCall(ctx, "rf_unbox", []string{jobKey(jobID)}, unbox...).Err(); err != nil {
+				return fmt.Errorf("clear outbox: %w", err)
+			}
+		}
+	}
+	for _, d := range deferred {
+		seq, err := strconv.ParseInt(strings.TrimPrefix(d, "d:"), 10, 64)
+		if err != nil {
 			continue
 		}
-		if err := q.rdb.HDel(ctx, jobPrefix(jobID)+"outbox", fields...).Err(); err != nil {
-			return fmt.Errorf("clear outbox: %w", err)
+		if err := q.releaseDependents(ctx, jobID, seq); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// releaseDependents walks a long dependent list of a completed task in
+// chunks (rf_dependents), publishing the tasks it makes ready.
+func (q *Queue) releaseDependents(ctx context.Context, jobID string, seq int64) error {
+	for {
+		res, err := q.rdb.FCall(ctx, "rf_dependents", []string{jobKey(jobID)}, seq, StageChunk).Result()
+		if err != nil {
+			return fmt.Errorf("release dependents of task %d: %w", seq, err)
+		}
+		parts, _ := res.([]any)
+		if len(parts) != 2 {
+			return fmt.Errorf("release dependents of task %d: unexpected reply %v", seq, res)
+		}
+		if err := q.Publish(ctx, jobID, toStrings(parts[1])); err != nil {
+			return err
+		}
+		if done, _ := parts[0].(int64); done == 1 {
+			return nil
+		}
+	}
 }
 
 // Expand publishes the committed, staged subtasks of parent chunk by chunk.
@@ -117,22 +165,33 @@ func (q *Queue) Expand(ctx context.Context, jobID string, parent int64) error {
 // hints still in the outbox and publishes staged subtask sets whose
 // publication was cut short. Duplicates are harmless.
 func (q *Queue) Republish(ctx context.Context, jobID string) error {
-	var expand []int64
+	var expand, deps []int64
 	var pub []string
-	if err := q.scanHash(ctx, jobPrefix(jobID)+"outbox", func(field, stream string) error {
-		if rest, ok := strings.CutPrefix(field, "x:"); ok {
+	if err := q.scanHash(ctx, jobPrefix(jobID)+"outbox", func(field, value string) error {
+		kind, rest, _ := strings.Cut(field, ":")
+		switch kind {
+		case "x", "d":
 			if seq, err := strconv.ParseInt(rest, 10, 64); err == nil {
-				expand = append(expand, seq)
+				if kind == "x" {
+					expand = append(expand, seq)
+				} else {
+					deps = append(deps, seq)
+				}
 			}
-			return nil
+		default:
+			pub = append(pub, value, field)
 		}
-		pub = append(pub, stream, field)
 		return nil
 	}); err != nil {
 		return err
 	}
 	for _, seq := range expand {
 		if err := q.Expand(ctx, jobID, seq); err != nil {
+			return err
+		}
+	}
+	for _, seq := range deps {
+		if err := q.releaseDependents(ctx, jobID, seq); err != nil {
 			return err
 		}
 	}

@@ -43,7 +43,7 @@ const (
 	// sets are staged in chunks first and published by rf_expand.
 	InlineSubtasks = 200
 	// callBudget bounds the tasks plus inline subtasks of one rf_complete call.
-	callBudget = 400
+	callBudget = 256
 	// publishChunk bounds the XADDs of one pipeline.
 	publishChunk = 1000
 	// parallelCalls is how many connections stage or publish one large

@@ -65,9 +65,12 @@ local function split_csv(s)
 end
 
 -- make_ready records a queued task whose dependencies are met: it joins the
--- outbox and is appended to pub for the caller to XADD.
+-- outbox and is appended to pub for the caller to XADD. The outbox value is
+-- "<stream>|<nonce>", the nonce unique per call, so a caller clearing the
+-- entry it published (rf_unbox) never clears a newer one for the same task.
 local function make_ready(pre, seq, t, pub)
-  local sk = stream_key(t.cl, t.nm, t.v)
+  if not pub.nonce then pub.nonce = redis.call('INCR', pre .. 'nonce') end
+  local sk = stream_key(t.cl, t.nm, t.v) .. '|' .. pub.nonce
   redis.call('HSET', pre .. 'outbox', seq, sk)
   pub[#pub + 1] = sk
   pub[#pub + 1] = seq
@@ -96,6 +99,22 @@ end
 -- batch of siblings costs one HINCRBY; settle_parents applies it.
 local resolve
 
+-- Dependent lists longer than this many bytes (about 300 seqs) are walked
+-- in chunks by rf_dependents instead of inside the resolving call.
+local DEFER_DEPENDENTS_BYTES = 2000
+
+-- release_dependent takes one unresolved dependency off dseq and queues it
+-- once none is left.
+local function release_dependent(pre, dseq, pub)
+  local dk = tkey(pre, dseq)
+  if redis.call('HINCRBY', dk, 'd', -1) == 0 then
+    local dt = redis.call('HMGET', dk, 'st', 'cl', 'nm', 'v')
+    if dt[1] == 'queued' then
+      make_ready(pre, dseq, {cl = dt[2], nm = dt[3], v = dt[4]}, pub)
+    end
+  end
+end
+
 local function parent_done(jk, pre, parent, left, now, pub)
   if left > 0 then return end
   local pt = redis.call('HMGET', tkey(pre, parent), 'st', 'done')
@@ -110,15 +129,14 @@ resolve = function(jk, pre, seq, now, pub, known, parents)
     redis.call('HSET', tk, 'done', '1')
     f = redis.call('HMGET', tk, 'dn', 'p')
   end
-  for _, dseq in ipairs(split_csv(f[1])) do
-    local dk = tkey(pre, dseq)
-    local left = redis.call('HINCRBY', dk, 'd', -1)
-    if left == 0 then
-      local dt = redis.call('HMGET', dk, 'st', 'cl', 'nm', 'v')
-      if dt[1] == 'queued' then
-        make_ready(pre, dseq, {cl = dt[2], nm = dt[3], v = dt[4]}, pub)
-      end
-    end
+  if f[1] and #f[1] > DEFER_DEPENDENTS_BYTES then
+    -- Too many dependents for one short call: rf_dependents walks them in
+    -- chunks from a cursor in the outbox ("d:<seq>" -> byte offset).
+    redis.call('HSET', pre .. 'outbox', 'd:' .. seq, 1)
+    pub[#pub + 1] = ''
+    pub[#pub + 1] = 'd:' .. seq
+  else
+    for _, dseq in ipairs(split_csv(f[1])) do release_dependent(pre, dseq, pub) end
   end
   local parent = f[2]
   if not parent or parent == '' then
@@ -223,7 +241,9 @@ end)
 
 -- rf_claim hands queued tasks of one job to a runner.
 -- KEYS[1] job hash. ARGV: owner, now, seq...
--- Hints for tasks that are not queued (duplicates, old hints) are dropped;
+-- A task already running under this owner is handed out again (idempotent
+-- claims). Hints for tasks that are not queued (duplicates, old hints) are
+-- dropped;
 -- those of a failed or canceled job go to the held hash for a retry; tasks
 -- under a failed optional ancestor become skipped.
 -- Returns {publish list, then per task handed out: seq, name, version,
@@ -233,12 +253,20 @@ redis.register_function('rf_claim', function(keys, args)
   local pre = prefix_of(jk)
   local owner, now = args[1], args[2]
   local jstate = redis.call('HGET', jk, 'state')
-  local out, pub, cnt, started = {false}, {}, new_counts(), false
+  local out, pub, cnt, started, seen = {false}, {}, new_counts(), false, {}
   for i = 3, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl')
-    if t[1] ~= 'queued' or (t[2] and t[2] ~= '0') then
+    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl', 'own')
+    if seen[seq] then
+      -- a duplicate hint in this batch: nothing to do
+    elseif t[1] == 'running' and t[9] == owner then
+      -- Already this runner's: a retried call whose first reply was lost,
+      -- or the runner recovering its own pending hints. Hand it out again;
+      -- the runner skips tasks it is still executing.
+      local n = #out
+      out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = tonumber(t[7])
+    elseif t[1] ~= 'queued' or (t[2] and t[2] ~= '0') then
       -- stale: nothing to do
     elseif jstate ~= 'submitted' and jstate ~= 'running' then
       redis.call('HSET', pre .. 'held', seq, stream_key(t[8], t[4], t[5]))
@@ -260,6 +288,7 @@ redis.register_function('rf_claim', function(keys, args)
         out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = att
       end
     end
+    seen[seq] = true
   end
   if started and jstate == 'submitted' then
     redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now)
@@ -498,11 +527,53 @@ redis.register_function('rf_release', function(keys, args)
   if state ~= 'submitted' and state ~= 'running' then return pub end
   local held = pre .. 'held'
   local kv = redis.call('HRANDFIELD', held, tonumber(args[1]), 'WITHVALUES')
+  if not pub.nonce then pub.nonce = redis.call('INCR', pre .. 'nonce') end
   for i = 1, #kv, 2 do
+    local v = kv[i + 1] .. '|' .. pub.nonce
     redis.call('HDEL', held, kv[i])
-    redis.call('HSET', pre .. 'outbox', kv[i], kv[i + 1])
-    pub[#pub + 1] = kv[i + 1]
+    redis.call('HSET', pre .. 'outbox', kv[i], v)
+    pub[#pub + 1] = v
     pub[#pub + 1] = kv[i]
   end
   return pub
+end)
+
+-- rf_dependents releases the next chunk of a long dependent list deferred by
+-- resolve. KEYS[1] job hash. ARGV: seq, chunk size. Returns {done, publish
+-- list} where done is 1 once the whole list is through.
+redis.register_function('rf_dependents', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local field = 'd:' .. args[1]
+  local pos = tonumber(redis.call('HGET', pre .. 'outbox', field))
+  local pub = {}
+  if not pos then return {1, pub} end
+  local dn = redis.call('HGET', tkey(pre, args[1]), 'dn') or ''
+  for _ = 1, tonumber(args[2]) do
+    if pos > #dn then break end
+    local e = string.find(dn, ',', pos, true) or (#dn + 1)
+    release_dependent(pre, string.sub(dn, pos, e - 1), pub)
+    pos = e + 1
+  end
+  if pos > #dn then
+    redis.call('HDEL', pre .. 'outbox', field)
+    return {1, pub}
+  end
+  redis.call('HSET', pre .. 'outbox', field, pos)
+  return {0, pub}
+end)
+
+-- rf_unbox clears outbox entries their caller has published, each only if
+-- it still holds the value that caller saw. KEYS[1] job hash. ARGV: seq,
+-- value pairs. Returns how many were cleared.
+redis.register_function('rf_unbox', function(keys, args)
+  local ob = prefix_of(keys[1]) .. 'outbox'
+  local n = 0
+  for i = 1, #args - 1, 2 do
+    if redis.call('HGET', ob, args[i]) == args[i + 1] then
+      redis.call('HDEL', ob, args[i])
+      n = n + 1
+    end
+  end
+  return n
 end)

@@ -661,3 +661,76 @@ func TestListJobsFilters(t *testing.T) {
 	_, err = b.client.Jobs().Get(b.ctx, "missing")
 	require.True(t, errors.Is(err, workflows.ErrJobNotFound))
 }
+
+// Busy records the most tasks of its job seen running at once.
+type Busy struct {
+	Key string `json:"key"`
+}
+
+// BusyAlt is Busy under another identifier, so it has its own stream.
+type BusyAlt struct{ Busy }
+
+func (*BusyAlt) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("BusyAlt", "v1.0")
+}
+
+func (b *Busy) Execute(ctx context.Context) error {
+	cur, _ := workflows.CurrentTask(ctx)
+	j, err := clientFor(b.Key).Jobs().Get(ctx, cur.JobID)
+	if err != nil {
+		return err
+	}
+	rec := recorderFor(b.Key)
+	rec.mu.Lock()
+	rec.counts["peak-running"] = max(rec.counts["peak-running"], int(j.TaskCounts[workflows.TaskRunning]))
+	rec.mu.Unlock()
+	time.Sleep(2 * time.Millisecond)
+	return nil
+}
+
+// Spread submits N Busy and N BusyAlt subtasks.
+type Spread struct {
+	Key string `json:"key"`
+	N   int    `json:"n"`
+}
+
+func (s *Spread) Execute(ctx context.Context) error {
+	for range s.N {
+		if _, err := workflows.SubmitSubtask(ctx, &Busy{Key: s.Key}); err != nil {
+			return err
+		}
+		if _, err := workflows.SubmitSubtask(ctx, &BusyAlt{Busy{Key: s.Key}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A runner reads every stream it serves in one call, and COUNT applies per
+// stream; still, it must hold no more tasks than its concurrency.
+func TestConcurrencyCapsTasksAcrossStreams(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	shareClient(t, b.client)
+	var runners []*workflows.Runner
+	for range 2 {
+		r, err := b.client.NewRunner(b.ctx, b.cluster, &Busy{}, &BusyAlt{}, &Spread{})
+		require.NoError(t, err)
+		runners = append(runners, r)
+	}
+	j := b.submit(t, &Spread{Key: t.Name(), N: 40})
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, r.RunAll(b.ctx, workflows.WithConcurrency(1)))
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, runners[0].RunAll(b.ctx, workflows.WithConcurrency(1)))
+	require.Equal(t, workflows.JobCompleted, b.job(t, j.ID).State)
+	peak := b.rec.count("peak-running")
+	require.GreaterOrEqual(t, peak, 1)
+	require.LessOrEqual(t, peak, 2, "two runners at concurrency 1 held more than two tasks")
+}

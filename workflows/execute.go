@@ -1,0 +1,170 @@
+package workflows
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime/debug"
+	"slices"
+
+	"github.com/runfleet/runfleet/queue"
+)
+
+// outcome is what an executor hands the completer.
+type outcome struct {
+	claim    queue.Claimed
+	exec     *execution
+	err      error
+	handBack bool
+	done     *queue.Completion
+}
+
+// execute runs one claimed task and returns what to commit.
+func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
+	out := outcome{claim: c}
+	// Built only when something is logged: most executions log nothing.
+	log := func() *slog.Logger {
+		return r.logger.With(slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq),
+			slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
+	}
+	reg, ok := r.lookup(c.Task)
+	if !ok {
+		out.err = fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)
+		return out
+	}
+	ptr := reflect.New(reg.typ)
+	if err := decodeInput(c.Input, ptr.Interface()); err != nil {
+		out.err = fmt.Errorf("decode input of task %s: %w", c.Task, err)
+		log().Error("task input does not decode", slog.Any("error", out.err))
+		return out
+	}
+	e := &execution{runner: r, cluster: r.cluster, info: CurrentTaskInfo{
+		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
+		Identifier: TaskIdentifier{Name: c.Task.Name, Version: c.Task.Version()}}}
+	out.exec = e
+	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
+	if err == nil {
+		err = e.err
+	}
+	if err == nil {
+		err = r.checkSubtaskClusters(workCtx, e.subtasks)
+	}
+	if err != nil {
+		out.err = err
+		out.handBack = workCtx.Err() != nil
+		if out.handBack {
+			log().Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
+		} else {
+			log().Warn("task failed", slog.Any("error", err))
+		}
+		return out
+	}
+	comp := &queue.Completion{JobID: c.JobID, Seq: c.Seq, Attempt: c.Attempt, Display: e.display,
+		Progress: e.progressJSON(), Subtasks: e.subtasks}
+	if err := r.client.q.Stage(workCtx, r.id, comp); err != nil {
+		if errors.Is(err, queue.ErrLost) {
+			log().Warn("task was taken from this runner before it finished; its result is dropped")
+		}
+		out.err, out.handBack = err, true
+		return out
+	}
+	out.done = comp
+	return out
+}
+
+// decodeInput decodes a task's JSON input strictly: unknown fields are an
+// error, so a typo in a submitted input fails loudly instead of running the
+// task with a zero value. An empty object needs no decoder.
+func decodeInput(input []byte, into any) error {
+	if string(input) == "{}" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(input))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("input has data after the JSON object")
+	}
+	return nil
+}
+
+// runTask calls Execute, turning a panic into an error.
+func runTask(ctx context.Context, t Task) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("task panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return t.Execute(ctx)
+}
+
+func (r *Runner) checkSubtaskClusters(ctx context.Context, subs []queue.SubtaskSpec) error {
+	var unknown []string
+	for _, s := range subs {
+		if _, ok := r.knownClusters.Load(s.Cluster); !ok && !slices.Contains(unknown, s.Cluster) {
+			unknown = append(unknown, s.Cluster)
+		}
+	}
+	if len(unknown) > 0 {
+		missing, err := r.client.q.MissingClusters(ctx, unknown)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("subtask submitted to unknown cluster %q: %w", missing[0], ErrClusterNotFound)
+		}
+		for _, s := range unknown {
+			r.knownClusters.Store(s, struct{}{})
+		}
+	}
+	return r.checkSubtaskTasks(ctx, subs)
+}
+
+// checkSubtaskTasks refuses subtasks no runner of their cluster has
+// registered a compatible version of: they would stay queued forever.
+// Registrations are cached per cluster and read again on a miss.
+func (r *Runner) checkSubtaskTasks(ctx context.Context, subs []queue.SubtaskSpec) error {
+	type want struct {
+		cluster string
+		id      queue.Identifier
+	}
+	var checked []want
+	for _, s := range subs {
+		w := want{s.Cluster, s.Task}
+		if slices.Contains(checked, w) {
+			continue
+		}
+		checked = append(checked, w)
+		if r.runnableCached(s.Cluster, s.Task) {
+			continue
+		}
+		known, err := r.client.q.RegisteredIdentifiers(ctx, s.Cluster)
+		if err != nil {
+			return err
+		}
+		r.registered.Store(s.Cluster, known)
+		if err := runnable(known, s.Task, s.Cluster); err != nil {
+			return fmt.Errorf("submit subtask: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) runnableCached(cluster string, id queue.Identifier) bool {
+	v, ok := r.registered.Load(cluster)
+	if !ok {
+		return false
+	}
+	for _, k := range v.([]queue.Identifier) {
+		if k.CanRun(id) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,340 @@
+package workflows
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/runfleet/runfleet/queue"
+)
+
+// How often a running runner does its upkeep.
+const (
+	trimEvery   = time.Second     // drop acknowledged stream entries
+	orphanEvery = 5 * time.Second // re-claim own pending hints nothing local holds
+)
+
+// taskRef names one task of one job.
+type taskRef struct {
+	job string
+	seq int64
+}
+
+// holdings is what a runner holds locally. Every hint in it is pending (read,
+// unacknowledged) in Redis under this runner's name, so if the process dies
+// its pending hints show what it held.
+type holdings struct {
+	mu      sync.Mutex
+	running map[taskRef]struct{} // tasks executing or awaiting commit
+	backlog []queue.Hint         // read beyond free slots, not claimed yet
+	hints   map[string]struct{}  // stream+id of every hint held above
+	count   atomic.Int64         // len(running), read without the lock
+	freed   chan struct{}        // signalled when running shrinks
+}
+
+func newHoldings() *holdings {
+	return &holdings{running: map[taskRef]struct{}{}, hints: map[string]struct{}{}, freed: make(chan struct{}, 1)}
+}
+
+func hintKey(h queue.Hint) string { return h.Stream + "\x00" + h.ID }
+
+// take removes up to n hints from the backlog.
+func (l *holdings) take(n int) []queue.Hint {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n = min(n, len(l.backlog))
+	out := l.backlog[:n:n]
+	l.backlog = l.backlog[n:]
+	return out
+}
+
+// remember records hints just read: batch is claimed now, extra waits.
+func (l *holdings) remember(batch, extra []queue.Hint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range batch {
+		l.hints[hintKey(h)] = struct{}{}
+	}
+	for _, h := range extra {
+		l.hints[hintKey(h)] = struct{}{}
+	}
+	l.backlog = append(l.backlog, extra...)
+}
+
+// settle records the result of claiming batch: claimed tasks not already
+// running start running; the rest of the batch is no longer held here (the
+// claim acknowledged those hints, or left them pending after an error for
+// the orphan scan). It returns the tasks to execute and the hints of
+// duplicates to acknowledge.
+func (l *holdings) settle(batch []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, dup []queue.Hint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range batch {
+		delete(l.hints, hintKey(h))
+	}
+	for _, c := range claimed {
+		ref := taskRef{c.JobID, c.Seq}
+		if _, ok := l.running[ref]; ok {
+			dup = append(dup, c.Hint)
+			continue
+		}
+		l.running[ref] = struct{}{}
+		l.hints[hintKey(c.Hint)] = struct{}{}
+		start = append(start, c)
+	}
+	l.count.Store(int64(len(l.running)))
+	return start, dup
+}
+
+// finish forgets committed tasks and frees their slots.
+func (l *holdings) finish(done []queue.Claimed) {
+	l.mu.Lock()
+	for _, c := range done {
+		delete(l.running, taskRef{c.JobID, c.Seq})
+		delete(l.hints, hintKey(c.Hint))
+	}
+	l.count.Store(int64(len(l.running)))
+	l.mu.Unlock()
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
+// orphans keeps the pending hints nothing local holds (a claim whose reply
+// was lost, a commit that gave up) and queues them in the backlog.
+func (l *holdings) orphans(pending []queue.Hint) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, h := range pending {
+		if _, ok := l.hints[hintKey(h)]; ok {
+			continue
+		}
+		l.hints[hintKey(h)] = struct{}{}
+		l.backlog = append(l.backlog, h)
+		n++
+	}
+	return n
+}
+
+func (l *holdings) backlogLen() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.backlog)
+}
+
+// run is the producer: it owns what the runner holds, reads hints for free
+// slots only, claims them and hands them to a fixed pool of executors. A
+// single completer goroutine commits results in batches.
+func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
+	// Work outlives the fetch context by the grace period; reads, claims and
+	// commits use commitCtx: hints a read returned are this runner's to claim
+	// even while it stops, or they would sit unacknowledged.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	commitCtx := context.WithoutCancel(ctx)
+
+	held := newHoldings()
+	results := make(chan outcome, cfg.concurrency)
+	completerDone := make(chan struct{})
+	go func() {
+		defer close(completerDone)
+		r.complete(commitCtx, results, held)
+	}()
+	// A fixed pool of executors: goroutines that live across tasks keep the
+	// stacks they have grown, where one goroutine per task grows a new one.
+	work := make(chan queue.Claimed, cfg.concurrency+maxClaim)
+	var execs sync.WaitGroup
+	for range cfg.concurrency {
+		execs.Add(1)
+		go func() {
+			defer execs.Done()
+			for c := range work {
+				results <- r.execute(workCtx, c)
+			}
+		}()
+	}
+	defer func() {
+		r.drain(ctx, cfg, held, cancelWork)
+		close(work)
+		execs.Wait()
+		close(results)
+		<-completerDone
+		// Hints read but never claimed go back to the fleet.
+		if err := r.client.q.Release(commitCtx, held.take(1<<30)); err != nil {
+			r.logger.Warn("release unclaimed hints failed; they are recovered with this runner's pending entries", slog.Any("error", err))
+		}
+	}()
+
+	block := time.Second
+	if untilIdle {
+		block = cfg.idleWait
+	}
+	// The waker ends a read blocked in Redis as soon as ctx is done.
+	rd := &hintReader{r: r}
+	defer rd.close()
+	stopWaker := make(chan struct{})
+	defer close(stopWaker)
+	go rd.wakeOnCancel(ctx, commitCtx, stopWaker)
+
+	backoff := 10 * time.Millisecond
+	lastTrim, lastOrphans := time.Now(), time.Now()
+	for ctx.Err() == nil {
+		if time.Since(lastTrim) > trimEvery {
+			lastTrim = time.Now()
+			if err := r.client.q.TrimStreams(ctx, r.streams); err != nil && ctx.Err() == nil {
+				r.logger.Warn("trim task streams failed", slog.Any("error", err))
+			}
+		}
+		if time.Since(lastOrphans) > orphanEvery {
+			lastOrphans = time.Now()
+			if pending, err := r.client.q.ReadPending(commitCtx, r.id, r.streams, 1000); err == nil {
+				if n := held.orphans(pending); n > 0 {
+					r.logger.Info("recovering pending task hints of this runner", slog.Int("hints", n))
+				}
+			}
+		}
+		before := held.count.Load()
+		free := int(int64(cfg.concurrency) - before)
+		if free <= 0 {
+			select {
+			case <-held.freed:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		// At most maxClaim per claim keeps each call short in Redis.
+		n := min(free, maxClaim)
+		batch := held.take(n)
+		read := 0
+		if len(batch) == 0 {
+			got, err := rd.read(commitCtx, n, block)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", backoff))
+				sleepCtx(ctx, backoff)
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			// COUNT applies per stream: a read can return more than n.
+			read = len(got)
+			batch = got[:min(n, len(got))]
+			held.remember(batch, got[len(batch):])
+		}
+		claimed, err := r.client.q.Claim(commitCtx, r.id, batch)
+		start, dup := held.settle(batch, claimed)
+		if len(dup) > 0 {
+			_ = r.client.q.Ack(commitCtx, dup)
+		}
+		for _, c := range start {
+			work <- c
+		}
+		if err != nil {
+			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", backoff))
+			sleepCtx(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		if untilIdle && read == 0 && len(batch) == 0 && before == 0 && held.backlogLen() == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// drain waits for tasks in flight, up to the grace period once ctx is
+// canceled; then it cancels their context so they are handed back.
+func (r *Runner) drain(ctx context.Context, cfg runConfig, held *holdings, cancelWork context.CancelFunc) {
+	var deadline <-chan time.Time
+	if ctx.Err() != nil {
+		t := time.NewTimer(cfg.grace)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for held.count.Load() > 0 {
+		select {
+		case <-held.freed:
+		case <-deadline:
+			r.logger.Warn("grace period over; handing back running tasks", slog.Int64("tasks", held.count.Load()))
+			cancelWork()
+			deadline = nil
+		}
+	}
+}
+
+// hintReader reads on a dedicated connection (queue.Reader) so a blocked
+// read can be woken when the runner stops; it reopens the connection after
+// an error, and falls back to pooled reads where that is not possible.
+type hintReader struct {
+	r  *Runner
+	mu sync.Mutex
+	qr *queue.Reader
+}
+
+func (h *hintReader) read(ctx context.Context, count int, block time.Duration) ([]queue.Hint, error) {
+	h.mu.Lock()
+	qr := h.qr
+	if qr == nil {
+		var err error
+		if qr, err = h.r.client.q.NewReader(ctx, h.r.id, h.r.streams); err == nil {
+			h.qr = qr
+		}
+	}
+	h.mu.Unlock()
+	if qr == nil {
+		return h.r.client.q.Read(ctx, h.r.id, h.r.streams, count, block)
+	}
+	hints, err := qr.Read(ctx, count, block)
+	if err != nil {
+		h.close()
+	}
+	return hints, err
+}
+
+// wakeOnCancel unblocks the reader once ctx is done, and keeps doing so
+// until stop closes, in case a read started after the first wake-up.
+func (h *hintReader) wakeOnCancel(ctx, bg context.Context, stop <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+	case <-stop:
+		return
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		if h.qr != nil {
+			_ = h.qr.Unblock(bg)
+		}
+		h.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *hintReader) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.qr != nil {
+		_ = h.qr.Close()
+		h.qr = nil
+	}
+}
