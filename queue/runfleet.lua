@@ -23,7 +23,8 @@
 --   k    unresolved children    kb kn  first seq and count of committed children
 --   done "1" when complete (computed/failed_optional and every child resolved)
 --   own  runner holding (or last holding) it    disp  display text    err  last error
---   tq ts te  queued / started / ended unix ms
+--   tq ts te  queued / (last) started / ended unix ms    ts1  first started
+--   lost times the task lost its runner and was queued again
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
 local STATES = {'queued', 'running', 'computed', 'failed', 'skipped', 'failed_optional'}
@@ -281,7 +282,11 @@ redis.register_function('rf_claim', function(keys, args)
         resolve(jk, pre, seq, now, pub)
       else
         local att = tonumber(t[7] or 0) + 1
-        redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
+        if att == 1 then
+          redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now, 'ts1', now)
+        else
+          redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
+        end
         move(cnt, 'queued', 'running')
         started = true
         local n = #out
@@ -405,6 +410,38 @@ redis.register_function('rf_expand', function(keys, args)
   return {tostring(stop), pub}
 end)
 
+-- fail_finally settles a running task that will not run again: an optional
+-- task becomes failed_optional and counts as settled; a failure below an
+-- optional ancestor is contained by it; any other failure fails the job.
+-- Returns the outcome: failed_optional, contained or failed.
+local function fail_finally(jk, pre, seq, tk, opt, oas_csv, msg, now, cnt, pub)
+  redis.call('HSET', tk, 'err', msg, 'te', now)
+  if opt == '1' then
+    redis.call('HSET', tk, 'st', 'failed_optional')
+    move(cnt, 'running', 'failed_optional')
+    resolve(jk, pre, seq, now, pub)
+    return 'failed_optional'
+  end
+  redis.call('HSET', tk, 'st', 'failed')
+  move(cnt, 'running', 'failed')
+  local oas = split_csv(oas_csv)
+  if #oas > 0 then
+    -- The nearest optional ancestor absorbs the failure: it becomes
+    -- failed_optional, its queued subtree is skipped when claimed, and this
+    -- task counts as settled so the ancestor can finish.
+    local ak = tkey(pre, oas[#oas])
+    if redis.call('HGET', ak, 'st') == 'computed' then
+      redis.call('HSET', ak, 'st', 'failed_optional')
+      move(cnt, 'computed', 'failed_optional')
+    end
+    resolve(jk, pre, seq, now, pub)
+    return 'contained'
+  end
+  redis.call('SADD', pre .. 'failed', seq)
+  set_job_state(jk, {'submitted', 'running'}, 'failed', now)
+  return 'failed'
+end
+
 -- rf_fail records failed executions of one job.
 -- KEYS[1] job hash. ARGV: owner, now, item count, then per item: seq,
 -- attempt, error text, display, progress, counts ("1": counts against
@@ -434,35 +471,8 @@ redis.register_function('rf_fail', function(keys, args)
         res[#res + 1] = 'retry'
       else
         apply_progress(pre, tk, pg, t[11])
-        redis.call('HSET', tk, 'f', fails, 'err', msg, 'te', now)
-        if t[6] == '1' then
-          redis.call('HSET', tk, 'st', 'failed_optional')
-          move(cnt, 'running', 'failed_optional')
-          resolve(jk, pre, seq, now, pub)
-          res[#res + 1] = 'failed_optional'
-        else
-          redis.call('HSET', tk, 'st', 'failed')
-          move(cnt, 'running', 'failed')
-          local oas = split_csv(t[7])
-          if #oas > 0 then
-            -- The nearest optional ancestor absorbs the failure: it becomes
-            -- failed_optional, its queued subtree is skipped when claimed, and
-            -- this task counts as settled so the ancestor can finish.
-            local anc = oas[#oas]
-            local ak = tkey(pre, anc)
-            local ast = redis.call('HGET', ak, 'st')
-            if ast == 'computed' then
-              redis.call('HSET', ak, 'st', 'failed_optional')
-              move(cnt, 'computed', 'failed_optional')
-            end
-            resolve(jk, pre, seq, now, pub)
-            res[#res + 1] = 'contained'
-          else
-            redis.call('SADD', pre .. 'failed', seq)
-            set_job_state(jk, {'submitted', 'running'}, 'failed', now)
-            res[#res + 1] = 'failed'
-          end
-        end
+        redis.call('HSET', tk, 'f', fails)
+        res[#res + 1] = fail_finally(jk, pre, seq, tk, t[6], t[7], msg, now, cnt, pub)
       end
     end
   end
@@ -576,4 +586,51 @@ redis.register_function('rf_unbox', function(keys, args)
     end
   end
   return n
+end)
+
+-- MAX_LOSSES is how often a task may lose its runner (crash, vanished host)
+-- and be queued again; the next loss fails it.
+local MAX_LOSSES = 10
+
+-- rf_reclaim settles tasks whose hints a dead runner left pending.
+-- KEYS[1] job hash. ARGV: dead runner id, now, seq...
+-- A task still running under that runner is queued again without counting
+-- against max_retries, or fails on its 11th loss. A queued task whose hint
+-- the runner read but never claimed is made ready again. Anything else is
+-- left alone. Returns {outcomes, publish list}; outcomes hold per seq
+-- "requeued", "lost_too_often" (then failed, failed_optional or contained
+-- via fail_finally), "republished" or "none".
+redis.register_function('rf_reclaim', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local dead, now = args[1], args[2]
+  local res, pub, cnt, seen = {}, {}, new_counts(), {}
+  for i = 3, #args do
+    local seq = args[i]
+    local tk = tkey(pre, seq)
+    local t = redis.call('HMGET', tk, 'st', 'own', 'lost', 'd', 'opt', 'oas', 'cl', 'nm', 'v')
+    if seen[seq] then
+      res[#res + 1] = 'none'
+    elseif t[1] == 'running' and t[2] == dead then
+      local lost = tonumber(t[3] or 0) + 1
+      redis.call('HSET', tk, 'lost', lost)
+      if lost > MAX_LOSSES then
+        local msg = 'lost its runner ' .. lost .. ' times (the last was ' .. dead .. '); not retried again'
+        res[#res + 1] = fail_finally(jk, pre, seq, tk, t[5], t[6], msg, now, cnt, pub)
+      else
+        redis.call('HSET', tk, 'st', 'queued', 'tq', now, 'err', 'runner ' .. dead .. ' was lost while running this task')
+        move(cnt, 'running', 'queued')
+        make_ready(pre, seq, {cl = t[7], nm = t[8], v = t[9]}, pub)
+        res[#res + 1] = 'requeued'
+      end
+    elseif t[1] == 'queued' and (not t[4] or t[4] == '0') then
+      make_ready(pre, seq, {cl = t[7], nm = t[8], v = t[9]}, pub)
+      res[#res + 1] = 'republished'
+    else
+      res[#res + 1] = 'none'
+    end
+    seen[seq] = true
+  end
+  flush_counts(jk, cnt)
+  return {res, pub}
 end)

@@ -13,10 +13,20 @@ import (
 // complete is the completer: it gathers whatever results are ready (at least
 // one, at most 512), commits them in one call per job, acknowledges their
 // hints and frees their slots.
-func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *holdings) {
+func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *holdings, lease func() time.Time, stop <-chan struct{}) {
 	var acks sync.WaitGroup
 	defer acks.Wait()
-	for first := range results {
+	for {
+		var first outcome
+		select {
+		case o, ok := <-results:
+			if !ok {
+				return
+			}
+			first = o
+		case <-stop:
+			return
+		}
 		batch := []outcome{first}
 	gather:
 		for len(batch) < 512 {
@@ -30,7 +40,7 @@ func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *hol
 				break gather
 			}
 		}
-		if r.commit(ctx, batch) {
+		if r.commit(ctx, batch, lease) {
 			hints := make([]queue.Hint, len(batch))
 			for i, o := range batch {
 				hints[i] = o.claim.Hint
@@ -52,11 +62,12 @@ func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *hol
 	}
 }
 
-// commit writes a batch of results, retrying while Redis is unreachable. It
-// reports whether everything was written; if not, the tasks stay running
-// under this runner with their hints pending, and the orphan scan claims
-// and runs them again.
-func (r *Runner) commit(ctx context.Context, batch []outcome) bool {
+// commit writes a batch of results, retrying while Redis is unreachable
+// until the runner's lease runs out (then other runners may have taken the
+// tasks). It reports whether everything was written; if not, the tasks stay
+// running under this runner with their hints pending, and the orphan scan
+// (or, once the lease is gone, another runner) runs them again.
+func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.Time) bool {
 	var comps []queue.Completion
 	var fails []queue.Failure
 	for _, o := range batch {
@@ -99,13 +110,13 @@ func (r *Runner) commit(ctx context.Context, batch []outcome) bool {
 		if err == nil {
 			return true
 		}
-		if attempt >= 10 {
-			r.logger.Error("giving up committing task results for now; the tasks will run again",
+		if attempt >= 3 && time.Now().After(lease()) {
+			r.logger.Error("giving up committing task results: this runner's lease ran out; the tasks will run again",
 				slog.Any("error", err))
 			return false
 		}
 		r.logger.Warn("commit task results failed; retrying", slog.Any("error", err))
-		sleepCtx(ctx, backoff)
+		sleepCtx(ctx, jitter(backoff))
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }

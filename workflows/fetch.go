@@ -27,7 +27,7 @@ type taskRef struct {
 // its pending hints show what it held.
 type holdings struct {
 	mu      sync.Mutex
-	running map[taskRef]struct{} // tasks executing or awaiting commit
+	running map[taskRef]queue.Claimed // tasks executing or awaiting commit
 	backlog []queue.Hint         // read beyond free slots, not claimed yet
 	hints   map[string]struct{}  // stream+id of every hint held above
 	count   atomic.Int64         // len(running), read without the lock
@@ -35,7 +35,7 @@ type holdings struct {
 }
 
 func newHoldings() *holdings {
-	return &holdings{running: map[taskRef]struct{}{}, hints: map[string]struct{}{}, freed: make(chan struct{}, 1)}
+	return &holdings{running: map[taskRef]queue.Claimed{}, hints: map[string]struct{}{}, freed: make(chan struct{}, 1)}
 }
 
 func hintKey(h queue.Hint) string { return h.Stream + "\x00" + h.ID }
@@ -80,7 +80,7 @@ func (l *holdings) settle(batch []queue.Hint, claimed []queue.Claimed) (start []
 			dup = append(dup, c.Hint)
 			continue
 		}
-		l.running[ref] = struct{}{}
+		l.running[ref] = c
 		l.hints[hintKey(c.Hint)] = struct{}{}
 		start = append(start, c)
 	}
@@ -120,6 +120,17 @@ func (l *holdings) orphans(pending []queue.Hint) int {
 	return n
 }
 
+// runningTasks lists the tasks executing or awaiting commit.
+func (l *holdings) runningTasks() []queue.Claimed {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]queue.Claimed, 0, len(l.running))
+	for _, c := range l.running {
+		out = append(out, c)
+	}
+	return out
+}
+
 func (l *holdings) backlogLen() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -136,13 +147,23 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	commitCtx := context.WithoutCancel(ctx)
+	stopNow := r.resetStop()
+
+	// The heartbeat runs from the first moment the runner may hold a task
+	// until it holds none; results are written while its lease holds.
+	beat, err := r.startHeartbeat(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer beat.stop(commitCtx)
 
 	held := newHoldings()
 	results := make(chan outcome, cfg.concurrency)
 	completerDone := make(chan struct{})
+	stopCompleter := make(chan struct{})
 	go func() {
 		defer close(completerDone)
-		r.complete(commitCtx, results, held)
+		r.complete(commitCtx, results, held, beat.lease, stopCompleter)
 	}()
 	// A fixed pool of executors: goroutines that live across tasks keep the
 	// stacks they have grown, where one goroutine per task grows a new one.
@@ -157,12 +178,29 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 			}
 		}()
 	}
+	maintCtx, stopMaint := context.WithCancel(ctx)
+	defer stopMaint()
+	maintDone := make(chan struct{})
+	go func() {
+		defer close(maintDone)
+		r.maintain(maintCtx, cfg)
+	}()
 	defer func() {
-		r.drain(ctx, cfg, held, cancelWork)
+		abandoned := r.drain(ctx, cfg, held, cancelWork, stopNow)
 		close(work)
-		execs.Wait()
-		close(results)
-		<-completerDone
+		if abandoned {
+			// Executors that ignore their canceled context are left to
+			// finish on their own; what they held is handed back now.
+			close(stopCompleter)
+			<-completerDone
+			r.handBack(commitCtx, held)
+		} else {
+			execs.Wait()
+			close(results)
+			<-completerDone
+		}
+		stopMaint()
+		<-maintDone
 		// Hints read but never claimed go back to the fleet.
 		if err := r.client.q.Release(commitCtx, held.take(1<<30)); err != nil {
 			r.logger.Warn("release unclaimed hints failed; they are recovered with this runner's pending entries", slog.Any("error", err))
@@ -181,14 +219,8 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	go rd.wakeOnCancel(ctx, commitCtx, stopWaker)
 
 	backoff := 10 * time.Millisecond
-	lastTrim, lastOrphans := time.Now(), time.Now()
+	lastOrphans := time.Now()
 	for ctx.Err() == nil {
-		if time.Since(lastTrim) > trimEvery {
-			lastTrim = time.Now()
-			if err := r.client.q.TrimStreams(ctx, r.streams); err != nil && ctx.Err() == nil {
-				r.logger.Warn("trim task streams failed", slog.Any("error", err))
-			}
-		}
 		if time.Since(lastOrphans) > orphanEvery {
 			lastOrphans = time.Now()
 			if pending, err := r.client.q.ReadPending(commitCtx, r.id, r.streams, 1000); err == nil {
@@ -217,7 +249,7 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 					break
 				}
 				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", backoff))
-				sleepCtx(ctx, backoff)
+				sleepCtx(ctx, jitter(backoff))
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
@@ -236,7 +268,7 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		}
 		if err != nil {
 			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", backoff))
-			sleepCtx(ctx, backoff)
+			sleepCtx(ctx, jitter(backoff))
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
@@ -257,9 +289,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// drain waits for tasks in flight, up to the grace period once ctx is
-// canceled; then it cancels their context so they are handed back.
-func (r *Runner) drain(ctx context.Context, cfg runConfig, held *holdings, cancelWork context.CancelFunc) {
+// drain waits for tasks in flight: without limit while ctx is live (RunAll
+// finished), else up to the grace period, or until StopNow. Then it cancels
+// the tasks' context and gives them a moment to return; it reports whether
+// some did not, so the caller hands them back.
+func (r *Runner) drain(ctx context.Context, cfg runConfig, held *holdings, cancelWork context.CancelFunc, stopNow <-chan struct{}) (abandoned bool) {
 	var deadline <-chan time.Time
 	if ctx.Err() != nil {
 		t := time.NewTimer(cfg.grace)
@@ -269,12 +303,52 @@ func (r *Runner) drain(ctx context.Context, cfg runConfig, held *holdings, cance
 	for held.count.Load() > 0 {
 		select {
 		case <-held.freed:
+			continue
 		case <-deadline:
-			r.logger.Warn("grace period over; handing back running tasks", slog.Int64("tasks", held.count.Load()))
-			cancelWork()
-			deadline = nil
+		case <-stopNow:
 		}
+		r.logger.Warn("stopping: handing back running tasks", slog.Int64("tasks", held.count.Load()))
+		cancelWork()
+		// Tasks that honour their context return now and are handed back by
+		// the completer; the rest are abandoned.
+		wait := time.NewTimer(abandonAfter)
+		defer wait.Stop()
+		for held.count.Load() > 0 {
+			select {
+			case <-held.freed:
+			case <-wait.C:
+				return true
+			}
+		}
+		return false
 	}
+	return false
+}
+
+// abandonAfter is how long tasks get to return after their context is
+// canceled at the end of a grace period.
+const abandonAfter = 2 * time.Second
+
+// handBack re-queues every task still held, without counting a retry, and
+// acknowledges their hints.
+func (r *Runner) handBack(ctx context.Context, held *holdings) {
+	tasks := held.runningTasks()
+	if len(tasks) == 0 {
+		return
+	}
+	fails := make([]queue.Failure, len(tasks))
+	hints := make([]queue.Hint, len(tasks))
+	for i, c := range tasks {
+		fails[i] = queue.Failure{JobID: c.JobID, Seq: c.Seq, Attempt: c.Attempt, HandBack: true,
+			Error: "handed back: the runner stopped before the task finished"}
+		hints[i] = c.Hint
+	}
+	if _, err := r.client.q.Fail(ctx, r.id, fails); err != nil {
+		r.logger.Error("hand back running tasks failed; they are reclaimed when this runner's heartbeat expires", slog.Any("error", err))
+		return
+	}
+	_ = r.client.q.Ack(ctx, hints)
+	held.finish(tasks)
 }
 
 // hintReader reads on a dedicated connection (queue.Reader) so a blocked

@@ -26,6 +26,9 @@ type Runner struct {
 	byName  map[string][]registration // sorted by major, then minor
 	streams []string
 
+	stopNow chan struct{} // closed by StopNow; replaced per run
+	stopMu  sync.Mutex
+
 	knownClusters sync.Map // slug -> struct{}: clusters seen to exist
 	registered    sync.Map // slug -> []queue.Identifier registered there, as last read
 }
@@ -46,7 +49,7 @@ func (c *Client) NewRunner(ctx context.Context, cluster string, tasks ...Task) (
 	if len(tasks) == 0 {
 		return nil, errors.New("new runner: no tasks to register")
 	}
-	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), byName: map[string][]registration{}}
+	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), byName: map[string][]registration{}, stopNow: make(chan struct{})}
 	r.logger = c.logger.With(slog.String("runner_id", r.id), slog.String("cluster", cluster))
 	r.knownClusters.Store(cluster, struct{}{})
 	var ids []queue.Identifier
@@ -136,9 +139,11 @@ const maxClaim = 256
 type RunOption func(*runConfig)
 
 type runConfig struct {
-	concurrency int
-	grace       time.Duration
-	idleWait    time.Duration
+	concurrency  int
+	grace        time.Duration
+	idleWait     time.Duration
+	heartbeatTTL time.Duration
+	reclaimEvery time.Duration
 }
 
 // WithConcurrency sets how many tasks run at once. Default 1.
@@ -153,13 +158,33 @@ func WithGracePeriod(d time.Duration) RunOption { return func(c *runConfig) { c.
 // queue is empty. Default 100ms.
 func WithIdleWait(d time.Duration) RunOption { return func(c *runConfig) { c.idleWait = d } }
 
+// WithHeartbeatTTL sets how long the runner counts as alive after its last
+// heartbeat; it beats five times per TTL. Once the TTL passes without one,
+// other runners queue its tasks again. Default 5s, so a crashed runner's tasks
+// start elsewhere within about 6s.
+func WithHeartbeatTTL(d time.Duration) RunOption { return func(c *runConfig) { c.heartbeatTTL = d } }
+
+// WithReclaimInterval sets how often the runner looks for dead runners of its
+// cluster whose tasks must be queued again. Default 1s.
+func WithReclaimInterval(d time.Duration) RunOption { return func(c *runConfig) { c.reclaimEvery = d } }
+
 func (r *Runner) config(opts []RunOption) (runConfig, error) {
-	cfg := runConfig{concurrency: 1, grace: 30 * time.Second, idleWait: 100 * time.Millisecond}
+	cfg := runConfig{concurrency: 1, grace: 30 * time.Second, idleWait: 100 * time.Millisecond,
+		heartbeatTTL: 5 * time.Second, reclaimEvery: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.concurrency < 1 || cfg.concurrency > 100_000 {
 		return cfg, fmt.Errorf("concurrency %d out of range 1..100000", cfg.concurrency)
+	}
+	if cfg.heartbeatTTL < 500*time.Millisecond {
+		return cfg, fmt.Errorf("heartbeat TTL %v is below the 500ms minimum", cfg.heartbeatTTL)
+	}
+	if cfg.reclaimEvery <= 0 {
+		return cfg, fmt.Errorf("reclaim interval %v must be positive", cfg.reclaimEvery)
+	}
+	if cfg.grace < 0 {
+		return cfg, fmt.Errorf("grace period %v is negative", cfg.grace)
 	}
 	if cfg.idleWait < time.Millisecond {
 		cfg.idleWait = time.Millisecond
@@ -167,8 +192,29 @@ func (r *Runner) config(opts []RunOption) (runConfig, error) {
 	return cfg, nil
 }
 
+// StopNow ends the grace period of a stopping runner at once: tasks still
+// running are handed back to the queue (not counted as retries) and the run
+// returns. Use it for a second SIGINT/SIGTERM.
+func (r *Runner) StopNow() {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	select {
+	case <-r.stopNow:
+	default:
+		close(r.stopNow)
+	}
+}
+
+func (r *Runner) resetStop() <-chan struct{} {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	r.stopNow = make(chan struct{})
+	return r.stopNow
+}
+
 // RunForever claims and executes tasks until ctx is canceled, then stops
-// claiming, lets running tasks finish within the grace period and returns nil.
+// claiming, lets running tasks finish within the grace period, hands back
+// those that do not, and returns nil.
 func (r *Runner) RunForever(ctx context.Context, opts ...RunOption) error {
 	cfg, err := r.config(opts)
 	if err != nil {

@@ -1,0 +1,278 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Runner liveness. Every key lives under the cluster's tag {c:<slug>}:
+//
+//	rf:{c:<slug>}:hb:<runner>         heartbeat, a key with a TTL: the runner is alive while it exists
+//	rf:{c:<slug>}:runners             sorted set runner -> heartbeat deadline (unix ms), to find the dead
+//	rf:{c:<slug>}:runner:<runner>     hash: streams (JSON), host, pid, started
+//	rf:{c:<slug>}:reclaiming:<runner> lock held by the runner reclaiming a dead one
+//
+// What a runner holds is not recorded separately: it is the set of its
+// pending (read, unacknowledged) stream entries. When its heartbeat expires,
+// any live runner settles them with rf_reclaim.
+func heartbeatKey(cluster, id string) string { return clusterPrefix(cluster) + "hb:" + id }
+func runnersKey(cluster string) string       { return clusterPrefix(cluster) + "runners" }
+func runnerKey(cluster, id string) string    { return clusterPrefix(cluster) + "runner:" + id }
+func reclaimLockKey(cluster, id string) string {
+	return clusterPrefix(cluster) + "reclaiming:" + id
+}
+
+// RunnerInfo describes a runner process in the cluster's registry.
+type RunnerInfo struct {
+	ID      string
+	Streams []string
+	Host    string
+	PID     int
+	Started time.Time
+}
+
+// Heartbeat marks a runner alive for ttl and (re)writes its registry entry.
+func (q *Queue) Heartbeat(ctx context.Context, cluster string, r RunnerInfo, ttl time.Duration) error {
+	streams, _ := json.Marshal(r.Streams)
+	deadline := time.Now().Add(ttl).UnixMilli()
+	pipe := q.rdb.TxPipeline() // one slot: all keys share the cluster tag
+	pipe.Set(ctx, heartbeatKey(cluster, r.ID), deadline, ttl)
+	pipe.ZAdd(ctx, runnersKey(cluster), redis.Z{Score: float64(deadline), Member: r.ID})
+	pipe.HSet(ctx, runnerKey(cluster, r.ID), "streams", streams, "host", r.Host, "pid", r.PID,
+		"started", r.Started.UnixMilli())
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Stopped marks a runner that stopped cleanly as gone at once, so whatever
+// it still holds is reclaimed without waiting for its heartbeat to expire.
+func (q *Queue) Stopped(ctx context.Context, cluster, id string) error {
+	pipe := q.rdb.TxPipeline()
+	pipe.Del(ctx, heartbeatKey(cluster, id))
+	pipe.ZAdd(ctx, runnersKey(cluster), redis.Z{Score: 0, Member: id})
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// ReclaimReport counts what one reclaim pass did.
+type ReclaimReport struct {
+	Runners   int // dead runners cleaned up
+	Requeued  int // tasks queued again after losing their runner
+	Failed    int // tasks that lost their runner too often
+	Republish int // queued tasks whose unclaimed hints were republished
+}
+
+func (r *ReclaimReport) add(o ReclaimReport) {
+	r.Runners += o.Runners
+	r.Requeued += o.Requeued
+	r.Failed += o.Failed
+	r.Republish += o.Republish
+}
+
+// ReclaimDead settles the pending entries of every runner of cluster whose
+// heartbeat has expired (up to limit runners per call), then forgets them.
+// self is the caller's runner id ("" for an operator or sweep) and
+// fallbackStreams are read when a dead runner's registry entry is missing.
+// Safe to run from many runners at once: a lock spreads the work, and every
+// step is a compare-and-set.
+func (q *Queue) ReclaimDead(ctx context.Context, cluster, self string, fallbackStreams []string, limit int) (ReclaimReport, error) {
+	var total ReclaimReport
+	now := time.Now().UnixMilli()
+	dead, err := q.rdb.ZRangeByScore(ctx, runnersKey(cluster), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(limit)}).Result()
+	if err != nil {
+		return total, fmt.Errorf("find dead runners: %w", err)
+	}
+	for _, id := range dead {
+		if id == self {
+			continue
+		}
+		if n, err := q.rdb.Exists(ctx, heartbeatKey(cluster, id)).Result(); err != nil {
+			return total, err
+		} else if n > 0 {
+			continue // alive: its deadline in the index lags its heartbeat
+		}
+		lockOwner := self
+		if lockOwner == "" {
+			lockOwner = "sweep"
+		}
+		ok, err := q.rdb.SetNX(ctx, reclaimLockKey(cluster, id), lockOwner, 30*time.Second).Result()
+		if err != nil {
+			return total, err
+		}
+		if !ok {
+			continue // someone else is on it
+		}
+		rep, err := q.reclaimRunner(ctx, cluster, id, fallbackStreams)
+		total.add(rep)
+		if err != nil {
+			return total, err
+		}
+		total.Runners++
+	}
+	return total, nil
+}
+
+func (q *Queue) reclaimRunner(ctx context.Context, cluster, id string, fallback []string) (ReclaimReport, error) {
+	var rep ReclaimReport
+	streams := fallback
+	if raw, err := q.rdb.HGet(ctx, runnerKey(cluster, id), "streams").Result(); err == nil {
+		var s []string
+		if json.Unmarshal([]byte(raw), &s) == nil && len(s) > 0 {
+			streams = s
+		}
+	} else if !errors.Is(err, redis.Nil) {
+		return rep, err
+	}
+	for _, s := range streams {
+		for {
+			pend, err := q.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+				Stream: s, Group: Group, Start: "-", End: "+", Count: 500, Consumer: id}).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				if isNoGroup(err) {
+					break
+				}
+				return rep, fmt.Errorf("list pending entries of runner %s: %w", id, err)
+			}
+			if len(pend) == 0 {
+				break
+			}
+			r, err := q.settleEntries(ctx, s, id, pend)
+			rep.add(r)
+			if err != nil {
+				return rep, err
+			}
+		}
+		if err := q.rdb.XGroupDelConsumer(ctx, s, Group, id).Err(); err != nil && !isNoGroup(err) {
+			return rep, fmt.Errorf("delete consumer %s: %w", id, err)
+		}
+	}
+	pipe := q.rdb.TxPipeline()
+	pipe.ZRem(ctx, runnersKey(cluster), id)
+	pipe.Del(ctx, runnerKey(cluster, id), reclaimLockKey(cluster, id))
+	_, err := pipe.Exec(ctx)
+	return rep, err
+}
+
+func isNoGroup(err error) bool {
+	return err != nil && (errors.Is(err, redis.Nil) || strings.Contains(err.Error(), "NOGROUP") ||
+		strings.Contains(err.Error(), "no such key"))
+}
+
+// settleEntries applies rf_reclaim to the tasks behind one batch of a dead
+// runner's pending entries, publishes what it made ready, republishes the
+// outboxes of the jobs involved (the runner may have died between a commit
+// and its publish), and only then acknowledges the entries.
+func (q *Queue) settleEntries(ctx context.Context, stream, dead string, pend []redis.XPendingExt) (ReclaimReport, error) {
+	var rep ReclaimReport
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(pend))
+	ids := make([]string, len(pend))
+	for i, p := range pend {
+		ids[i] = p.ID
+		cmds[i] = pipe.XRange(ctx, stream, p.ID, p.ID)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return rep, fmt.Errorf("read pending entries: %w", err)
+	}
+	byJob := map[string][]any{}
+	var jobs []string
+	for _, c := range cmds {
+		for _, h := range parseHints([]redis.XStream{{Stream: stream, Messages: c.Val()}}) {
+			if h.Seq < 0 {
+				continue // trimmed or malformed: nothing to settle
+			}
+			if _, ok := byJob[h.JobID]; !ok {
+				jobs = append(jobs, h.JobID)
+				byJob[h.JobID] = []any{dead, nowMS()}
+			}
+			byJob[h.JobID] = append(byJob[h.JobID], h.Seq)
+		}
+	}
+	for _, j := range jobs {
+		res, err := q.rdb.FCall(ctx, "rf_reclaim", []string{jobKey(j)}, byJob[j]...).Result()
+		if err != nil {
+			return rep, fmt.Errorf("reclaim tasks of job %s: %w", j, err)
+		}
+		parts, _ := res.([]any)
+		if len(parts) != 2 {
+			return rep, fmt.Errorf("reclaim tasks of job %s: unexpected reply %v", j, res)
+		}
+		for _, o := range toStrings(parts[0]) {
+			switch o {
+			case "requeued":
+				rep.Requeued++
+			case "republished":
+				rep.Republish++
+			case OutcomeFailed, OutcomeFailedOptional, OutcomeContained:
+				rep.Failed++
+			}
+		}
+		if err := q.Publish(ctx, j, toStrings(parts[1])); err != nil {
+			return rep, err
+		}
+		if err := q.Republish(ctx, j); err != nil {
+			return rep, err
+		}
+	}
+	if err := q.rdb.XAck(ctx, stream, Group, ids...).Err(); err != nil {
+		return rep, fmt.Errorf("acknowledge reclaimed entries: %w", err)
+	}
+	return rep, nil
+}
+
+// Sweep is the periodic backstop: it reclaims the dead runners of every
+// cluster and republishes what crashed callers left in the outboxes of jobs
+// that are not finished.
+func (q *Queue) Sweep(ctx context.Context) (ReclaimReport, error) {
+	var total ReclaimReport
+	clusters, err := q.ListClusters(ctx)
+	if err != nil {
+		return total, err
+	}
+	for _, c := range clusters {
+		for {
+			rep, err := q.ReclaimDead(ctx, c.Slug, "", nil, 100)
+			total.add(rep)
+			if err != nil {
+				return total, err
+			}
+			if rep.Runners == 0 {
+				break
+			}
+		}
+	}
+	var start int64
+	for {
+		ids, err := q.rdb.ZRange(ctx, keyJobs, start, start+499).Result()
+		if err != nil {
+			return total, fmt.Errorf("list jobs: %w", err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		start += int64(len(ids))
+		pipe := q.rdb.Pipeline()
+		states := make([]*redis.StringCmd, len(ids))
+		for i, id := range ids {
+			states[i] = pipe.HGet(ctx, jobKey(id), "state")
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, id := range ids {
+			if st := states[i].Val(); st == JobSubmitted || st == JobRunning {
+				if err := q.Republish(ctx, id); err != nil {
+					return total, err
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package workflows
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/runfleet/runfleet/queue"
+)
+
+// heartbeat keeps the runner's heartbeat key alive in Redis. While it exists
+// nobody touches the runner's tasks, however long they run; once it expires,
+// live runners queue them again.
+type heartbeat struct {
+	r        *Runner
+	ttl      time.Duration
+	lastBeat atomic.Int64 // unix nanos of the last heartbeat Redis accepted
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// startHeartbeat writes the first heartbeat, retrying until it lands or ctx
+// ends, then keeps beating five times per TTL in the background.
+func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat, error) {
+	host, _ := os.Hostname()
+	info := queue.RunnerInfo{ID: r.id, Streams: r.streams, Host: host, PID: os.Getpid(), Started: time.Now()}
+	h := &heartbeat{r: r, ttl: cfg.heartbeatTTL, done: make(chan struct{})}
+	backoff := 50 * time.Millisecond
+	for {
+		err := r.client.q.Heartbeat(ctx, r.cluster, info, h.ttl)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.logger.Warn("first heartbeat failed; retrying", slog.Any("error", err), slog.Duration("backoff", backoff))
+		sleepCtx(ctx, jitter(backoff))
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	h.lastBeat.Store(time.Now().UnixNano())
+	// The heartbeat outlives the fetch context: a stopping runner still
+	// holds tasks until they are committed or handed back.
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h.cancel = cancel
+	go h.loop(bctx, info)
+	return h, nil
+}
+
+func (h *heartbeat) loop(ctx context.Context, info queue.RunnerInfo) {
+	defer close(h.done)
+	every := h.ttl / 5
+	t := time.NewTimer(jitter(every))
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if err := h.r.client.q.Heartbeat(ctx, h.r.cluster, info, h.ttl); err != nil {
+			if !failing && ctx.Err() == nil {
+				h.r.logger.Warn("heartbeat failed; tasks stay with this runner while its lease holds",
+					slog.Any("error", err), slog.Time("lease_until", h.lease()))
+			}
+			failing = true
+		} else {
+			if failing {
+				h.r.logger.Info("heartbeat restored")
+			}
+			failing = false
+			h.lastBeat.Store(start.UnixNano())
+		}
+		t.Reset(jitter(every))
+	}
+}
+
+// lease is when this runner's heartbeat key expires if no beat lands before:
+// results written after it may find their tasks reclaimed.
+func (h *heartbeat) lease() time.Time {
+	return time.Unix(0, h.lastBeat.Load()).Add(h.ttl)
+}
+
+// stop ends the heartbeat and marks the runner gone, so anything it still
+// holds is reclaimed at once.
+func (h *heartbeat) stop(ctx context.Context) {
+	h.cancel()
+	<-h.done
+	if err := h.r.client.q.Stopped(ctx, h.r.cluster, h.r.id); err != nil {
+		h.r.logger.Warn("unregister runner failed; its heartbeat expires on its own", slog.Any("error", err))
+	}
+}
+
+// maintain does the runner's share of fleet upkeep until ctx ends: trimming
+// its streams and reclaiming the tasks of dead runners of its cluster.
+func (r *Runner) maintain(ctx context.Context, cfg runConfig) {
+	trim := time.NewTicker(trimEvery)
+	defer trim.Stop()
+	reclaim := time.NewTimer(jitter(cfg.reclaimEvery))
+	defer reclaim.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-trim.C:
+			if err := r.client.q.TrimStreams(ctx, r.streams); err != nil && ctx.Err() == nil {
+				r.logger.Warn("trim task streams failed", slog.Any("error", err))
+			}
+		case <-reclaim.C:
+			rep, err := r.client.q.ReclaimDead(ctx, r.cluster, r.id, r.streams, 20)
+			if err != nil && ctx.Err() == nil {
+				r.logger.Warn("reclaim dead runners failed", slog.Any("error", err))
+			}
+			if rep.Runners > 0 {
+				r.logger.Info("reclaimed dead runners", slog.Int("runners", rep.Runners),
+					slog.Int("requeued", rep.Requeued), slog.Int("failed", rep.Failed), slog.Int("republished", rep.Republish))
+			}
+			reclaim.Reset(jitter(cfg.reclaimEvery))
+		}
+	}
+}
+
+var jitterMu sync.Mutex
+
+// jitter spreads d by ±20% so a fleet that lost Redis does not come back in
+// lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	jitterMu.Lock()
+	defer jitterMu.Unlock()
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}
