@@ -28,10 +28,10 @@ type taskRef struct {
 type holdings struct {
 	mu      sync.Mutex
 	running map[taskRef]queue.Claimed // tasks executing or awaiting commit
-	backlog []queue.Hint         // read beyond free slots, not claimed yet
-	hints   map[string]struct{}  // stream+id of every hint held above
-	count   atomic.Int64         // len(running), read without the lock
-	freed   chan struct{}        // signalled when running shrinks
+	backlog []queue.Hint              // read beyond free slots, not claimed yet
+	hints   map[string]struct{}       // stream+id of every hint held above
+	count   atomic.Int64              // len(running), read without the lock
+	freed   chan struct{}             // signalled when running shrinks
 }
 
 func newHoldings() *holdings {
