@@ -242,3 +242,107 @@ func TestTrimKeepsPendingAndUnreadEntries(t *testing.T) {
 	}
 	require.Equal(t, 149, unread, "unread entries are kept")
 }
+
+// claimAs makes runner id hold the job's ready hints, as a runner would.
+func (b *bundle) claimAs(t *testing.T, id string, streams ...string) []Claimed {
+	t.Helper()
+	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: id, Streams: streams}, time.Minute))
+	hints, err := b.q.Read(b.ctx, id, streams, 100, -1)
+	require.NoError(t, err)
+	claimed, err := b.q.Claim(b.ctx, id, hints)
+	require.NoError(t, err)
+	return claimed
+}
+
+func TestReclaimQueuesADeadRunnersTasksWithoutCountingRetries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.q.SubmitJob(b.ctx, SubmitJobParams{ID: "j", Name: "j", Cluster: "c", Task: b.parent, Input: []byte("{}")}))
+	held := b.claimAs(t, "dead", b.stream(b.parent))
+	require.Len(t, held, 1)
+
+	// Alive: nothing happens.
+	rep, err := b.q.ReclaimDead(b.ctx, "c", "live", nil, 10)
+	require.NoError(t, err)
+	require.Equal(t, ReclaimReport{}, rep)
+
+	require.NoError(t, b.q.Stopped(b.ctx, "c", "dead")) // as if its heartbeat expired
+	rep, err = b.q.ReclaimDead(b.ctx, "c", "live", nil, 10)
+	require.NoError(t, err)
+	require.Equal(t, ReclaimReport{Runners: 1, Requeued: 1}, rep)
+	require.Equal(t, int64(0), b.pending(t, b.stream(b.parent)))
+
+	again := b.claimAs(t, "live", b.stream(b.parent))
+	require.Len(t, again, 1)
+	require.Equal(t, 2, again[0].Attempt)
+	tasks, err := b.q.JobTasks(b.ctx, "j")
+	require.NoError(t, err)
+	require.Equal(t, 0, tasks[0].Failures, "a lost runner is not a failed attempt")
+	require.Contains(t, tasks[0].Error, "runner dead was lost")
+
+	// The dead runner's registry entry and consumer are gone.
+	require.Zero(t, b.rdb.Exists(b.ctx, runnerKey("c", "dead")).Val())
+	consumers, err := b.rdb.XInfoConsumers(b.ctx, b.stream(b.parent), Group).Result()
+	require.NoError(t, err)
+	for _, c := range consumers {
+		require.NotEqual(t, "dead", c.Name)
+	}
+}
+
+func TestReclaimRepublishesHintsReadButNeverClaimed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.q.SubmitJob(b.ctx, SubmitJobParams{ID: "j", Name: "j", Cluster: "c", Task: b.parent, Input: []byte("{}")}))
+	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: "dead", Streams: []string{b.stream(b.parent)}}, time.Minute))
+	_, err := b.q.Read(b.ctx, "dead", []string{b.stream(b.parent)}, 10, -1) // then it dies
+	require.NoError(t, err)
+	require.NoError(t, b.q.Stopped(b.ctx, "c", "dead"))
+
+	rep, err := b.q.ReclaimDead(b.ctx, "c", "live", nil, 10)
+	require.NoError(t, err)
+	require.Equal(t, ReclaimReport{Runners: 1, Republish: 1}, rep)
+	claimed := b.claimAs(t, "live", b.stream(b.parent))
+	require.Len(t, claimed, 1)
+	require.Equal(t, 1, claimed[0].Attempt)
+}
+
+func TestEleventhLossFailsTheTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.q.SubmitJob(b.ctx, SubmitJobParams{ID: "j", Name: "j", Cluster: "c", Task: b.parent, Input: []byte("{}"), MaxRetries: 5}))
+	for i := 1; i <= 11; i++ {
+		id := "crashy-" + strconv.Itoa(i)
+		held := b.claimAs(t, id, b.stream(b.parent))
+		require.Len(t, held, 1, "loss %d", i)
+		require.NoError(t, b.q.Stopped(b.ctx, "c", id))
+		rep, err := b.q.ReclaimDead(b.ctx, "c", "", nil, 10)
+		require.NoError(t, err)
+		if i <= 10 {
+			require.Equal(t, 1, rep.Requeued, "loss %d", i)
+		} else {
+			require.Equal(t, 1, rep.Failed, "loss %d", i)
+		}
+	}
+	j, err := b.q.GetJob(b.ctx, "j")
+	require.NoError(t, err)
+	require.Equal(t, JobFailed, j.State)
+	tasks, err := b.q.JobTasks(b.ctx, "j")
+	require.NoError(t, err)
+	require.Equal(t, TaskFailed, tasks[0].State)
+	require.Contains(t, tasks[0].Error, "lost its runner 11 times")
+	require.Equal(t, 0, tasks[0].Failures)
+}
+
+func TestSweepRepublishesAnAbandonedOutbox(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// A submitter that dies right after rf_submit, before its XADD.
+	require.NoError(t, b.rdb.ZAdd(b.ctx, keyJobs, redis.Z{Score: 1, Member: "j"}).Err())
+	require.NoError(t, b.rdb.FCall(b.ctx, "rf_submit", []string{jobKey("j")}, "j", "j", "c", nowMS(),
+		b.parent.Name, b.parent.Version(), "{}", 0).Err())
+	require.Zero(t, b.rdb.XLen(b.ctx, b.stream(b.parent)).Val())
+	_, err := b.q.Sweep(b.ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), b.rdb.XLen(b.ctx, b.stream(b.parent)).Val())
+	require.Len(t, b.claimAs(t, "r", b.stream(b.parent)), 1)
+}

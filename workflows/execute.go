@@ -57,6 +57,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		out.err = err
 		out.handBack = workCtx.Err() != nil
 		if out.handBack {
+			out.err = fmt.Errorf("interrupted: the runner stopped before the task finished, so it was handed back (%w)", err)
 			log().Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
 		} else {
 			log().Warn("task failed", slog.Any("error", err))
