@@ -105,3 +105,13 @@ func (c *Client) Clusters() *ClusterClient { return &ClusterClient{c: c} }
 
 // Jobs submits and manages jobs.
 func (c *Client) Jobs() *JobClient { return &JobClient{c: c} }
+
+// SweepReport counts what a sweep did.
+type SweepReport = queue.ReclaimReport
+
+// Sweep runs the periodic backstop once: it queues again the tasks of
+// runners whose heartbeat expired (in every cluster) and republishes work
+// that crashed processes left unpublished. Live runners do the first part
+// for their own cluster all the time; Sweep is for operators and the sweep
+// function.
+func (c *Client) Sweep(ctx context.Context) (SweepReport, error) { return c.q.Sweep(ctx) }

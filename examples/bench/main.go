@@ -1,5 +1,5 @@
 // Command bench is a direct runner registering the bench tasks (Noop, Sleep,
-// Fail, Flaky, FanOut, all v1.0), for load tests and demos.
+// Fail, Flaky, FanOut, all v1.0), for load tests, chaos tests and demos.
 //
 //	bench --cluster dev --concurrency 8
 package main
@@ -12,50 +12,95 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/runfleet/runfleet/examples/bench/benchtask"
 	"github.com/runfleet/runfleet/workflows"
 )
 
+type options struct {
+	cluster      string
+	concurrency  int
+	redisURL     string
+	all          bool
+	grace        time.Duration
+	heartbeatTTL time.Duration
+	reclaim      time.Duration
+	verbose      bool
+}
+
 func main() {
-	cluster := flag.String("cluster", "", "cluster slug to serve (required)")
-	concurrency := flag.Int("concurrency", 1, "tasks to run at once")
-	redisURL := flag.String("redis", "", "Redis URL (default $RUNFLEET_REDIS_URL, else redis://127.0.0.1:6379/0)")
-	all := flag.Bool("all", false, "exit once no runnable task is left instead of running forever")
+	var o options
+	flag.StringVar(&o.cluster, "cluster", "", "cluster slug to serve (required)")
+	flag.IntVar(&o.concurrency, "concurrency", 1, "tasks to run at once")
+	flag.StringVar(&o.redisURL, "redis", "", "Redis URL (default $RUNFLEET_REDIS_URL, else redis://127.0.0.1:6379/0)")
+	flag.BoolVar(&o.all, "all", false, "exit once no runnable task is left instead of running forever")
+	flag.DurationVar(&o.grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are handed back")
+	flag.DurationVar(&o.heartbeatTTL, "heartbeat-ttl", 5*time.Second, "how long this runner counts as alive after its last heartbeat")
+	flag.DurationVar(&o.reclaim, "reclaim-interval", time.Second, "how often to look for dead runners whose tasks must run again")
+	flag.BoolVar(&o.verbose, "v", false, "log at info level (default: warnings only)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: bench --cluster C [--concurrency N] [--all]\n\nRuns the bench tasks Noop, Sleep, Fail, Flaky and FanOut (v1.0).\n\nExample:\n  bench --cluster dev --concurrency 8\n\nFlags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bench --cluster C [--concurrency N] [--all] [flags]
+
+Runs the bench tasks Noop, Sleep {"ms"}, Fail, Flaky {"fail_times"} and
+FanOut {"n","child","child_input","merge"}, all v1.0.
+
+SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace,
+handing back what does not; a second signal hands them back at once.
+
+Example:
+  bench --cluster dev --concurrency 8
+  bench --cluster dev --heartbeat-ttl 2s --grace 10s
+
+Flags:
+`)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if *cluster == "" {
+	if o.cluster == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*cluster, *concurrency, *redisURL, *all); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(cluster string, concurrency int, redisURL string, all bool) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var opts []workflows.ClientOption
-	if redisURL != "" {
-		opts = append(opts, workflows.WithRedisURL(redisURL))
+func run(o options) error {
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelInfo
 	}
-	client, err := workflows.NewClient(ctx, append(opts, workflows.WithLogger(logger))...)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := []workflows.ClientOption{workflows.WithLogger(logger)}
+	if o.redisURL != "" {
+		opts = append(opts, workflows.WithRedisURL(o.redisURL))
+	}
+	client, err := workflows.NewClient(ctx, opts...)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	runner, err := client.NewRunner(ctx, cluster, benchtask.All()...)
+	runner, err := client.NewRunner(ctx, o.cluster, benchtask.All()...)
 	if err != nil {
 		return err
 	}
-	if all {
-		return runner.RunAll(ctx, workflows.WithConcurrency(concurrency))
+	// First signal: stop claiming and drain. Second: hand back at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		runner.StopNow()
+	}()
+	runOpts := []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
+		workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim)}
+	if o.all {
+		return runner.RunAll(ctx, runOpts...)
 	}
-	return runner.RunForever(ctx, workflows.WithConcurrency(concurrency))
+	return runner.RunForever(ctx, runOpts...)
 }
