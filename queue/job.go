@@ -387,33 +387,36 @@ func jobErr(id string, err error) error {
 
 // Task is one task record as stored.
 type Task struct {
-	Seq         int64     `json:"id"`
-	Parent      int64     `json:"parent"` // -1 for the root
-	State       string    `json:"state"`
-	Name        string    `json:"name"`
-	Version     string    `json:"version"`
-	Cluster     string    `json:"cluster"`
-	Display     string    `json:"display,omitempty"`
-	Input       string    `json:"input"`
-	Attempts    int       `json:"attempts"`
-	Failures    int       `json:"failures"`
-	MaxRetries  int       `json:"max_retries"`
-	Optional    bool      `json:"optional,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	Complete    bool      `json:"complete"`
-	Runner      string    `json:"runner,omitempty"`
-	Children    []int64   `json:"children,omitempty"`
-	Dependents  []int64   `json:"dependents,omitempty"`
-	QueuedAt    time.Time `json:"queued_at,omitzero"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	EndedAt     time.Time `json:"ended_at,omitzero"`
-	childBase   int64
-	childCount  int64
-	pendingDeps int64
+	Seq        int64   `json:"id"`
+	Parent     int64   `json:"parent"` // -1 for the root
+	State      string  `json:"state"`
+	Name       string  `json:"name"`
+	Version    string  `json:"version"`
+	Cluster    string  `json:"cluster"`
+	Display    string  `json:"display,omitempty"`
+	Input      string  `json:"input"`
+	Attempts   int     `json:"attempts"`
+	Failures   int     `json:"failures"`
+	MaxRetries int     `json:"max_retries"`
+	Optional   bool    `json:"optional,omitempty"`
+	Error      string  `json:"error,omitempty"`
+	Complete   bool    `json:"complete"`
+	Runner     string  `json:"runner,omitempty"`
+	Children   []int64 `json:"children,omitempty"`
+	Dependents []int64 `json:"dependents,omitempty"`
+	// Losses counts how often the task lost its runner and was queued again.
+	Losses         int       `json:"losses,omitempty"`
+	QueuedAt       time.Time `json:"queued_at,omitzero"`
+	FirstStartedAt time.Time `json:"first_started_at,omitzero"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
+	EndedAt        time.Time `json:"ended_at,omitzero"`
+	childBase      int64
+	childCount     int64
+	pendingDeps    int64
 }
 
 var taskFields = []string{"st", "nm", "v", "cl", "disp", "in", "att", "f", "mr", "opt", "err", "done",
-	"own", "kb", "kn", "dn", "tq", "ts", "te", "p", "d"}
+	"own", "kb", "kn", "dn", "tq", "ts", "te", "p", "d", "ts1", "lost"}
 
 func parseTask(seq int64, vals []any) (Task, bool) {
 	s := make([]string, len(vals))
@@ -429,7 +432,8 @@ func parseTask(seq int64, vals []any) (Task, bool) {
 	t := Task{Seq: seq, State: s[0], Name: s[1], Version: s[2], Cluster: s[3], Display: s[4], Input: s[5],
 		Attempts: int(atoi(s[6])), Failures: int(atoi(s[7])), MaxRetries: int(atoi(s[8])), Optional: s[9] == "1",
 		Error: s[10], Complete: s[11] == "1", Runner: s[12], childBase: atoi(s[13]), childCount: atoi(s[14]),
-		QueuedAt: msTime(s[16]), StartedAt: msTime(s[17]), EndedAt: msTime(s[18]), Parent: -1, pendingDeps: atoi(s[20])}
+		QueuedAt: msTime(s[16]), StartedAt: msTime(s[17]), EndedAt: msTime(s[18]), Parent: -1, pendingDeps: atoi(s[20]),
+		FirstStartedAt: msTime(s[21]), Losses: int(atoi(s[22]))}
 	if s[19] != "" {
 		t.Parent = atoi(s[19])
 	}
