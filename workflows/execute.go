@@ -53,6 +53,14 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	if err == nil {
 		err = r.checkSubtaskClusters(workCtx, e.subtasks)
 	}
+	var infra *runnerError
+	if errors.As(err, &infra) {
+		// The task did nothing wrong: the runner could not reach Redis to
+		// check its subtasks. Hand it back rather than count a failure.
+		out.err, out.handBack = err, true
+		log().Warn("could not check the task's subtasks; handing it back", slog.Any("error", err))
+		return out
+	}
 	if err != nil {
 		out.err = err
 		out.handBack = workCtx.Err() != nil
@@ -76,6 +84,13 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	out.done = comp
 	return out
 }
+
+// runnerError is a failure of the runner's own (Redis) work around an
+// execution, not of the task: such executions are handed back, not failed.
+type runnerError struct{ err error }
+
+func (e *runnerError) Error() string { return "runner: " + e.err.Error() }
+func (e *runnerError) Unwrap() error { return e.err }
 
 // decodeInput decodes a task's JSON input strictly: unknown fields are an
 // error, so a typo in a submitted input fails loudly instead of running the
@@ -115,7 +130,7 @@ func (r *Runner) checkSubtaskClusters(ctx context.Context, subs []queue.SubtaskS
 	if len(unknown) > 0 {
 		missing, err := r.client.q.MissingClusters(ctx, unknown)
 		if err != nil {
-			return err
+			return &runnerError{err}
 		}
 		if len(missing) > 0 {
 			return fmt.Errorf("subtask submitted to unknown cluster %q: %w", missing[0], ErrClusterNotFound)
@@ -147,7 +162,7 @@ func (r *Runner) checkSubtaskTasks(ctx context.Context, subs []queue.SubtaskSpec
 		}
 		known, err := r.client.q.RegisteredIdentifiers(ctx, s.Cluster)
 		if err != nil {
-			return err
+			return &runnerError{err}
 		}
 		r.registered.Store(s.Cluster, known)
 		if err := runnable(known, s.Task, s.Cluster); err != nil {
