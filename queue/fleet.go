@@ -38,15 +38,21 @@ type RunnerInfo struct {
 	Started time.Time
 }
 
-// Heartbeat marks a runner alive for ttl and (re)writes its registry entry.
-func (q *Queue) Heartbeat(ctx context.Context, cluster string, r RunnerInfo, ttl time.Duration) error {
-	streams, _ := json.Marshal(r.Streams)
+// Heartbeat marks a runner alive for ttl; with full set it also (re)writes
+// the runner's registry entry, which a runner does on its first beat and
+// every so often after (two commands a beat otherwise).
+func (q *Queue) Heartbeat(ctx context.Context, cluster string, r RunnerInfo, ttl time.Duration, full bool) error {
 	deadline := time.Now().Add(ttl).UnixMilli()
-	pipe := q.rdb.TxPipeline() // one slot: all keys share the cluster tag
+	pipe := q.rdb.Pipeline()
+	// The registry entry is written first, so a runner is never alive
+	// without one; a reclaimer that removed it is answered on the next beat.
+	if full {
+		streams, _ := json.Marshal(r.Streams)
+		pipe.HSet(ctx, runnerKey(cluster, r.ID), "streams", streams, "host", r.Host, "pid", r.PID,
+			"started", r.Started.UnixMilli())
+	}
 	pipe.Set(ctx, heartbeatKey(cluster, r.ID), deadline, ttl)
 	pipe.ZAdd(ctx, runnersKey(cluster), redis.Z{Score: float64(deadline), Member: r.ID})
-	pipe.HSet(ctx, runnerKey(cluster, r.ID), "streams", streams, "host", r.Host, "pid", r.PID,
-		"started", r.Started.UnixMilli())
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}

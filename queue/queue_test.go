@@ -246,7 +246,7 @@ func TestTrimKeepsPendingAndUnreadEntries(t *testing.T) {
 // claimAs makes runner id hold the job's ready hints, as a runner would.
 func (b *bundle) claimAs(t *testing.T, id string, streams ...string) []Claimed {
 	t.Helper()
-	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: id, Streams: streams}, time.Minute))
+	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: id, Streams: streams}, time.Minute, true))
 	hints, err := b.q.Read(b.ctx, id, streams, 100, -1)
 	require.NoError(t, err)
 	claimed, err := b.q.Claim(b.ctx, id, hints)
@@ -293,7 +293,7 @@ func TestReclaimRepublishesHintsReadButNeverClaimed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	require.NoError(t, b.q.SubmitJob(b.ctx, SubmitJobParams{ID: "j", Name: "j", Cluster: "c", Task: b.parent, Input: []byte("{}")}))
-	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: "dead", Streams: []string{b.stream(b.parent)}}, time.Minute))
+	require.NoError(t, b.q.Heartbeat(b.ctx, "c", RunnerInfo{ID: "dead", Streams: []string{b.stream(b.parent)}}, time.Minute, true))
 	_, err := b.q.Read(b.ctx, "dead", []string{b.stream(b.parent)}, 10, -1) // then it dies
 	require.NoError(t, err)
 	require.NoError(t, b.q.Stopped(b.ctx, "c", "dead"))

@@ -31,7 +31,7 @@ func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat,
 	h := &heartbeat{r: r, ttl: cfg.heartbeatTTL, done: make(chan struct{})}
 	backoff := 50 * time.Millisecond
 	for {
-		err := r.client.q.Heartbeat(ctx, r.cluster, info, h.ttl)
+		err := r.client.q.Heartbeat(ctx, r.cluster, info, h.ttl, true)
 		if err == nil {
 			break
 		}
@@ -57,14 +57,17 @@ func (h *heartbeat) loop(ctx context.Context, info queue.RunnerInfo) {
 	t := time.NewTimer(jitter(every))
 	defer t.Stop()
 	failing := false
-	for {
+	for beats := 1; ; beats++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 		start := time.Now()
-		if err := h.r.client.q.Heartbeat(ctx, h.r.cluster, info, h.ttl); err != nil {
+		// The registry entry is rewritten every 10th beat, and after a
+		// failure, in case a reclaimer removed it meanwhile.
+		full := failing || beats%10 == 0
+		if err := h.r.client.q.Heartbeat(ctx, h.r.cluster, info, h.ttl, full); err != nil {
 			if !failing && ctx.Err() == nil {
 				h.r.logger.Warn("heartbeat failed; tasks stay with this runner while its lease holds",
 					slog.Any("error", err), slog.Time("lease_until", h.lease()))

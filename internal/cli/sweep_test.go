@@ -39,7 +39,7 @@ func TestSweepRequeuesTheTasksOfADeadRunner(t *testing.T) {
 	sleep, err := queue.ParseIdentifier("Sleep", benchtask.Version)
 	require.NoError(t, err)
 	stream := queue.StreamKey("dev", sleep)
-	require.NoError(t, q.Heartbeat(ctx, "dev", queue.RunnerInfo{ID: "gone", Streams: []string{stream}}, time.Minute))
+	require.NoError(t, q.Heartbeat(ctx, "dev", queue.RunnerInfo{ID: "gone", Streams: []string{stream}}, time.Minute, true))
 	hints, err := q.Read(ctx, "gone", []string{stream}, 10, -1)
 	require.NoError(t, err)
 	held, err := q.Claim(ctx, "gone", hints)
