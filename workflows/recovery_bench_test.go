@@ -170,4 +170,3 @@ func totalCalls(b *testing.B, ctx context.Context, rdb *redis.Client) int64 {
 	}
 	return total
 }
-
