@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	neturl "net/url"
@@ -17,6 +18,10 @@ const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 
 // DefaultMaxInputBytes is the largest task input accepted (default 1 MiB).
 const DefaultMaxInputBytes = 1 << 20
+
+// ErrInvalidRedisURL is returned by NewClient for a URL it cannot parse:
+// retrying will not help, unlike a server that cannot be reached yet.
+var ErrInvalidRedisURL = errors.New("invalid redis url")
 
 // Client talks to a runfleet deployment: clusters, jobs and runners.
 type Client struct {
@@ -68,7 +73,7 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		ro, err := redis.ParseURL(url)
 		if err != nil {
 			// The URL may hold a password: name only its scheme and host.
-			return nil, fmt.Errorf("parse redis url %s: %w", redactURL(url), err)
+			return nil, fmt.Errorf("%w %s: %v", ErrInvalidRedisURL, redactURL(url), err)
 		}
 		c.rdb = redis.NewClient(ro)
 		c.ownsRedis = true

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -75,25 +76,40 @@ func run(o options) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := []workflows.ClientOption{workflows.WithLogger(logger)}
-	if o.redisURL != "" {
-		opts = append(opts, workflows.WithRedisURL(o.redisURL))
-	}
-	client, err := workflows.NewClient(ctx, opts...)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	runner, err := client.NewRunner(ctx, o.cluster, benchtask.All()...)
-	if err != nil {
-		return err
-	}
 	// First signal: stop claiming and drain. Second: hand back at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
 		cancel()
+	}()
+	opts := []workflows.ClientOption{workflows.WithLogger(logger)}
+	if o.redisURL != "" {
+		opts = append(opts, workflows.WithRedisURL(o.redisURL))
+	}
+	// Wait for Redis rather than exit: a fleet restarted while Redis is
+	// down should come up when it does, not crash-loop.
+	var client *workflows.Client
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		var err error
+		if client, err = workflows.NewClient(ctx, opts...); err == nil {
+			break
+		} else if errors.Is(err, workflows.ErrInvalidRedisURL) {
+			return err
+		}
+		logger.Warn("cannot reach redis yet; retrying", slog.Any("error", err), slog.Duration("backoff", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	defer client.Close()
+	runner, err := client.NewRunner(ctx, o.cluster, benchtask.All()...)
+	if err != nil {
+		return err
+	}
+	go func() {
 		<-sigs
 		runner.StopNow()
 	}()
