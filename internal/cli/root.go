@@ -294,7 +294,7 @@ func (a *app) client(ctx context.Context) (*workflows.Client, error) {
 		}
 	}
 	shown := redactURL(raw)
-	if strings.HasPrefix(msg, "parse redis url") {
+	if errors.Is(err, workflows.ErrInvalidRedisURL) {
 		return nil, &hintError{err: errors.New(msg),
 			hint: "use redis://[user:password@]host:port/db or rediss://… for TLS, via --redis or $RUNFLEET_REDIS_URL"}
 	}

@@ -82,7 +82,7 @@ func TestRedisUnreachableGivesHint(t *testing.T) {
 
 	r = runCLI(t, "", "--redis", "http://u:s3cret@127.0.0.1/0", "cluster", "list")
 	require.Equal(t, ExitFailure, r.code)
-	require.Contains(t, r.stderr, "runfleet: parse redis url")
+	require.Contains(t, r.stderr, "runfleet: invalid redis url")
 	require.Contains(t, r.stderr, "hint: use redis://")
 	require.NotContains(t, r.stderr, "s3cret")
 }
