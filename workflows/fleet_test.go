@@ -107,3 +107,21 @@ func TestStopNowHandsBackATaskThatIgnoresCancellation(t *testing.T) {
 	require.Equal(t, workflows.TaskQueued, ts[0].State)
 	require.Equal(t, 0, ts[0].Failures)
 }
+
+func TestOneRunAtATimePerRunner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.runner(t, b.cluster)
+	j := b.submit(t, &benchtask.Sleep{MS: 60_000})
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.RunForever(ctx, workflows.WithGracePeriod(0)) }()
+	require.Eventually(t, func() bool { return b.job(t, j.ID).TaskCounts[workflows.TaskRunning] == 1 },
+		10*time.Second, 5*time.Millisecond)
+	err := r.RunAll(b.ctx)
+	require.ErrorContains(t, err, "runner is already running")
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, b.client.Jobs().Cancel(b.ctx, j.ID))
+	require.NoError(t, r.RunAll(b.ctx), "a finished run frees the runner")
+}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runfleet/runfleet/queue"
@@ -28,6 +29,7 @@ type Runner struct {
 
 	stopNow chan struct{} // closed by StopNow; replaced per run
 	stopMu  sync.Mutex
+	active  atomic.Bool // a run is in progress: one at a time per runner
 
 	knownClusters sync.Map // slug -> struct{}: clusters seen to exist
 	registered    sync.Map // slug -> []queue.Identifier registered there, as last read
@@ -132,6 +134,10 @@ func (r *Runner) lookup(id queue.Identifier) (registration, bool) {
 	return registration{}, false
 }
 
+// errAlreadyRunning: two runs of one runner would share its consumer name and
+// could execute a task twice; start another runner instead.
+var errAlreadyRunning = errors.New("runner is already running: create another runner with NewRunner for more parallel work")
+
 // maxClaim bounds the tasks one read hands to rf_claim.
 const maxClaim = 256
 
@@ -220,6 +226,10 @@ func (r *Runner) RunForever(ctx context.Context, opts ...RunOption) error {
 	if err != nil {
 		return err
 	}
+	if !r.active.CompareAndSwap(false, true) {
+		return errAlreadyRunning
+	}
+	defer r.active.Store(false)
 	return r.run(ctx, cfg, false)
 }
 
@@ -231,5 +241,9 @@ func (r *Runner) RunAll(ctx context.Context, opts ...RunOption) error {
 	if err != nil {
 		return err
 	}
+	if !r.active.CompareAndSwap(false, true) {
+		return errAlreadyRunning
+	}
+	defer r.active.Store(false)
 	return r.run(ctx, cfg, true)
 }
