@@ -1,0 +1,231 @@
+package artifacts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Store is a minimal object store releases are published to. Keys are slash
+// paths such as "releases/tiles/<id>.tar.zst": relative, no "." or ".."
+// components, no empty components.
+type Store interface {
+	// Put stores the content of r under key, replacing any previous object.
+	// Readers see either the old or the new object, never a partial one.
+	Put(ctx context.Context, key string, r io.Reader) error
+	// Get opens the object at key; the error wraps ErrNotFound if there is none.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// Exists reports whether an object is stored at key.
+	Exists(ctx context.Context, key string) (bool, error)
+	// List returns the keys starting with prefix (a plain string prefix, as
+	// in S3), sorted.
+	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// ErrNotFound is wrapped by Store.Get when no object is stored at the key.
+var ErrNotFound = errors.New("object not found")
+
+// ErrInvalidKey is wrapped when a store key or prefix is malformed.
+var ErrInvalidKey = errors.New("invalid object key")
+
+// OpenStore opens the store named by rawURL. Supported: "file:///abs/dir".
+// "s3://bucket/prefix" is not supported yet.
+func OpenStore(rawURL string) (Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open store %q: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("open store %q: a file URL needs an absolute path, e.g. file:///var/lib/runfleet/store (host %q is not allowed)", rawURL, u.Host)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("open store %q: a file URL takes no query or fragment", rawURL)
+		}
+		if !path.IsAbs(u.Path) {
+			return nil, fmt.Errorf("open store %q: a file URL needs an absolute path, e.g. file:///var/lib/runfleet/store", rawURL)
+		}
+		return NewFileStore(filepath.FromSlash(u.Path))
+	case "s3":
+		return nil, fmt.Errorf("open store %q: s3:// stores are not supported yet; use a file:/// URL", rawURL)
+	case "":
+		return nil, fmt.Errorf("open store %q: missing scheme; use file:///abs/dir", rawURL)
+	default:
+		return nil, fmt.Errorf("open store %q: unsupported scheme %q; use file:///abs/dir", rawURL, u.Scheme)
+	}
+}
+
+// tmpDirName is the FileStore's directory for writes in progress; no key may
+// start with it.
+const tmpDirName = ".tmp"
+
+// FileStore is a Store in a local directory: key k is the file <Root>/<k>.
+// Writes are atomic (temporary file, fsync, rename).
+type FileStore struct {
+	// Root is the store directory.
+	Root string
+}
+
+// NewFileStore returns a FileStore in dir, creating it if needed.
+func NewFileStore(dir string) (*FileStore, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("open file store: %q is not an absolute path", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, tmpDirName), 0o755); err != nil {
+		return nil, fmt.Errorf("open file store: %w", err)
+	}
+	return &FileStore{Root: dir}, nil
+}
+
+func checkKey(key string) error {
+	if err := checkEntryPath(key); err != nil {
+		return fmt.Errorf("%w %q: key %v", ErrInvalidKey, key, err)
+	}
+	if key == tmpDirName || strings.HasPrefix(key, tmpDirName+"/") {
+		return fmt.Errorf("%w %q: keys under %s/ are reserved", ErrInvalidKey, key, tmpDirName)
+	}
+	return nil
+}
+
+func (s *FileStore) path(key string) string {
+	return filepath.Join(s.Root, filepath.FromSlash(key))
+}
+
+// Put implements Store.
+func (s *FileStore) Put(ctx context.Context, key string, r io.Reader) error {
+	if err := checkKey(key); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.Root, tmpDirName), "put-*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, ctxReader{ctx, r})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	dst := s.path(key)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (s *FileStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := checkKey(key); err != nil {
+		return nil, fmt.Errorf("get: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	f, err := os.Open(s.path(key))
+	if isMissing(err) {
+		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if !st.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	return f, nil
+}
+
+// Exists implements Store.
+func (s *FileStore) Exists(ctx context.Context, key string) (bool, error) {
+	if err := checkKey(key); err != nil {
+		return false, fmt.Errorf("exists: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("exists %s: %w", key, err)
+	}
+	st, err := os.Stat(s.path(key))
+	if isMissing(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("exists %s: %w", key, err)
+	}
+	return st.Mode().IsRegular(), nil
+}
+
+// List implements Store.
+func (s *FileStore) List(ctx context.Context, prefix string) ([]string, error) {
+	if strings.ContainsAny(prefix, "\\\x00") || strings.HasPrefix(prefix, "/") ||
+		slices.Contains(strings.Split(prefix, "/"), "..") {
+		return nil, fmt.Errorf("list: %w: prefix %q must be a relative slash path", ErrInvalidKey, prefix)
+	}
+	// Walk only the deepest directory the prefix names.
+	base := prefix[:strings.LastIndexByte(prefix, '/')+1]
+	var keys []string
+	err := filepath.WalkDir(s.path(base), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if isMissing(err) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(s.Root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			if key == tmpDirName {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() && strings.HasPrefix(key, prefix) && checkKey(key) == nil {
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, err)
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
+// isMissing reports a path that does not exist, including one through a
+// regular file (key "a/b" when "a" is an object).
+func isMissing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}

@@ -1,0 +1,129 @@
+package artifacts
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// testStore is the conformance suite every Store passes. s must be empty.
+func testStore(t *testing.T, s Store) {
+	ctx := t.Context()
+	get := func(t *testing.T, key string) string {
+		t.Helper()
+		rc, err := s.Get(ctx, key)
+		require.NoError(t, err)
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		return string(b)
+	}
+
+	t.Run("missing", func(t *testing.T) {
+		_, err := s.Get(ctx, "releases/none.tar.zst")
+		require.ErrorIs(t, err, ErrNotFound)
+		ok, err := s.Exists(ctx, "releases/none.tar.zst")
+		require.NoError(t, err)
+		require.False(t, ok)
+		keys, err := s.List(ctx, "nothing/")
+		require.NoError(t, err)
+		require.Empty(t, keys)
+	})
+	t.Run("put get exists", func(t *testing.T) {
+		require.NoError(t, s.Put(ctx, "releases/wf/a.tar.zst", strings.NewReader("alpha")))
+		require.Equal(t, "alpha", get(t, "releases/wf/a.tar.zst"))
+		ok, err := s.Exists(ctx, "releases/wf/a.tar.zst")
+		require.NoError(t, err)
+		require.True(t, ok)
+		ok, err = s.Exists(ctx, "releases/wf")
+		require.NoError(t, err)
+		require.False(t, ok, "a prefix is not an object")
+		ok, err = s.Exists(ctx, "releases/wf/a.tar.zst/x")
+		require.NoError(t, err)
+		require.False(t, ok)
+		_, err = s.Get(ctx, "releases/wf/a.tar.zst/x")
+		require.ErrorIs(t, err, ErrNotFound)
+	})
+	t.Run("overwrite", func(t *testing.T) {
+		require.NoError(t, s.Put(ctx, "over/k", strings.NewReader("one")))
+		require.NoError(t, s.Put(ctx, "over/k", strings.NewReader("two")))
+		require.Equal(t, "two", get(t, "over/k"))
+	})
+	t.Run("empty and large", func(t *testing.T) {
+		require.NoError(t, s.Put(ctx, "sizes/empty", strings.NewReader("")))
+		require.Empty(t, get(t, "sizes/empty"))
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		require.NoError(t, s.Put(ctx, "sizes/big", bytes.NewReader(big)))
+		require.Equal(t, string(big), get(t, "sizes/big"))
+	})
+	t.Run("list", func(t *testing.T) {
+		for _, k := range []string{"list/b/2", "list/a/1", "list/a/10", "list/ab", "lists/x"} {
+			require.NoError(t, s.Put(ctx, k, strings.NewReader(k)))
+		}
+		keys, err := s.List(ctx, "list/")
+		require.NoError(t, err)
+		require.Equal(t, []string{"list/a/1", "list/a/10", "list/ab", "list/b/2"}, keys)
+		keys, err = s.List(ctx, "list/a")
+		require.NoError(t, err)
+		require.Equal(t, []string{"list/a/1", "list/a/10", "list/ab"}, keys)
+		keys, err = s.List(ctx, "list/a/1")
+		require.NoError(t, err)
+		require.Equal(t, []string{"list/a/1", "list/a/10"}, keys)
+		keys, err = s.List(ctx, "")
+		require.NoError(t, err)
+		require.Contains(t, keys, "lists/x")
+		require.Contains(t, keys, "releases/wf/a.tar.zst")
+	})
+	t.Run("invalid keys", func(t *testing.T) {
+		for _, k := range []string{"", "/abs", "../x", "a/../../x", "a//b", "a/", "./a", `a\b`} {
+			require.ErrorIs(t, s.Put(ctx, k, strings.NewReader("x")), ErrInvalidKey, "key %q", k)
+			_, err := s.Get(ctx, k)
+			require.ErrorIs(t, err, ErrInvalidKey, "key %q", k)
+			_, err = s.Exists(ctx, k)
+			require.ErrorIs(t, err, ErrInvalidKey, "key %q", k)
+		}
+		_, err := s.List(ctx, "../")
+		require.ErrorIs(t, err, ErrInvalidKey)
+	})
+	t.Run("canceled put stores nothing", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		require.ErrorIs(t, s.Put(cctx, "canceled/k", strings.NewReader("x")), context.Canceled)
+		ok, err := s.Exists(ctx, "canceled/k")
+		require.NoError(t, err)
+		require.False(t, ok)
+	})
+}
+
+func TestFileStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := OpenStore("file://" + filepath.ToSlash(dir))
+	require.NoError(t, err)
+	testStore(t, s)
+	requireEmpty(t, filepath.Join(dir, tmpDirName))
+}
+
+func TestOpenStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := OpenStore("file://localhost" + filepath.ToSlash(dir))
+	require.NoError(t, err)
+	require.Equal(t, dir, s.(*FileStore).Root)
+	for url, want := range map[string]string{
+		"s3://bucket/prefix":  "s3:// stores are not supported yet",
+		"file://relative/dir": `host "relative" is not allowed`,
+		"file:relative":       "needs an absolute path",
+		"/just/a/path":        "missing scheme",
+		"ftp://host/x":        `unsupported scheme "ftp"`,
+		"file:///tmp/x?a=b":   "no query or fragment",
+	} {
+		_, err := OpenStore(url)
+		require.ErrorContains(t, err, want, url)
+	}
+}
