@@ -312,24 +312,6 @@ func (q *Queue) Ack(ctx context.Context, hints []Hint) error {
 	return nil
 }
 
-// Release gives hints a runner read but will not claim back to the fleet:
-// each is added again at the end of its stream, then acknowledged.
-func (q *Queue) Release(ctx context.Context, hints []Hint) error {
-	if len(hints) == 0 {
-		return nil
-	}
-	pipe := q.rdb.Pipeline()
-	for _, h := range hints {
-		if h.Seq >= 0 {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: h.Stream, Values: []string{"j", h.JobID, "t", strconv.FormatInt(h.Seq, 10)}})
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("release task hints: %w", err)
-	}
-	return q.Ack(ctx, hints)
-}
-
 // ReadPending returns up to count hints this consumer read earlier and has
 // not acknowledged, per stream, without blocking.
 func (q *Queue) ReadPending(ctx context.Context, consumer string, streams []string, count int) ([]Hint, error) {

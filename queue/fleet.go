@@ -128,6 +128,15 @@ func (q *Queue) ReclaimDead(ctx context.Context, cluster, self string, fallbackS
 	return total, nil
 }
 
+// SettleOwn is what a stopping runner does with the stream entries it still
+// has pending (hints it read but never claimed, or claimed through a call
+// whose reply was lost): it settles them as a reclaimer would settle a dead
+// runner's, so queued tasks are published again and a task left running
+// under it is queued again. Call it only once nothing of the runner runs.
+func (q *Queue) SettleOwn(ctx context.Context, cluster, id string, streams []string) (ReclaimReport, error) {
+	return q.reclaimRunner(ctx, cluster, id, streams)
+}
+
 func (q *Queue) reclaimRunner(ctx context.Context, cluster, id string, fallback []string) (ReclaimReport, error) {
 	var rep ReclaimReport
 	streams := fallback

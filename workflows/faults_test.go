@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"io"
 	"log/slog"
 	"testing"
@@ -53,7 +54,7 @@ func faultyRun(t *testing.T, pos int, late bool) {
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer rdb.Close()
 	rdb.AddHook(faults)
-	faulty, err := workflows.NewClient(ctx, workflows.WithRedisClient(rdb), quiet)
+	faulty, err := workflows.NewClient(ctx, workflows.WithRedisClient(rdb), victimLog(t))
 	require.NoError(t, err)
 	victim, err := faulty.NewRunner(ctx, "main", benchtask.All()...)
 	require.NoError(t, err)
@@ -75,15 +76,27 @@ func faultyRun(t *testing.T, pos int, late bool) {
 	// victim and republishes.
 	rescuer, err := healthy.NewRunner(ctx, "main", benchtask.All()...)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		require.NoError(t, rescuer.RunAll(ctx, fast...))
-		if _, err := healthy.Sweep(ctx); err != nil {
-			return false
-		}
+		_, _ = healthy.Sweep(ctx)
 		got, err := healthy.Jobs().Get(ctx, j.ID)
 		require.NoError(t, err)
-		return got.State == workflows.JobCompleted
-	}, 30*time.Second, 10*time.Millisecond)
+		if got.State == workflows.JobCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			tasks, _ := healthy.Jobs().Tasks(ctx, j.ID)
+			var lines []string
+			for _, x := range tasks {
+				lines = append(lines, fmt.Sprintf("task %d %s %s runner=%s attempts=%d losses=%d err=%q",
+					x.Seq, x.Name, x.State, x.Runner, x.Attempts, x.Losses, x.Error))
+			}
+			t.Fatalf("job %s is %s after 30s (%d faults injected); victim %s, rescuer %s\n%s",
+				j.ID, got.State, faults.Failed(), victim.ID(), rescuer.ID(), strings.Join(lines, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	got, err := healthy.Jobs().Get(ctx, j.ID)
 	require.NoError(t, err)
@@ -98,4 +111,10 @@ func faultyRun(t *testing.T, pos int, late bool) {
 		require.Equal(t, workflows.TaskComputed, x.State)
 		require.True(t, x.Complete)
 	}
+}
+
+// victimLog sends the faulty runner's log to the test output, shown when
+// the test fails.
+func victimLog(t *testing.T) workflows.ClientOption {
+	return workflows.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})))
 }

@@ -16,10 +16,13 @@ const (
 	orphanEvery = 5 * time.Second // re-claim own pending hints nothing local holds
 )
 
-// taskRef names one task of one job.
+// taskRef names one execution: a task of a job at one attempt. A retry of a
+// task may be claimed before the commit of its previous attempt has been
+// forgotten here, so executions, not tasks, are the unit.
 type taskRef struct {
-	job string
-	seq int64
+	job     string
+	seq     int64
+	attempt int
 }
 
 // holdings is what a runner holds locally. Every hint in it is pending (read,
@@ -75,7 +78,7 @@ func (l *holdings) settle(batch []queue.Hint, claimed []queue.Claimed) (start []
 		delete(l.hints, hintKey(h))
 	}
 	for _, c := range claimed {
-		ref := taskRef{c.JobID, c.Seq}
+		ref := taskRef{c.JobID, c.Seq, c.Attempt}
 		if _, ok := l.running[ref]; ok {
 			dup = append(dup, c.Hint)
 			continue
@@ -92,7 +95,7 @@ func (l *holdings) settle(batch []queue.Hint, claimed []queue.Claimed) (start []
 func (l *holdings) finish(done []queue.Claimed) {
 	l.mu.Lock()
 	for _, c := range done {
-		delete(l.running, taskRef{c.JobID, c.Seq})
+		delete(l.running, taskRef{c.JobID, c.Seq, c.Attempt})
 		delete(l.hints, hintKey(c.Hint))
 	}
 	l.count.Store(int64(len(l.running)))
@@ -201,9 +204,12 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		}
 		stopMaint()
 		<-maintDone
-		// Hints read but never claimed go back to the fleet.
-		if err := r.client.q.Release(commitCtx, held.take(1<<30)); err != nil {
-			r.logger.Warn("release unclaimed hints failed; they are recovered with this runner's pending entries", slog.Any("error", err))
+		// Hints still pending under this runner (read but never claimed,
+		// or claimed by a call whose reply was lost) are settled like a
+		// dead runner's: acknowledging them blindly could strand a task
+		// that such a claim left running under this runner.
+		if _, err := r.client.q.SettleOwn(commitCtx, r.cluster, r.id, r.streams); err != nil {
+			r.logger.Warn("settle this runner's pending hints failed; they are reclaimed once it is gone", slog.Any("error", err))
 		}
 	}()
 
