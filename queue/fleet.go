@@ -69,6 +69,16 @@ func (q *Queue) Stopped(ctx context.Context, cluster, id string) error {
 	return err
 }
 
+// Gone removes every trace of a runner that stopped and settled its own
+// pending entries (SettleOwn): there is nothing left for a reclaimer to do.
+func (q *Queue) Gone(ctx context.Context, cluster, id string) error {
+	pipe := q.rdb.TxPipeline()
+	pipe.Del(ctx, heartbeatKey(cluster, id), runnerKey(cluster, id))
+	pipe.ZRem(ctx, runnersKey(cluster), id)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
 // ReclaimReport counts what one reclaim pass did.
 type ReclaimReport struct {
 	Runners   int // dead runners cleaned up

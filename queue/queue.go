@@ -73,9 +73,6 @@ func New(ctx context.Context, rdb redis.UniversalClient) (*Queue, error) {
 	return &Queue{rdb: rdb}, nil
 }
 
-// Redis is the underlying client.
-func (q *Queue) Redis() redis.UniversalClient { return q.rdb }
-
 func nowMS() int64 { return time.Now().UnixMilli() }
 
 func msTime(s string) time.Time {

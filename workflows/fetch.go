@@ -158,7 +158,8 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	if err != nil {
 		return err
 	}
-	defer beat.stop(commitCtx)
+	settled := false // set once this runner's pending entries are settled
+	defer func() { beat.stop(commitCtx, settled) }()
 
 	held := newHoldings()
 	results := make(chan outcome, cfg.concurrency)
@@ -210,6 +211,8 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		// that such a claim left running under this runner.
 		if _, err := r.client.q.SettleOwn(commitCtx, r.cluster, r.id, r.streams); err != nil {
 			r.logger.Warn("settle this runner's pending hints failed; they are reclaimed once it is gone", slog.Any("error", err))
+		} else {
+			settled = true
 		}
 	}()
 

@@ -90,12 +90,17 @@ func (h *heartbeat) lease() time.Time {
 	return time.Unix(0, h.lastBeat.Load()).Add(h.ttl)
 }
 
-// stop ends the heartbeat and marks the runner gone, so anything it still
-// holds is reclaimed at once.
-func (h *heartbeat) stop(ctx context.Context) {
+// stop ends the heartbeat. A runner that settled its own pending entries
+// leaves no trace; otherwise it is marked gone at once, so whatever it still
+// holds is reclaimed without waiting for its heartbeat to expire.
+func (h *heartbeat) stop(ctx context.Context, settled bool) {
 	h.cancel()
 	<-h.done
-	if err := h.r.client.q.Stopped(ctx, h.r.cluster, h.r.id); err != nil {
+	unregister := h.r.client.q.Stopped
+	if settled {
+		unregister = h.r.client.q.Gone
+	}
+	if err := unregister(ctx, h.r.cluster, h.r.id); err != nil {
 		h.r.logger.Warn("unregister runner failed; its heartbeat expires on its own", slog.Any("error", err))
 	}
 }

@@ -264,7 +264,7 @@ func (s *Step) Execute(ctx context.Context) error {
 }
 
 func testTasks() []workflows.Task {
-	return []workflows.Task{&Step{}, &Gate{}, &Canceler{}, &ForeignFuture{}, &Progressing{}, &WhoAmI{}}
+	return []workflows.Task{&Step{}, &Gate{}, &Canceler{}, &Progressing{}, &WhoAmI{}}
 }
 
 // Gate waits until its job reaches State (polling), then returns nil.
@@ -340,33 +340,6 @@ func (c *Canceler) Execute(ctx context.Context) error {
 	}
 	_, err := workflows.SubmitSubtask(ctx, &c.Then)
 	return err
-}
-
-// ForeignFuture stores the first future it submits in a global and, on its
-// second execution (a sibling), uses the stored one as a dependency.
-type ForeignFuture struct {
-	Key string `json:"key"`
-}
-
-var foreignFutures sync.Map // key -> workflows.FutureTask
-
-func (*ForeignFuture) Identifier() workflows.TaskIdentifier {
-	return workflows.NewTaskIdentifier("ForeignFuture", "v1.0")
-}
-func (f *ForeignFuture) Execute(ctx context.Context) error {
-	if prev, ok := foreignFutures.Load(f.Key); ok {
-		_, err := workflows.SubmitSubtask(ctx, &benchtask.Noop{}, workflows.WithDependencies(prev.(workflows.FutureTask)))
-		if err != nil {
-			recorderFor(f.Key).note(err.Error())
-		}
-		return err
-	}
-	fut, err := workflows.SubmitSubtask(ctx, &benchtask.Noop{})
-	if err != nil {
-		return err
-	}
-	foreignFutures.Store(f.Key, fut)
-	return nil
 }
 
 // Progressing reports progress, then fails while attempt <= FailAttempts.

@@ -494,6 +494,10 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 }
 
+// foreignFutures hands a future from one execution to another (test key ->
+// workflows.FutureTask), which the SDK must refuse to use.
+var foreignFutures sync.Map
+
 // SubtaskAbuser submits subtasks in the ways the SDK must refuse.
 type SubtaskAbuser struct {
 	Key  string `json:"key"`
