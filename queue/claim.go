@@ -538,6 +538,10 @@ type Failure struct {
 	Progress []byte
 	// HandBack re-queues without counting against max_retries.
 	HandBack bool
+	// Lost re-queues without counting against max_retries but counts a lost
+	// runner: the process running the task died (a release runner's worker
+	// crashed). The 11th loss fails the task.
+	Lost bool
 }
 
 // Fail outcomes, per failure.
@@ -558,7 +562,10 @@ func (q *Queue) Fail(ctx context.Context, owner string, fs []Failure) ([]string,
 			for _, i := range idx {
 				f := fs[i]
 				counts := "1"
-				if f.HandBack {
+				switch {
+				case f.Lost:
+					counts = "2"
+				case f.HandBack:
 					counts = "0"
 				}
 				args = append(args, f.Seq, f.Attempt, f.Error, f.Display, f.Progress, counts)

@@ -410,6 +410,10 @@ redis.register_function('rf_expand', function(keys, args)
   return {tostring(stop), pub}
 end)
 
+-- MAX_LOSSES is how often a task may lose its runner (crash, vanished host)
+-- and be queued again; the next loss fails it.
+local MAX_LOSSES = 10
+
 -- fail_finally settles a running task that will not run again: an optional
 -- task becomes failed_optional and counts as settled; a failure below an
 -- optional ancestor is contained by it; any other failure fails the job.
@@ -445,7 +449,9 @@ end
 -- rf_fail records failed executions of one job.
 -- KEYS[1] job hash. ARGV: owner, now, item count, then per item: seq,
 -- attempt, error text, display, progress, counts ("1": counts against
--- max_retries; "0": handed back, e.g. on shutdown).
+-- max_retries; "0": handed back, e.g. on shutdown; "2": the process running
+-- it was lost, e.g. a release runner's worker crashed: counted like a lost
+-- runner, failing the task on its 11th loss).
 -- Returns {results, publish list}; results hold per item "retry", "failed",
 -- "failed_optional", "contained" (failed inside an optional subtree), or "lost".
 redis.register_function('rf_fail', function(keys, args)
@@ -460,6 +466,18 @@ redis.register_function('rf_fail', function(keys, args)
     local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'mr', 'f', 'opt', 'oas', 'cl', 'nm', 'v', 'pg')
     if not owned(t, owner, att) then
       res[#res + 1] = 'lost'
+    elseif counts == '2' then
+      local lost = tonumber(redis.call('HGET', tk, 'lost') or 0) + 1
+      redis.call('HSET', tk, 'lost', lost)
+      if lost > MAX_LOSSES then
+        res[#res + 1] = fail_finally(jk, pre, seq, tk, t[6], t[7],
+          msg .. ' (lost ' .. lost .. ' times; not retried again)', now, cnt, pub)
+      else
+        redis.call('HSET', tk, 'st', 'queued', 'err', msg, 'tq', now)
+        move(cnt, 'running', 'queued')
+        make_ready(pre, seq, {cl = t[8], nm = t[9], v = t[10]}, pub)
+        res[#res + 1] = 'retry'
+      end
     else
       if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
       local fails = tonumber(t[5] or 0)
@@ -587,10 +605,6 @@ redis.register_function('rf_unbox', function(keys, args)
   end
   return n
 end)
-
--- MAX_LOSSES is how often a task may lose its runner (crash, vanished host)
--- and be queued again; the next loss fails it.
-local MAX_LOSSES = 10
 
 -- rf_reclaim settles tasks whose hints a dead runner left pending.
 -- KEYS[1] job hash. ARGV: dead runner id, now, seq...

@@ -77,7 +77,7 @@ func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.
 		case errors.Is(o.err, queue.ErrLost):
 		default:
 			f := queue.Failure{JobID: o.claim.JobID, Seq: o.claim.Seq, Attempt: o.claim.Attempt,
-				Error: o.err.Error(), HandBack: o.handBack}
+				Error: o.err.Error(), HandBack: o.handBack, Lost: o.lost}
 			if o.exec != nil {
 				f.Display, f.Progress = o.exec.display, o.exec.progressJSON()
 			}

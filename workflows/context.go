@@ -15,9 +15,9 @@ import (
 // execution is what a running task's context carries: who it is and what it
 // has buffered (subtasks, progress, display) to commit with its result.
 type execution struct {
-	info    CurrentTaskInfo
-	cluster string
-	runner  *Runner
+	info     CurrentTaskInfo
+	cluster  string
+	maxInput int // subtask input limit in bytes
 
 	mu       sync.Mutex
 	subtasks []queue.SubtaskSpec
@@ -154,7 +154,7 @@ func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
 	deps = slices.Compact(deps)
 	specs := make([]queue.SubtaskSpec, len(tasks))
 	for i, t := range tasks {
-		id, input, err := encodeInput(t, e.runner.client.maxInput)
+		id, input, err := encodeInput(t, e.maxInput)
 		if err != nil {
 			return fmt.Errorf("submit subtask: %w", err)
 		}

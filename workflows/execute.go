@@ -20,36 +20,48 @@ type outcome struct {
 	exec     *execution
 	err      error
 	handBack bool
+	lost     bool // the process running it died: re-queue, counting a loss
 	done     *queue.Completion
 }
 
 // execute runs one claimed task and returns what to commit.
 func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	out := outcome{claim: c}
-	// Built only when something is logged: most executions log nothing.
-	log := func() *slog.Logger {
-		return r.logger.With(slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq),
-			slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
-	}
 	reg, ok := r.lookup(c.Task)
 	if !ok {
 		out.err = fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)
 		return out
 	}
+	if r.remote != nil {
+		return r.executeRemote(workCtx, c)
+	}
 	ptr := reflect.New(reg.typ)
 	if err := decodeInput(c.Input, ptr.Interface()); err != nil {
 		out.err = fmt.Errorf("decode input of task %s: %w", c.Task, err)
-		log().Error("task input does not decode", slog.Any("error", out.err))
+		r.taskLog(c).Error("task input does not decode", slog.Any("error", out.err))
 		return out
 	}
-	e := &execution{runner: r, cluster: r.cluster, info: CurrentTaskInfo{
+	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
 		Identifier: TaskIdentifier{Name: c.Task.Name, Version: c.Task.Version()}}}
-	out.exec = e
 	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
 	}
+	return r.settle(workCtx, c, e, err)
+}
+
+// taskLog is the logger for one execution. Built only when something is
+// logged: most executions log nothing.
+func (r *Runner) taskLog(c queue.Claimed) *slog.Logger {
+	return r.logger.With(slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq),
+		slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
+}
+
+// settle turns a finished execution into what to commit: checks its
+// subtasks and stages them, or records why it failed.
+func (r *Runner) settle(workCtx context.Context, c queue.Claimed, e *execution, err error) outcome {
+	out := outcome{claim: c, exec: e}
 	if err == nil {
 		err = r.checkSubtaskClusters(workCtx, e.subtasks)
 	}
@@ -58,7 +70,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		// The task did nothing wrong: the runner could not reach Redis to
 		// check its subtasks. Hand it back rather than count a failure.
 		out.err, out.handBack = err, true
-		log().Warn("could not check the task's subtasks; handing it back", slog.Any("error", err))
+		r.taskLog(c).Warn("could not check the task's subtasks; handing it back", slog.Any("error", err))
 		return out
 	}
 	if err != nil {
@@ -66,9 +78,9 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		out.handBack = workCtx.Err() != nil
 		if out.handBack {
 			out.err = fmt.Errorf("interrupted: the runner stopped before the task finished, so it was handed back (%w)", err)
-			log().Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
+			r.taskLog(c).Warn("task interrupted by shutdown; handing it back", slog.Any("error", err))
 		} else {
-			log().Warn("task failed", slog.Any("error", err))
+			r.taskLog(c).Warn("task failed", slog.Any("error", err))
 		}
 		return out
 	}
@@ -76,7 +88,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		Progress: e.progressJSON(), Subtasks: e.subtasks}
 	if err := r.client.q.Stage(workCtx, r.id, comp); err != nil {
 		if errors.Is(err, queue.ErrLost) {
-			log().Warn("task was taken from this runner before it finished; its result is dropped")
+			r.taskLog(c).Warn("task was taken from this runner before it finished; its result is dropped")
 		}
 		out.err, out.handBack = err, true
 		return out

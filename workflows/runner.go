@@ -26,6 +26,8 @@ type Runner struct {
 
 	byName  map[string][]registration // sorted by major, then minor
 	streams []string
+	remote  RemoteExecutor // nil: tasks run in this process
+	release string         // the release a remote executor serves, for logs
 
 	stopNow chan struct{} // closed by StopNow; replaced per run
 	stopMu  sync.Mutex
@@ -37,7 +39,7 @@ type Runner struct {
 
 type registration struct {
 	id  queue.Identifier
-	typ reflect.Type // the struct type; executions use a *typ
+	typ reflect.Type // the struct type; executions use a *typ; nil when remote
 }
 
 // NewRunner registers tasks for cluster. Each task is a value or pointer of a
@@ -45,42 +47,29 @@ type registration struct {
 // without it, from the type name at v0.0. Registering the same name and
 // version twice is an error.
 func (c *Client) NewRunner(ctx context.Context, cluster string, tasks ...Task) (*Runner, error) {
-	if _, err := c.q.GetCluster(ctx, cluster); err != nil {
-		return nil, fmt.Errorf("new runner: %w", err)
-	}
 	if len(tasks) == 0 {
 		return nil, errors.New("new runner: no tasks to register")
 	}
-	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), byName: map[string][]registration{}, stopNow: make(chan struct{})}
+	reg, err := newRegistry(tasks)
+	if err != nil {
+		return nil, fmt.Errorf("new runner: %w", err)
+	}
+	return c.newRunner(ctx, cluster, reg, nil, "")
+}
+
+func (c *Client) newRunner(ctx context.Context, cluster string, reg *registry, remote RemoteExecutor, release string) (*Runner, error) {
+	if _, err := c.q.GetCluster(ctx, cluster); err != nil {
+		return nil, fmt.Errorf("new runner: %w", err)
+	}
+	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), byName: reg.byName, remote: remote,
+		release: release, stopNow: make(chan struct{})}
 	r.logger = c.logger.With(slog.String("runner_id", r.id), slog.String("cluster", cluster))
+	if release != "" {
+		r.logger = r.logger.With(slog.String("release", release))
+	}
 	r.knownClusters.Store(cluster, struct{}{})
-	var ids []queue.Identifier
-	seen := map[string]bool{}
 	streamSeen := map[string]bool{}
-	for _, t := range tasks {
-		if t == nil {
-			return nil, errors.New("new runner: task is nil")
-		}
-		typ := reflect.TypeOf(t)
-		if typ.Kind() == reflect.Pointer {
-			typ = typ.Elem()
-		}
-		if typ.Kind() != reflect.Struct {
-			return nil, fmt.Errorf("new runner: task type %s is not a struct or a pointer to one", reflect.TypeOf(t))
-		}
-		if _, ok := reflect.New(typ).Interface().(Task); !ok {
-			return nil, fmt.Errorf("new runner: *%s does not implement Task", typ)
-		}
-		id, err := IdentifierOf(t).parse()
-		if err != nil {
-			return nil, fmt.Errorf("new runner: task type %s: %w", typ, err)
-		}
-		if seen[id.String()] {
-			return nil, fmt.Errorf("new runner: task %s registered twice", id)
-		}
-		seen[id.String()] = true
-		ids = append(ids, id)
-		r.byName[id.Name] = append(r.byName[id.Name], registration{id: id, typ: typ})
+	for _, id := range reg.ids {
 		// A runner at vM.n serves tasks at vM.0 .. vM.n, one stream each.
 		for m := 0; m <= id.Minor; m++ {
 			s := queue.StreamKey(cluster, queue.Identifier{Name: id.Name, Major: id.Major, Minor: m})
@@ -93,21 +82,78 @@ func (c *Client) NewRunner(ctx context.Context, cluster string, tasks ...Task) (
 	if len(r.streams) > 4096 {
 		return nil, fmt.Errorf("new runner: registered minor versions span %d streams; keep minors below a few thousand", len(r.streams))
 	}
-	for _, regs := range r.byName {
-		slices.SortFunc(regs, func(a, b registration) int {
-			if a.id.Major != b.id.Major {
-				return a.id.Major - b.id.Major
-			}
-			return a.id.Minor - b.id.Minor
-		})
-	}
 	if err := c.q.EnsureGroups(ctx, r.streams); err != nil {
 		return nil, fmt.Errorf("new runner: %w", err)
 	}
-	if err := c.q.RegisterIdentifiers(ctx, cluster, ids); err != nil {
+	if err := c.q.RegisterIdentifiers(ctx, cluster, reg.ids); err != nil {
 		return nil, fmt.Errorf("new runner: %w", err)
 	}
 	return r, nil
+}
+
+// registry is a set of registered tasks: what a runner (or a worker
+// process) can execute.
+type registry struct {
+	ids    []queue.Identifier
+	byName map[string][]registration // sorted by major, then minor
+}
+
+// newRegistry registers task types; see NewRunner.
+func newRegistry(tasks []Task) (*registry, error) {
+	reg := &registry{byName: map[string][]registration{}}
+	for _, t := range tasks {
+		if t == nil {
+			return nil, errors.New("task is nil")
+		}
+		typ := reflect.TypeOf(t)
+		if typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct {
+			return nil, fmt.Errorf("task type %s is not a struct or a pointer to one", reflect.TypeOf(t))
+		}
+		if _, ok := reflect.New(typ).Interface().(Task); !ok {
+			return nil, fmt.Errorf("*%s does not implement Task", typ)
+		}
+		id, err := IdentifierOf(t).parse()
+		if err != nil {
+			return nil, fmt.Errorf("task type %s: %w", typ, err)
+		}
+		if err := reg.add(id, typ); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+// add registers id, served by typ (nil for a remote executor).
+func (reg *registry) add(id queue.Identifier, typ reflect.Type) error {
+	for _, r := range reg.byName[id.Name] {
+		if r.id == id {
+			return fmt.Errorf("task %s registered twice", id)
+		}
+	}
+	reg.ids = append(reg.ids, id)
+	regs := append(reg.byName[id.Name], registration{id: id, typ: typ})
+	slices.SortFunc(regs, func(a, b registration) int {
+		if a.id.Major != b.id.Major {
+			return a.id.Major - b.id.Major
+		}
+		return a.id.Minor - b.id.Minor
+	})
+	reg.byName[id.Name] = regs
+	return nil
+}
+
+// lookup picks the registration that serves a task: same name and major, the
+// lowest minor at or above the task's.
+func (reg *registry) lookup(id queue.Identifier) (registration, bool) {
+	for _, r := range reg.byName[id.Name] {
+		if r.id.CanRun(id) {
+			return r, true
+		}
+	}
+	return registration{}, false
 }
 
 func newRunnerID() string {
@@ -123,15 +169,9 @@ func (r *Runner) ID() string { return r.id }
 // Cluster is the cluster the runner serves.
 func (r *Runner) Cluster() string { return r.cluster }
 
-// lookup picks the registration that serves a task: same name and major, the
-// lowest minor at or above the task's.
+// lookup picks the registration that serves a task.
 func (r *Runner) lookup(id queue.Identifier) (registration, bool) {
-	for _, reg := range r.byName[id.Name] {
-		if reg.id.CanRun(id) {
-			return reg, true
-		}
-	}
-	return registration{}, false
+	return (&registry{byName: r.byName}).lookup(id)
 }
 
 // errAlreadyRunning: two runs of one runner would share its consumer name and

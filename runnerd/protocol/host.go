@@ -1,0 +1,199 @@
+package protocol
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Host is the release runner's end of one worker conversation. It sends
+// executions, matches results to them by id and reports a worker that went
+// away to every caller still waiting.
+type Host struct {
+	w       io.WriteCloser
+	writeMu sync.Mutex
+
+	mu      sync.Mutex
+	nextID  uint64
+	waiting map[uint64]chan Result
+	dead    error         // set once the worker's output ended
+	done    chan struct{} // closed with dead
+}
+
+// ErrWorkerGone wraps every error of an execution whose worker went away
+// before answering.
+var ErrWorkerGone = errors.New("worker went away")
+
+// CancelWait is how long Execute waits for a result after asking the worker
+// to cancel an execution; then it gives up on it.
+const CancelWait = 2 * time.Second
+
+// NewHost reads the worker's Hello from r (waiting at most timeout) and
+// returns a Host that writes to w. It refuses a protocol version other than
+// Version.
+func NewHost(r io.Reader, w io.WriteCloser, timeout time.Duration) (*Host, Hello, error) {
+	type first struct {
+		h   Hello
+		err error
+	}
+	got := make(chan first, 1)
+	go func() {
+		typ, body, err := ReadFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("worker exited or closed its pipe before saying hello")
+			}
+			got <- first{err: err}
+			return
+		}
+		var h Hello
+		if typ != TypeHello {
+			got <- first{err: fmt.Errorf("worker's first message is %q, want %q", typ, TypeHello)}
+			return
+		}
+		if err := json.Unmarshal(body, &h); err != nil {
+			got <- first{err: fmt.Errorf("decode hello: %w", err)}
+			return
+		}
+		got <- first{h: h}
+	}()
+	var f first
+	select {
+	case f = <-got:
+	case <-time.After(timeout):
+		return nil, Hello{}, fmt.Errorf("worker did not say hello within %v: is its main calling workflows.ServeReleaseModes (or speaking the worker protocol)?", timeout)
+	}
+	if f.err != nil {
+		return nil, Hello{}, f.err
+	}
+	if f.h.Protocol != Version {
+		return nil, f.h, fmt.Errorf("worker speaks protocol version %d; this release runner speaks %d", f.h.Protocol, Version)
+	}
+	h := &Host{w: w, waiting: map[uint64]chan Result{}, done: make(chan struct{})}
+	go h.readLoop(r)
+	return h, f.h, nil
+}
+
+func (h *Host) readLoop(r io.Reader) {
+	for {
+		typ, body, err := ReadFrame(r)
+		if err == nil && typ != TypeResult {
+			err = fmt.Errorf("unexpected %q message from the worker", typ)
+		}
+		var res Result
+		if err == nil {
+			if err = json.Unmarshal(body, &res); err != nil {
+				err = fmt.Errorf("decode result: %w", err)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("worker closed its output")
+			}
+			h.fail(err)
+			return
+		}
+		h.mu.Lock()
+		ch := h.waiting[res.ID]
+		delete(h.waiting, res.ID)
+		h.mu.Unlock()
+		if ch != nil {
+			ch <- res
+		}
+	}
+}
+
+func (h *Host) fail(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dead != nil {
+		return
+	}
+	h.dead = fmt.Errorf("%w: %w", ErrWorkerGone, err)
+	close(h.done)
+}
+
+// Done is closed once the worker's output has ended.
+func (h *Host) Done() <-chan struct{} { return h.done }
+
+// Err is why the worker's output ended, or nil while it is open.
+func (h *Host) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dead
+}
+
+// Outstanding is how many executions are waiting for a result.
+func (h *Host) Outstanding() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.waiting)
+}
+
+func (h *Host) write(v any) error {
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	return WriteFrame(h.w, v)
+}
+
+// Execute sends x (its ID is assigned here) and waits for the result. When
+// ctx ends first it sends a Cancel and waits up to CancelWait more. The
+// error wraps ErrWorkerGone when the worker went away without answering.
+func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
+	ch := make(chan Result, 1)
+	h.mu.Lock()
+	if h.dead != nil {
+		err := h.dead
+		h.mu.Unlock()
+		return Result{}, err
+	}
+	h.nextID++
+	x.ID, x.Type = h.nextID, TypeExecute
+	h.waiting[x.ID] = ch
+	h.mu.Unlock()
+	forget := func() {
+		h.mu.Lock()
+		delete(h.waiting, x.ID)
+		h.mu.Unlock()
+	}
+	if err := h.write(x); err != nil {
+		forget()
+		return Result{}, fmt.Errorf("%w: send execution: %w", ErrWorkerGone, err)
+	}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-h.done:
+		forget()
+		return Result{}, h.Err()
+	case <-ctx.Done():
+	}
+	if err := h.write(Cancel{Type: TypeCancel, ID: x.ID}); err != nil {
+		forget()
+		return Result{}, fmt.Errorf("%w: send cancel: %w", ErrWorkerGone, err)
+	}
+	t := time.NewTimer(CancelWait)
+	defer t.Stop()
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-h.done:
+		forget()
+		return Result{}, h.Err()
+	case <-t.C:
+		forget()
+		return Result{}, fmt.Errorf("worker did not answer within %v of being asked to cancel: %w", CancelWait, ctx.Err())
+	}
+}
+
+// Close closes the worker's input: the worker finishes what it runs,
+// answers and exits.
+func (h *Host) Close() error {
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	return h.w.Close()
+}

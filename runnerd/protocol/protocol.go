@@ -1,0 +1,210 @@
+// Package protocol is the worker protocol between a release runner (runnerd)
+// and the worker processes it starts, one per deployed release. The Go SDK
+// implements the worker side (workflows.ServeReleaseModes), but a worker can
+// be written in any language that can read and write a pipe: this comment is
+// the specification.
+//
+// # Modes
+//
+// runnerd runs a release's entrypoint with RUNFLEET_MODE in its environment:
+//
+//   - RUNFLEET_MODE=describe: the program writes one JSON object, a
+//     [Describe], to standard output and exits 0. It connects to nothing.
+//     `runfleet workflow build` records this output in the manifest.
+//   - RUNFLEET_MODE=worker: the program serves tasks over the two pipes
+//     below until its input pipe is closed, then exits 0.
+//
+// Without RUNFLEET_MODE the program is free to do anything else; a Go release
+// binary is usually also a direct runner.
+//
+// # Pipes and framing
+//
+// In worker mode the worker reads messages from file descriptor 3 and writes
+// messages to file descriptor 4. Standard output and standard error are free
+// for logs, which runnerd forwards line by line, so a task that prints cannot
+// corrupt the protocol. Every message is a frame: a 4-byte big-endian length
+// N (1 ≤ N ≤ MaxFrame), then N bytes of one JSON object with a "type" field.
+// Unknown fields must be ignored; unknown message types are an error.
+//
+// # Conversation
+//
+//  1. The worker sends a [Hello]: the protocol version it speaks and the task
+//     identifiers it serves (the same list describe mode prints). runnerd
+//     refuses the worker if they differ from the release manifest.
+//  2. runnerd sends [Execute] messages, each with an id unique within the
+//     worker process. The worker may run any number at once and must answer
+//     each with exactly one [Result] carrying the same id, in any order.
+//  3. runnerd may send [Cancel] for an id still running (its runner is
+//     stopping): the worker should interrupt the task and still answer with a
+//     Result (usually an error). runnerd hands interrupted tasks back to the
+//     queue; it never counts them as failures.
+//  4. When runnerd has no more work for the worker it closes the worker's
+//     input pipe (fd 3). The worker finishes what it runs, sends those
+//     results and exits 0. A worker that exits while executions are
+//     outstanding has crashed: runnerd queues those tasks again (counted as
+//     a lost runner, so a task that kills its worker every time fails after
+//     its 11th loss) and starts the worker again with backoff.
+//
+// A task's subtasks, progress and display text travel in its Result and are
+// committed by runnerd together with the result, atomically, as for a
+// direct runner: a failed execution commits none of its subtasks.
+package protocol
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// ModeEnv is the environment variable that selects a release binary's mode.
+const ModeEnv = "RUNFLEET_MODE"
+
+// Mode values of ModeEnv.
+const (
+	ModeDescribe = "describe"
+	ModeWorker   = "worker"
+)
+
+// Worker pipe file descriptors, as seen by the worker process.
+const (
+	WorkerInFD  = 3
+	WorkerOutFD = 4
+)
+
+// MaxFrame bounds one message: 64 MiB, above any task input or result
+// runfleet accepts, so a corrupt length cannot make a reader allocate
+// gigabytes.
+const MaxFrame = 64 << 20
+
+// Message types.
+const (
+	TypeHello   = "hello"
+	TypeExecute = "execute"
+	TypeCancel  = "cancel"
+	TypeResult  = "result"
+)
+
+// TaskID is a task identifier: name and vMAJOR.MINOR version.
+type TaskID struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+func (id TaskID) String() string { return id.Name + "@" + id.Version }
+
+// Describe is what a release binary prints in describe mode.
+type Describe struct {
+	Protocol int      `json:"protocol"`
+	Tasks    []TaskID `json:"tasks"`
+}
+
+// Hello is the worker's first message.
+type Hello struct {
+	Type     string   `json:"type"` // "hello"
+	Protocol int      `json:"protocol"`
+	Tasks    []TaskID `json:"tasks"`
+}
+
+// Execute asks the worker to run one task execution.
+type Execute struct {
+	Type     string          `json:"type"` // "execute"
+	ID       uint64          `json:"id"`
+	JobID    string          `json:"job_id"`
+	TaskID   int64           `json:"task_id"`
+	Attempt  int             `json:"attempt"`
+	Cluster  string          `json:"cluster"`
+	RunnerID string          `json:"runner_id"`
+	Release  string          `json:"release,omitempty"`
+	Task     TaskID          `json:"task"`
+	Input    json.RawMessage `json:"input"`
+}
+
+// Cancel asks the worker to interrupt execution ID.
+type Cancel struct {
+	Type string `json:"type"` // "cancel"
+	ID   uint64 `json:"id"`
+}
+
+// Result answers an Execute. An empty Error means Execute returned nil.
+type Result struct {
+	Type     string     `json:"type"` // "result"
+	ID       uint64     `json:"id"`
+	Error    string     `json:"error,omitempty"`
+	Subtasks []Subtask  `json:"subtasks,omitempty"`
+	Progress []Progress `json:"progress,omitempty"`
+	Display  string     `json:"display,omitempty"`
+}
+
+// Subtask is a subtask submitted by an execution, committed only if the
+// execution succeeds.
+type Subtask struct {
+	Task TaskID `json:"task"`
+	// Cluster is the subtask's cluster; empty means the parent's.
+	Cluster    string          `json:"cluster,omitempty"`
+	Input      json.RawMessage `json:"input"`
+	MaxRetries int             `json:"max_retries,omitempty"`
+	Optional   bool            `json:"optional,omitempty"`
+	// Deps are indexes of earlier subtasks of the same Result.
+	Deps []int `json:"deps,omitempty"`
+}
+
+// Progress is an execution's count under one job-wide progress label.
+type Progress struct {
+	Label string `json:"label"`
+	Add   int64  `json:"add"`
+	Done  int64  `json:"done"`
+}
+
+// ErrFrameSize is returned for a frame length of 0 or above MaxFrame.
+var ErrFrameSize = errors.New("worker protocol: frame length out of range")
+
+// WriteFrame writes v as one frame. Callers serialise writes themselves.
+func WriteFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("worker protocol: encode message: %w", err)
+	}
+	if len(b) > MaxFrame {
+		return fmt.Errorf("%w: message of %d bytes", ErrFrameSize, len(b))
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame and returns its JSON and message type. It
+// returns io.EOF only when the stream ends cleanly between frames.
+func ReadFrame(r io.Reader) (typ string, body []byte, err error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return "", nil, fmt.Errorf("worker protocol: stream ended inside a frame header")
+		}
+		return "", nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxFrame {
+		return "", nil, fmt.Errorf("%w: %d bytes", ErrFrameSize, n)
+	}
+	body = make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return "", nil, fmt.Errorf("worker protocol: stream ended inside a %d-byte frame: %w", n, err)
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return "", nil, fmt.Errorf("worker protocol: frame is not a JSON object: %w", err)
+	}
+	if head.Type == "" {
+		return "", nil, errors.New("worker protocol: message has no type")
+	}
+	return head.Type, body, nil
+}

@@ -1,0 +1,22 @@
+package workflows
+
+import (
+	"context"
+	"io"
+)
+
+// ServeWorker runs the worker side of the worker protocol over in and out,
+// as a release binary does over its pipes, for tests of the SDK end to end
+// without a process.
+func ServeWorker(ctx context.Context, tasks []Task, in io.Reader, out io.Writer) error {
+	reg, err := newRegistry(tasks)
+	if err != nil {
+		return err
+	}
+	return serveWorker(ctx, reg, in, out)
+}
+
+// ServeMode is ServeReleaseModes without the exit.
+func ServeMode(mode string, tasks []Task, stdout, stderr io.Writer) int {
+	return serveMode(mode, tasks, stdout, stderr)
+}

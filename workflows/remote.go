@@ -1,0 +1,135 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/runnerd/protocol"
+)
+
+// RemoteExecutor runs task executions in another process. The release
+// runner (runnerd) implements it over the worker protocol; most programs
+// want NewRunner instead.
+type RemoteExecutor interface {
+	// Execute runs one execution and returns the worker's result. It
+	// returns an error only when the worker could not run the task or
+	// answer: it crashed, exited or its pipe broke. The runner then queues
+	// the task again, counting a lost runner, so a task that kills its
+	// worker every time fails after its 11th loss. When ctx ends (the runner
+	// is stopping and the grace period is over) Execute should ask the
+	// worker to cancel the task and return its result.
+	Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error)
+}
+
+// NewRemoteRunner returns a runner for cluster that claims tasks with the
+// given identifiers and runs them with exec instead of in this process.
+// release names what exec runs (a release id) in the runner's logs. The
+// runner behaves like one from NewRunner in every other way: heartbeats,
+// grace period, hand-back on stop.
+func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []TaskIdentifier, exec RemoteExecutor, release string) (*Runner, error) {
+	if exec == nil {
+		return nil, errors.New("new remote runner: executor is nil")
+	}
+	if len(tasks) == 0 {
+		return nil, errors.New("new remote runner: no tasks to register")
+	}
+	reg := &registry{byName: map[string][]registration{}}
+	for _, t := range tasks {
+		id, err := t.parse()
+		if err != nil {
+			return nil, fmt.Errorf("new remote runner: %w", err)
+		}
+		if err := reg.add(id, nil); err != nil {
+			return nil, fmt.Errorf("new remote runner: %w", err)
+		}
+	}
+	return c.newRunner(ctx, cluster, reg, exec, release)
+}
+
+// executeRemote runs a claimed task with the runner's RemoteExecutor.
+func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome {
+	x := protocol.Execute{Type: protocol.TypeExecute, JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt,
+		Cluster: r.cluster, RunnerID: r.id, Release: r.release,
+		Task: protocol.TaskID{Name: c.Task.Name, Version: c.Task.Version()}, Input: c.Input}
+	res, err := r.remote.Execute(workCtx, x)
+	if err != nil {
+		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}
+		if workCtx.Err() != nil {
+			// Stopping: the worker went away with the runner. Nothing the
+			// task did; hand it back like any interrupted task.
+			out.handBack = true
+			r.taskLog(c).Warn("worker went away during shutdown; handing the task back", slog.Any("error", err))
+		} else {
+			out.lost = true
+			r.taskLog(c).Error("worker process lost while running the task; queueing it again", slog.Any("error", err))
+		}
+		return out
+	}
+	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, display: res.Display}
+	for _, p := range res.Progress {
+		if e.progress == nil {
+			e.progress = map[string]*[2]int64{}
+		}
+		cnt := e.progress[p.Label]
+		if cnt == nil {
+			cnt = &[2]int64{}
+			e.progress[p.Label] = cnt
+		}
+		cnt[0] += p.Add
+		cnt[1] += p.Done
+	}
+	if res.Error != "" {
+		return r.settle(workCtx, c, e, errors.New(res.Error))
+	}
+	subs, err := r.remoteSubtasks(res.Subtasks)
+	if err != nil {
+		return r.settle(workCtx, c, e, fmt.Errorf("worker returned an invalid subtask: %w", err))
+	}
+	e.subtasks = subs
+	return r.settle(workCtx, c, e, nil)
+}
+
+// remoteSubtasks checks what a worker submitted as strictly as
+// SubmitSubtasks checks a local task: a worker may be written in any
+// language.
+func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, error) {
+	out := make([]queue.SubtaskSpec, len(in))
+	for i, s := range in {
+		id, err := queue.ParseIdentifier(s.Task.Name, s.Task.Version)
+		if err != nil {
+			return nil, fmt.Errorf("subtask %d: %w", i, err)
+		}
+		cluster := s.Cluster
+		if cluster == "" {
+			cluster = r.cluster
+		}
+		if err := queue.ValidateSlug(cluster); err != nil {
+			return nil, fmt.Errorf("subtask %d: %w", i, err)
+		}
+		if s.MaxRetries < 0 {
+			return nil, fmt.Errorf("subtask %d: max retries %d is negative", i, s.MaxRetries)
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(s.Input, &obj); err != nil || obj == nil {
+			return nil, fmt.Errorf("subtask %d (%s): input is not a JSON object", i, id)
+		}
+		if lim := r.client.maxInput; lim > 0 && len(s.Input) > lim {
+			return nil, fmt.Errorf("subtask %d: input of task %s is %d bytes, over the %d byte limit", i, id, len(s.Input), lim)
+		}
+		deps := slices.Clone(s.Deps)
+		for _, d := range deps {
+			if d < 0 || d >= i {
+				return nil, fmt.Errorf("subtask %d: dependency on subtask %d; only earlier subtasks of the same result can be dependencies", i, d)
+			}
+		}
+		slices.Sort(deps)
+		out[i] = queue.SubtaskSpec{Task: id, Cluster: cluster, Input: s.Input, MaxRetries: s.MaxRetries,
+			Optional: s.Optional, Deps: slices.Compact(deps)}
+	}
+	return out, nil
+}
