@@ -75,5 +75,15 @@
 // A [Cache] keeps unpacked releases under <dir>/<release id>, fetched and
 // unpacked at most once per process, and evicts the least recently used
 // releases not in use. A [Store] is a minimal object store (put, get,
-// exists, list) chosen by URL with [OpenStore]; "file:///dir" is built in.
+// exists, list) chosen by URL with [OpenStore]: "file:///dir" is a local
+// directory ([FileStore]), "s3://bucket/optional/prefix" a bucket of AWS S3,
+// MinIO, LocalStack or any S3 API ([S3Store]; key k is object prefix/k).
+// The S3 store takes its endpoint from ?endpoint=URL, else from the AWS
+// SDK's configuration (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL); with a custom
+// endpoint buckets are addressed path-style. Credentials come from the
+// standard AWS chain and the region defaults to us-east-1. Bodies of 16 MiB
+// and more are uploaded in parts. Either way an object appears whole or not
+// at all. Transient failures (5xx, throttling, resets, timeouts, truncated
+// responses) are retried with backoff, and a read whose connection breaks
+// resumes from where it stopped, on the same object version.
 package artifacts

@@ -37,8 +37,14 @@ var ErrNotFound = errors.New("object not found")
 // ErrInvalidKey is wrapped when a store key or prefix is malformed.
 var ErrInvalidKey = errors.New("invalid object key")
 
-// OpenStore opens the store named by rawURL. Supported: "file:///abs/dir".
-// "s3://bucket/prefix" is not supported yet.
+// OpenStore opens the store named by rawURL:
+//
+//   - "file:///abs/dir": a [FileStore] in a local directory;
+//   - "s3://bucket/optional/prefix": an [S3Store], configured as
+//     [NewS3Store] is with the AWS SDK's defaults (credentials chain,
+//     AWS_ENDPOINT_URL_S3, AWS_REGION, ...). Query parameters override
+//     them: endpoint=URL (e.g. http://127.0.0.1:9000 for MinIO; buckets are
+//     then addressed path-style), region=NAME and path_style=true.
 func OpenStore(rawURL string) (Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -57,11 +63,19 @@ func OpenStore(rawURL string) (Store, error) {
 		}
 		return NewFileStore(filepath.FromSlash(u.Path))
 	case "s3":
-		return nil, fmt.Errorf("open store %q: s3:// stores are not supported yet; use a file:/// URL", rawURL)
+		opts, err := parseS3URL(u)
+		if err != nil {
+			return nil, fmt.Errorf("open store %q: %w", rawURL, err)
+		}
+		s, err := NewS3Store(context.Background(), opts)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return s, nil
 	case "":
-		return nil, fmt.Errorf("open store %q: missing scheme; use file:///abs/dir", rawURL)
+		return nil, fmt.Errorf("open store %q: missing scheme; use file:///abs/dir or s3://bucket/prefix", rawURL)
 	default:
-		return nil, fmt.Errorf("open store %q: unsupported scheme %q; use file:///abs/dir", rawURL, u.Scheme)
+		return nil, fmt.Errorf("open store %q: unsupported scheme %q; use file:///abs/dir or s3://bucket/prefix", rawURL, u.Scheme)
 	}
 }
 

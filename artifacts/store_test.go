@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/runfleet/runfleet/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
@@ -109,6 +110,20 @@ func TestFileStore(t *testing.T) {
 	requireEmpty(t, filepath.Join(dir, tmpDirName))
 }
 
+func TestS3Store(t *testing.T) {
+	t.Parallel()
+	m := testenv.NewMinIO(t)
+	bucket := m.NewBucket(t)
+	t.Run("bucket", func(t *testing.T) {
+		t.Parallel()
+		testStore(t, newS3Store(t, m, S3Options{Bucket: bucket}))
+	})
+	t.Run("prefix", func(t *testing.T) {
+		t.Parallel()
+		testStore(t, newS3Store(t, m, S3Options{Bucket: m.NewBucket(t), Prefix: "team/a"}))
+	})
+}
+
 func TestOpenStore(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -116,7 +131,6 @@ func TestOpenStore(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, dir, s.(*FileStore).Root)
 	for url, want := range map[string]string{
-		"s3://bucket/prefix":  "s3:// stores are not supported yet",
 		"file://relative/dir": `host "relative" is not allowed`,
 		"file:relative":       "needs an absolute path",
 		"/just/a/path":        "missing scheme",
