@@ -10,6 +10,9 @@ import "strconv"
 //	rf:jobs                          sorted set job id -> created unix ms
 //	rf:{c:<slug>}:idents             set of "name\x00vM.m" registered by runners
 //	rf:{c:<slug>}:q:<name>:vM.m      stream of ready-task hints (fields j, t)
+//	rf:{c:<slug>}:deploys            hash workflow -> deployment JSON (deploy.go)
+//	rf:{c:<slug>}:deployrev          deployment revision counter, bumped by every change
+//	rf:{c:<slug>}:deployed           pub/sub channel (not a key): the new revision after each change
 //	rf:{j:<id>}:job                  hash: job record and task counters
 //	rf:{j:<id>}:t:<seq>              hash: one task (fields in runfleet.lua)
 //	rf:{j:<id>}:outbox               hash seq -> stream: ready tasks not yet XADDed,
@@ -31,6 +34,13 @@ func taskKey(id string, seq int64) string {
 }
 func clusterPrefix(slug string) string { return "rf:{c:" + slug + "}:" }
 func identsKey(slug string) string     { return clusterPrefix(slug) + "idents" }
+func deploysKey(slug string) string    { return clusterPrefix(slug) + "deploys" }
+func deployRevKey(slug string) string  { return clusterPrefix(slug) + "deployrev" }
+
+// DeploymentsChannel is the pub/sub channel announcing every change of a
+// cluster's deployments; the message is the new revision. Plain PUBLISH and
+// SUBSCRIBE reach every node of a Redis Cluster.
+func DeploymentsChannel(cluster string) string { return clusterPrefix(cluster) + "deployed" }
 
 // StreamKey is the stream carrying hints for tasks of one exact identifier in
 // one cluster. It must match stream_key in runfleet.lua.

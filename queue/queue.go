@@ -162,7 +162,12 @@ func (q *Queue) DeleteCluster(ctx context.Context, slug string) error {
 	if err := q.rdb.HDel(ctx, keyClusters, slug).Err(); err != nil {
 		return fmt.Errorf("delete cluster: %w", err)
 	}
-	return q.rdb.Del(ctx, identsKey(slug)).Err()
+	// Its deployments go too, so a cluster created again under the slug
+	// starts empty; release runners still watching it drain.
+	if err := q.rdb.Del(ctx, identsKey(slug), deploysKey(slug), deployRevKey(slug)).Err(); err != nil {
+		return fmt.Errorf("delete cluster: %w", err)
+	}
+	return q.rdb.Publish(ctx, DeploymentsChannel(slug), "0").Err()
 }
 
 // MissingClusters returns those of slugs that do not exist.

@@ -648,3 +648,90 @@ redis.register_function('rf_reclaim', function(keys, args)
   flush_counts(jk, cnt)
   return {res, pub}
 end)
+
+-- ---- deployments ----
+-- One active release per workflow per cluster, under the cluster's tag
+-- {c:<slug>} (deploy.go passes every key name):
+--   rf:{c:<slug>}:deploys    hash workflow -> deployment JSON: {workflow,
+--                            release, tasks ["Name@vM.m", ...], deployed_at
+--                            (unix ms), by}
+--   rf:{c:<slug>}:deployrev  revision, INCRed by every change
+--   rf:{c:<slug>}:idents     the cluster's identifier registry
+-- Every change PUBLISHes the new revision on the cluster's deployments
+-- channel inside the same call, so no change goes unannounced.
+
+-- deployed_claims returns the "name\0major" pairs a deployment's task list
+-- ("Name@vM.m" strings; names may hold "@", versions never do) claims.
+local function deployed_claims(tasks)
+  local out = {}
+  for _, s in ipairs(tasks or {}) do
+    local name, major = string.match(s, '^(.*)@v(%d+)%.%d+$')
+    if name then out[#out + 1] = {name .. '\0' .. major, s} end
+  end
+  return out
+end
+
+-- rf_deploy makes a release the active one of its workflow in a cluster.
+-- KEYS[1] deployments hash, KEYS[2] revision counter, KEYS[3] identifier
+-- registry. ARGV: channel, workflow, release, deployment JSON, then per task
+-- of the release: name, version, major.
+-- Refuses (changing nothing) when another workflow deployed to the cluster
+-- has a task of the same name and major version: both would claim it.
+-- Returns {"ok", previous release or "", revision}; {"same", release,
+-- revision} when that release is already the active one (nothing changes,
+-- nothing is announced); or {"conflict", new task "Name@vM.m", other
+-- workflow, other release, other task}.
+redis.register_function('rf_deploy', function(keys, args)
+  local dk, rk, ik = keys[1], keys[2], keys[3]
+  local channel, wf, rel, rec = args[1], args[2], args[3], args[4]
+  local mine = {}
+  for i = 5, #args - 2, 3 do
+    mine[args[i] .. '\0' .. args[i + 2]] = args[i] .. '@' .. args[i + 1]
+  end
+  local all = redis.call('HGETALL', dk)
+  local previous = ''
+  for i = 1, #all, 2 do
+    local other = cjson.decode(all[i + 1])
+    if all[i] == wf then
+      previous = other.release or ''
+    else
+      for _, c in ipairs(deployed_claims(other.tasks)) do
+        if mine[c[1]] then
+          return {'conflict', mine[c[1]], all[i], other.release or '', c[2]}
+        end
+      end
+    end
+  end
+  local members = {}
+  for i = 5, #args - 2, 3 do
+    members[#members + 1] = args[i] .. '\0' .. args[i + 1]
+    if #members == 500 then
+      redis.call('SADD', ik, unpack(members))
+      members = {}
+    end
+  end
+  if #members > 0 then redis.call('SADD', ik, unpack(members)) end
+  if previous == rel then
+    return {'same', rel, tonumber(redis.call('GET', rk) or 0)}
+  end
+  redis.call('HSET', dk, wf, rec)
+  local rev = redis.call('INCR', rk)
+  redis.call('PUBLISH', channel, rev)
+  return {'ok', previous, rev}
+end)
+
+-- rf_undeploy removes a workflow's deployment from a cluster.
+-- KEYS[1] deployments hash, KEYS[2] revision counter. ARGV: channel,
+-- workflow. The identifiers stay registered: jobs submitted for them wait
+-- for a runner instead of being refused. Returns {"ok", removed release,
+-- revision} or {"none"} when the workflow is not deployed there.
+redis.register_function('rf_undeploy', function(keys, args)
+  local dk, rk = keys[1], keys[2]
+  local channel, wf = args[1], args[2]
+  local cur = redis.call('HGET', dk, wf)
+  if not cur then return {'none'} end
+  redis.call('HDEL', dk, wf)
+  local rev = redis.call('INCR', rk)
+  redis.call('PUBLISH', channel, rev)
+  return {'ok', cjson.decode(cur).release or '', rev}
+end)

@@ -41,6 +41,9 @@ type CurrentTaskInfo struct {
 	Identifier TaskIdentifier
 	Cluster    string
 	RunnerID   string
+	// Release is the release id the task runs from when a release runner
+	// (runnerd) runs it; empty in a direct runner.
+	Release string
 }
 
 // CurrentTask returns the running task's identity; ok is false outside Execute.

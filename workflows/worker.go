@@ -196,7 +196,7 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 		return res
 	}
 	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
-		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID,
+		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
 		Identifier: TaskIdentifier{Name: id.Name, Version: id.Version()}}}
 	err = runTask(context.WithValue(ctx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {

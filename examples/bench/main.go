@@ -1,5 +1,8 @@
 // Command bench is a direct runner registering the bench tasks (Noop, Sleep,
-// Fail, Flaky, FanOut, all v1.0), for load tests, chaos tests and demos.
+// Fail, Flaky, FanOut, Probe, Crash, all v1.0), for load tests, chaos tests
+// and demos. It is also a workflow project (runfleet.workflow.toml):
+// `runfleet workflow build` in this directory makes a release of it that
+// release runners run.
 //
 //	bench --cluster dev --concurrency 8
 package main
@@ -31,6 +34,8 @@ type options struct {
 }
 
 func main() {
+	// Started by a release runner or `runfleet workflow build`: serve that.
+	workflows.ServeReleaseModes(benchtask.All()...)
 	var o options
 	flag.StringVar(&o.cluster, "cluster", "", "cluster slug to serve (required)")
 	flag.IntVar(&o.concurrency, "concurrency", 1, "tasks to run at once")
@@ -43,8 +48,9 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bench --cluster C [--concurrency N] [--all] [flags]
 
-Runs the bench tasks Noop, Sleep {"ms"}, Fail, Flaky {"fail_times"} and
-FanOut {"n","child","child_input","merge"}, all v1.0.
+Runs the bench tasks Noop, Sleep {"ms"}, Fail, Flaky {"fail_times"},
+FanOut {"n","child","child_input","merge"}, Probe {"ms","children","child_ms"}
+and Crash {"marker"}, all v1.0.
 
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace,
 handing back what does not; a second signal hands them back at once.

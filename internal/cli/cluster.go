@@ -21,7 +21,8 @@ dashes, starting with a letter or digit.`,
 		Args: groupArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(a.clusterCreateCmd(), a.clusterGetCmd(), a.clusterListCmd(), a.clusterDeleteCmd())
+	cmd.AddCommand(a.clusterCreateCmd(), a.clusterGetCmd(), a.clusterListCmd(), a.clusterDeleteCmd(),
+		a.clusterDeploymentsCmd())
 	return cmd
 }
 

@@ -1,6 +1,6 @@
 // Package benchtask holds the small tasks the bench runner, the tests and the
 // benchmarks share: each does one thing a test needs (nothing, sleep, fail,
-// fail a few times, fan out).
+// fail a few times, fan out, say where it ran, crash its process).
 package benchtask
 
 import (
@@ -18,7 +18,7 @@ const Version = "v1.0"
 
 // All returns one of each bench task, ready to register.
 func All() []workflows.Task {
-	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}}
+	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}, &Probe{}, &Crash{}}
 }
 
 // Noop does nothing.

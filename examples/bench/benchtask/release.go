@@ -1,0 +1,77 @@
+package benchtask
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/runfleet/runfleet/workflows"
+)
+
+// Build labels a build of the bench program. Release tests set it with
+// -ldflags "-X github.com/runfleet/runfleet/examples/bench/benchtask.Build=b"
+// to get two releases with different bytes from one source.
+var Build = "dev"
+
+// Probe records where it ran in its display text ("build=<Build>
+// release=<release id prefix> pid=<pid>"), sleeps MS milliseconds (or until
+// its context ends), then submits Children Probes that sleep ChildMS.
+type Probe struct {
+	MS       int `json:"ms,omitempty"`
+	Children int `json:"children,omitempty"`
+	ChildMS  int `json:"child_ms,omitempty"`
+}
+
+func (*Probe) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Probe", Version)
+}
+func (p *Probe) Execute(ctx context.Context) error {
+	cur, _ := workflows.CurrentTask(ctx)
+	rel := cur.Release
+	if len(rel) > 12 {
+		rel = rel[:12]
+	}
+	if rel == "" {
+		rel = "direct"
+	}
+	workflows.SetDisplay(ctx, fmt.Sprintf("build=%s release=%s pid=%d", Build, rel, os.Getpid()))
+	if err := (&Sleep{MS: p.MS}).Execute(ctx); err != nil {
+		return err
+	}
+	kids := make([]workflows.Task, p.Children)
+	for i := range kids {
+		kids[i] = &Probe{MS: p.ChildMS}
+	}
+	_, err := workflows.SubmitSubtasks(ctx, kids)
+	return err
+}
+
+// Crash kills its own process (exit status 3) unless the file Marker
+// exists, creating Marker first, so the first execution crashes and the
+// next succeeds. It exists to test how release runners handle a crashing
+// worker; in a direct runner it takes the whole runner down.
+type Crash struct {
+	Marker string `json:"marker"`
+}
+
+func (*Crash) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Crash", Version)
+}
+func (c *Crash) Execute(context.Context) error {
+	if c.Marker == "" {
+		return errors.New("crash: marker path is empty")
+	}
+	if _, err := os.Stat(c.Marker); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.WriteFile(c.Marker, []byte(time.Now().Format(time.RFC3339Nano)), 0o644); err != nil {
+		return err
+	}
+	os.Exit(3)
+	return nil
+}

@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/runfleet/runfleet/artifacts"
+	"github.com/runfleet/runfleet/runnerd"
+	"github.com/runfleet/runfleet/workflows"
+)
+
+func (a *app) runnerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "runner",
+		Short: "Run release runners (runnerd)",
+		Example: `  runfleet runner start --cluster dev
+  runfleet runner start --cluster dev -n 4 --concurrency 8 --store s3://releases/team`,
+		Args: groupArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.runnerStartCmd("start"))
+	return cmd
+}
+
+type runnerStartOptions struct {
+	cluster      string
+	runners      int
+	concurrency  int
+	store        string
+	cacheDir     string
+	cacheMax     int64
+	trustedKeys  []string
+	grace        time.Duration
+	heartbeatTTL time.Duration
+	reclaim      time.Duration
+	check        time.Duration
+	verbose      bool
+}
+
+// runnerStartCmd is `runfleet runner start`, and with use "runnerd" the
+// whole runnerd command.
+func (a *app) runnerStartCmd(use string) *cobra.Command {
+	var o runnerStartOptions
+	path := "runfleet runner start"
+	if use != "start" {
+		path = use
+	}
+	cmd := &cobra.Command{
+		Use:   use + " --cluster C [-n N] [--concurrency K]",
+		Short: "Run the workflow releases deployed to a cluster (a release runner)",
+		Long: `Runs the workflow releases deployed to a cluster: watches the cluster's
+deployments (runfleet workflow deploy), downloads each deployed release from
+the store into a local cache, verifies it (digest, archive safety, manifest,
+and signature when --trusted-key is given), starts one worker process per
+release and claims the tasks its releases serve.
+
+A new deployment starts taking tasks as soon as it is ready; the release it
+replaces stops claiming and lets its running tasks finish. Undeploy drains and
+stops. A worker that crashes is restarted with backoff and its tasks are
+queued again.
+
+SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace;
+a second signal hands them back at once.
+
+The store is --store, else $RUNFLEET_STORE, else a file:// store under the
+user's data directory; s3:// stores take their endpoint and credentials from
+the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
+		Example: `  ` + path + ` --cluster dev
+  ` + path + ` --cluster gpu -n 2 --concurrency 4 --store s3://releases/team
+  ` + path + ` --cluster prod --trusted-key "$(cat release.pub)"`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.cluster == "" {
+				return usageErrorf("--cluster is required")
+			}
+			return a.runnerStart(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.cluster, "cluster", "", "cluster whose deployments to run (required)")
+	f.IntVarP(&o.runners, "runners", "n", 1, "runners sharing each release's worker process")
+	f.IntVar(&o.concurrency, "concurrency", 1, "tasks each runner runs at once")
+	f.StringVar(&o.store, "store", "", "release store URL, file:///dir or s3://bucket/prefix (default $RUNFLEET_STORE, else a file store under the user's data directory)")
+	f.StringVar(&o.cacheDir, "cache-dir", "", "directory for unpacked releases (default: the user cache directory + /runfleet/releases)")
+	f.Int64Var(&o.cacheMax, "cache-max-bytes", 10<<30, "unpacked releases to keep in the cache once no deployment uses them, in bytes")
+	f.StringArrayVar(&o.trustedKeys, "trusted-key", nil, "base64 ed25519 public key; when given, unsigned releases and releases no trusted key signed are refused (repeatable)")
+	f.DurationVar(&o.grace, "grace", 30*time.Second, "on stop or redeploy, how long running tasks may take to finish before they are handed back")
+	f.DurationVar(&o.heartbeatTTL, "heartbeat-ttl", 5*time.Second, "how long a runner counts as alive after its last heartbeat")
+	f.DurationVar(&o.reclaim, "reclaim-interval", time.Second, "how often to look for dead runners whose tasks must run again")
+	f.DurationVar(&o.check, "check-interval", 10*time.Second, "how often to read deployments when no announcement arrives")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug details too")
+	return cmd
+}
+
+func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
+	if o.runners < 1 {
+		return usageErrorf("-n must be at least 1, got %d", o.runners)
+	}
+	if o.concurrency < 1 {
+		return usageErrorf("--concurrency must be at least 1, got %d", o.concurrency)
+	}
+	var keys []ed25519.PublicKey
+	for _, k := range o.trustedKeys {
+		pub, err := artifacts.ParsePublicKey(k)
+		if err != nil {
+			return usageErrorf("--trusted-key: %v", err)
+		}
+		keys = append(keys, pub)
+	}
+	store, err := a.openStore(ctx, o.store)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: level}))
+	// The daemon logs its own progress; the CLI's client logs warnings only.
+	client, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	d, err := runnerd.New(runnerd.Config{
+		Client: client, Cluster: o.cluster, Store: store, CacheDir: o.cacheDir, CacheMaxBytes: o.cacheMax,
+		TrustedKeys: keys, Runners: o.runners, CheckInterval: o.check, Logger: logger,
+		RunOptions: []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
+			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim)},
+	})
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	a.notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer a.stopNotify(sigs)
+	go func() {
+		select {
+		case <-sigs:
+		case <-runCtx.Done():
+			return
+		}
+		logger.Info("stopping: no new tasks; running tasks get the grace period", slog.Duration("grace", o.grace))
+		cancel()
+		select {
+		case <-sigs:
+			logger.Warn("second signal: handing running tasks back now")
+			d.StopNow()
+		case <-time.After(o.grace + time.Minute):
+		}
+	}()
+	if err := d.Run(runCtx); err != nil {
+		return fmt.Errorf("runner start: %w", err)
+	}
+	return nil
+}
+
+// RunnerdMain is the runnerd command: `runfleet runner start` as its own
+// program. It returns the exit code.
+func RunnerdMain(ctx context.Context, args []string, s Streams) int {
+	redis.SetLogger(quietRedisLogger{})
+	a := newApp(s)
+	if args == nil {
+		args = []string{}
+	}
+	root := a.runnerStartCmd("runnerd")
+	root.SilenceErrors, root.SilenceUsage = true, true
+	root.SetIn(a.in)
+	root.SetOut(a.out)
+	root.SetErr(a.err)
+	root.PersistentFlags().StringVar(&a.redisURL, "redis", "",
+		"Redis URL, redis:// or rediss:// (default $RUNFLEET_REDIS_URL, else "+workflows.DefaultRedisURL+")")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	return a.report(cmd, err)
+}

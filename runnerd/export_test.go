@@ -1,0 +1,4 @@
+package runnerd
+
+// AcceptDeployments exposes acceptDeployments to the tests.
+var AcceptDeployments = acceptDeployments

@@ -1,0 +1,143 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	x := Execute{Type: TypeExecute, ID: 7, JobID: "j1", TaskID: 3, Attempt: 2, Task: TaskID{Name: "Resize", Version: "v1.2"},
+		Input: []byte(`{"w":640}`)}
+	require.NoError(t, WriteFrame(&buf, x))
+	require.NoError(t, WriteFrame(&buf, Cancel{Type: TypeCancel, ID: 7}))
+	typ, body, err := ReadFrame(&buf)
+	require.NoError(t, err)
+	require.Equal(t, TypeExecute, typ)
+	require.JSONEq(t, `{"type":"execute","id":7,"job_id":"j1","task_id":3,"attempt":2,"cluster":"","runner_id":"","task":{"name":"Resize","version":"v1.2"},"input":{"w":640}}`, string(body))
+	typ, _, err = ReadFrame(&buf)
+	require.NoError(t, err)
+	require.Equal(t, TypeCancel, typ)
+	_, _, err = ReadFrame(&buf)
+	require.ErrorIs(t, err, io.EOF, "a clean end between frames is io.EOF")
+}
+
+func TestReadFrameRefusesBadFrames(t *testing.T) {
+	frame := func(n uint32, body string) *bytes.Reader {
+		b := binary.BigEndian.AppendUint32(nil, n)
+		return bytes.NewReader(append(b, body...))
+	}
+	_, _, err := ReadFrame(frame(0, ""))
+	require.ErrorIs(t, err, ErrFrameSize)
+	_, _, err = ReadFrame(frame(MaxFrame+1, ""))
+	require.ErrorIs(t, err, ErrFrameSize)
+	_, _, err = ReadFrame(frame(10, `{"type"`))
+	require.ErrorContains(t, err, "inside a 10-byte frame")
+	_, _, err = ReadFrame(bytes.NewReader([]byte{0, 0}))
+	require.ErrorContains(t, err, "inside a frame header")
+	_, _, err = ReadFrame(frame(2, `[]`))
+	require.ErrorContains(t, err, "not a JSON object")
+	_, _, err = ReadFrame(frame(2, `{}`))
+	require.ErrorContains(t, err, "no type")
+}
+
+func FuzzReadFrame(f *testing.F) {
+	var buf bytes.Buffer
+	_ = WriteFrame(&buf, Result{Type: TypeResult, ID: 1, Error: "x", Subtasks: []Subtask{{Task: TaskID{"A", "v1.0"}, Input: []byte(`{}`), Deps: []int{0}}}})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := bytes.NewReader(b)
+		for {
+			typ, body, err := ReadFrame(r)
+			if err != nil {
+				return
+			}
+			if typ == "" || len(body) == 0 || len(body) > MaxFrame {
+				t.Fatalf("accepted frame with type %q and %d bytes", typ, len(body))
+			}
+		}
+	})
+}
+
+// pipePair connects a Host to a hand-driven worker end.
+func pipePair(t *testing.T) (toWorker *io.PipeReader, fromWorker *io.PipeWriter, hostIn *io.PipeReader, hostOut *io.PipeWriter) {
+	toWorker, hostOut = io.Pipe()
+	hostIn, fromWorker = io.Pipe()
+	return
+}
+
+func TestHostMatchesResultsAndReportsAGoneWorker(t *testing.T) {
+	toWorker, fromWorker, hostIn, hostOut := pipePair(t)
+	go func() {
+		_ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: Version, Tasks: []TaskID{{"A", "v1.0"}}})
+	}()
+	h, hello, err := NewHost(hostIn, hostOut, time.Second)
+	require.NoError(t, err)
+	require.Equal(t, []TaskID{{"A", "v1.0"}}, hello.Tasks)
+
+	// The worker answers two executions in reverse order.
+	go func() {
+		var ids []uint64
+		for range 2 {
+			_, body, err := ReadFrame(toWorker)
+			if err != nil {
+				return
+			}
+			var x Execute
+			_ = jsonUnmarshal(body, &x)
+			ids = append(ids, x.ID)
+		}
+		_ = WriteFrame(fromWorker, Result{Type: TypeResult, ID: ids[1], Display: "second"})
+		_ = WriteFrame(fromWorker, Result{Type: TypeResult, ID: ids[0], Display: "first"})
+	}()
+	type got struct {
+		r   Result
+		err error
+	}
+	a, b := make(chan got, 1), make(chan got, 1)
+	go func() { r, err := h.Execute(context.Background(), Execute{JobID: "a"}); a <- got{r, err} }()
+	time.Sleep(10 * time.Millisecond) // order the two sends
+	go func() { r, err := h.Execute(context.Background(), Execute{JobID: "b"}); b <- got{r, err} }()
+	ra, rb := <-a, <-b
+	require.NoError(t, ra.err)
+	require.NoError(t, rb.err)
+	require.Equal(t, "first", ra.r.Display)
+	require.Equal(t, "second", rb.r.Display)
+
+	// An execution outstanding when the worker goes away fails with
+	// ErrWorkerGone, as does every later one.
+	c := make(chan got, 1)
+	go func() { r, err := h.Execute(context.Background(), Execute{JobID: "c"}); c <- got{r, err} }()
+	_, _, err = ReadFrame(toWorker)
+	require.NoError(t, err)
+	require.NoError(t, fromWorker.Close())
+	rc := <-c
+	require.ErrorIs(t, rc.err, ErrWorkerGone)
+	_, err = h.Execute(context.Background(), Execute{})
+	require.ErrorIs(t, err, ErrWorkerGone)
+	<-h.Done()
+}
+
+func TestHostRefusesWrongHello(t *testing.T) {
+	_, fromWorker, hostIn, hostOut := pipePair(t)
+	go func() { _ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: 9}) }()
+	_, _, err := NewHost(hostIn, hostOut, time.Second)
+	require.ErrorContains(t, err, "protocol version 9")
+
+	_, _, hostIn, hostOut = pipePair(t)
+	_, _, err = NewHost(hostIn, hostOut, 20*time.Millisecond)
+	require.ErrorContains(t, err, "did not say hello")
+	require.False(t, errors.Is(err, ErrWorkerGone))
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
