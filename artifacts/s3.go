@@ -472,3 +472,20 @@ func (r *s3Reader) Close() error {
 	r.body = nil
 	return err
 }
+
+// CreateBucket creates the store's bucket unless it exists already and is
+// this account's. It returns whether it created it.
+func (s *S3Store) CreateBucket(ctx context.Context) (bool, error) {
+	if !s.bucketMissing(ctx) {
+		return false, nil
+	}
+	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket})
+	var owned *types.BucketAlreadyOwnedByYou
+	if errors.As(err, &owned) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create bucket %q at %s: %w", s.bucket, s.endpoint, err)
+	}
+	return true, nil
+}

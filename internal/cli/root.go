@@ -203,7 +203,7 @@ Redis is found through --redis, else $RUNFLEET_REDIS_URL, else
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "\nExamples:\n", "\n"+exampleHeading+"\n", 1))
 
-	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd())
+	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd())
 
 	// Create cobra's help and completion commands now so they get examples too.
 	root.InitDefaultHelpCmd()

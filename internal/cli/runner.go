@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/runfleet/runfleet/artifacts"
 	"github.com/runfleet/runfleet/runnerd"
 	"github.com/runfleet/runfleet/workflows"
 )
@@ -75,7 +74,7 @@ user's data directory; s3:// stores take their endpoint and credentials from
 the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 		Example: `  ` + path + ` --cluster dev
   ` + path + ` --cluster gpu -n 2 --concurrency 4 --store s3://releases/team
-  ` + path + ` --cluster prod --trusted-key "$(cat release.pub)"`,
+  ` + path + ` --cluster prod --trusted-key release.pub`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.cluster == "" {
@@ -91,7 +90,7 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.StringVar(&o.store, "store", "", "release store URL, file:///dir or s3://bucket/prefix (default $RUNFLEET_STORE, else a file store under the user's data directory)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "directory for unpacked releases (default: the user cache directory + /runfleet/releases)")
 	f.Int64Var(&o.cacheMax, "cache-max-bytes", 10<<30, "unpacked releases to keep in the cache once no deployment uses them, in bytes")
-	f.StringArrayVar(&o.trustedKeys, "trusted-key", nil, "base64 ed25519 public key; when given, unsigned releases and releases no trusted key signed are refused (repeatable)")
+	f.StringArrayVar(&o.trustedKeys, "trusted-key", nil, "trusted ed25519 public key, base64 or a .pub file from `workflow keygen`; when given, unsigned releases and releases no trusted key signed are refused (repeatable)")
 	f.DurationVar(&o.grace, "grace", 30*time.Second, "on stop or redeploy, how long running tasks may take to finish before they are handed back")
 	f.DurationVar(&o.heartbeatTTL, "heartbeat-ttl", 5*time.Second, "how long a runner counts as alive after its last heartbeat")
 	f.DurationVar(&o.reclaim, "reclaim-interval", time.Second, "how often to look for dead runners whose tasks must run again")
@@ -109,9 +108,9 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	}
 	var keys []ed25519.PublicKey
 	for _, k := range o.trustedKeys {
-		pub, err := artifacts.ParsePublicKey(k)
+		pub, err := readPublicKey(k)
 		if err != nil {
-			return usageErrorf("--trusted-key: %v", err)
+			return usageErrorf("%v", err)
 		}
 		keys = append(keys, pub)
 	}
