@@ -175,6 +175,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.cfg.Client.Clusters().Get(ctx, d.cfg.Cluster); err != nil {
 		return fmt.Errorf("runnerd: %w", err)
 	}
+	lock, err := lockCacheDir(d.cfg.CacheDir)
+	if errors.Is(err, errCacheInUse) {
+		return fmt.Errorf("runnerd: cache directory %s is in use by another release runner process; give each its own (--cache-dir)", d.cfg.CacheDir)
+	}
+	if err != nil {
+		return fmt.Errorf("runnerd: cache directory: %w", err)
+	}
+	defer lock.Close()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	announced := d.cfg.Client.Deployments().Watch(watchCtx, d.cfg.Cluster)
@@ -209,10 +217,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) StopNow() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, r := range d.all() {
-		for _, rn := range r.runners {
-			rn.StopNow()
-		}
+	// Pending releases have no running runners yet, and their fields
+	// belong to their bringUp goroutine.
+	for _, r := range d.active {
+		r.stopNow()
+	}
+	for r := range d.draining {
+		r.stopNow()
 	}
 }
 
@@ -266,6 +277,11 @@ func (d *Daemon) reconcile(ctx context.Context) {
 		return
 	}
 	_, deps, err := d.cfg.Client.Deployments().List(ctx, d.cfg.Cluster)
+	if errors.Is(err, workflows.ErrClusterNotFound) {
+		// The cluster was deleted, and its deployments with it.
+		d.logger.Warn("the cluster does not exist (any more); running nothing")
+		deps, err = nil, nil
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.logger.Warn("cannot read deployments; keeping what runs", slog.Any("error", err))
@@ -284,6 +300,11 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	want := map[string]workflows.Deployment{}
 	for _, dep := range accepted {
 		want[dep.Workflow] = dep
+	}
+	for id, f := range d.failed {
+		if want[f.workflow].Release != id {
+			delete(d.failed, id) // no longer deployed: nothing to retry
+		}
 	}
 	for wf, r := range d.active {
 		// A release being replaced keeps serving until its successor is
@@ -345,7 +366,10 @@ func (d *Daemon) bringUp(ctx context.Context, r *release) {
 		err = errors.New("superseded before it was ready")
 	}
 	if err != nil {
+		// Stopping a worker can take seconds: not under the lock.
+		d.mu.Unlock()
 		r.teardown()
+		d.mu.Lock()
 		if r.prepareCtx.Err() == nil {
 			f := d.failed[r.dep.Release]
 			f = failure{workflow: r.dep.Workflow, err: err, at: time.Now(), tries: f.tries + 1}
@@ -375,18 +399,20 @@ func (d *Daemon) drainLocked(r *release) {
 		defer d.wg.Done()
 		r.drain()
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		delete(d.draining, r)
+		r.logger.Info("release stopped")
+		// Under the lock: a release deployed again meanwhile is pending,
+		// hence in use, before its bringUp can look it up in the cache.
 		inUse := map[string]bool{}
 		for _, x := range d.all() {
 			inUse[x.dep.Release] = true
 		}
-		d.mu.Unlock()
 		if removed, err := d.cache.Evict(inUse); err != nil {
 			d.logger.Warn("cache eviction failed", slog.Any("error", err))
 		} else if len(removed) > 0 {
 			d.logger.Info("evicted releases from the cache", slog.Any("releases", removed))
 		}
-		r.logger.Info("release stopped")
 	}()
 }
 
@@ -562,6 +588,13 @@ func (r *release) drain() {
 	}
 	r.runDone.Wait()
 	r.teardown()
+}
+
+// stopNow hands back the release's running tasks at once.
+func (r *release) stopNow() {
+	for _, rn := range r.runners {
+		rn.StopNow()
+	}
 }
 
 // teardown stops the worker, if one runs.

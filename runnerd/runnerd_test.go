@@ -1,6 +1,7 @@
 package runnerd_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"os"
@@ -98,6 +99,17 @@ func TestUndeploy(t *testing.T) {
 	require.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 10*time.Second, 10*time.Millisecond)
 }
 
+// Deleting the cluster deletes its deployments: its release runners drain.
+func TestClusterDeletedDrains(t *testing.T) {
+	f := newFixture(t)
+	rel := f.publish(t, "a", nil)
+	f.deploy(t, rel)
+	d := f.start(t, nil)
+	waitStatus(t, d, "running", onlyRunning(rel.ID))
+	require.NoError(t, f.client.Clusters().Delete(f.ctx, f.cluster))
+	waitStatus(t, d, "nothing running", func(st []runnerd.Status) bool { return len(st) == 0 })
+}
+
 // A worker that crashes under a task is restarted, and the task runs again
 // on the new process, counted as a loss, not a failure.
 func TestWorkerCrashRestarts(t *testing.T) {
@@ -119,6 +131,35 @@ func TestWorkerCrashRestarts(t *testing.T) {
 	})
 	require.NotEqual(t, pid, st[0].PID)
 	require.True(t, f.logs.Contains("worker process exited; restarting it"))
+}
+
+// A crashed worker whose helper process still holds its output is noticed
+// all the same: restarted, its task run again, the helper killed with it.
+func TestWorkerCrashLeavingAChild(t *testing.T) {
+	f := newFixture(t)
+	rel := f.publish(t, "a", nil)
+	f.deploy(t, rel)
+	d := f.start(t, nil)
+	waitStatus(t, d, "running", onlyRunning(rel.ID))
+	j := f.submit(t, &benchtask.Crash{Marker: filepath.Join(t.TempDir(), "crashed"), Orphan: true})
+	require.Equal(t, workflows.JobCompleted, f.wait(t, j.ID).State)
+	require.Equal(t, 1, f.tasks(t, j.ID)[0].Losses)
+	waitStatus(t, d, "restarted worker", func(st []runnerd.Status) bool {
+		return len(st) == 1 && st[0].Restarts == 1 && st[0].PID > 0
+	})
+}
+
+// Two runner processes cannot share a cache directory: each evicts what it
+// does not use itself.
+func TestCacheDirLocked(t *testing.T) {
+	f := newFixture(t)
+	f.start(t, nil)
+	require.Eventually(t, func() bool { return f.logs.Contains("release runner started") }, 10*time.Second, time.Millisecond)
+	d, err := runnerd.New(runnerd.Config{Client: f.client, Cluster: f.cluster, Store: f.store, CacheDir: f.cache})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(f.ctx, 2*time.Second)
+	defer cancel()
+	require.ErrorContains(t, d.Run(ctx), "in use by another release runner process")
 }
 
 // refused waits for a failed status of the release and checks that nothing

@@ -81,6 +81,9 @@ func (w *worker) spawn(ctx context.Context) error {
 	out := &lineLogger{logger: w.logger}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = workerProcAttr()
+	// A process the worker started may hold its output pipe open after the
+	// worker died; do not wait for it to notice the death.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		for _, f := range []*os.File{toWorker, fromHost, toHost, fromWorker} {
 			_ = f.Close()
@@ -92,6 +95,8 @@ func (w *worker) spawn(ctx context.Context) error {
 	exited := make(chan struct{})
 	go func() {
 		err := cmd.Wait()
+		// What the worker left running goes with it.
+		killGroup(cmd.Process)
 		out.flush()
 		_ = toHost.Close()
 		_ = fromHost.Close()
@@ -105,11 +110,18 @@ func (w *worker) spawn(ctx context.Context) error {
 		err = w.checkHello(hello)
 	}
 	if err != nil {
-		_ = cmd.Process.Kill()
+		killGroup(cmd.Process)
 		<-exited
 		return fmt.Errorf("worker %s: %w", w.path, err)
 	}
 	w.mu.Lock()
+	if w.closing {
+		// stop ran while this process was starting: it never saw it.
+		w.mu.Unlock()
+		killGroup(cmd.Process)
+		<-exited
+		return errors.New("worker stopped while starting")
+	}
 	w.host, w.cmd, w.exited = h, cmd, exited
 	close(w.ready)
 	w.mu.Unlock()
@@ -186,22 +198,22 @@ func (w *worker) Execute(ctx context.Context, x protocol.Execute) (protocol.Resu
 	w.mu.Unlock()
 	if h == nil {
 		if closing {
-			return protocol.Result{}, fmt.Errorf("%w: the worker is stopping", protocol.ErrWorkerGone)
+			return protocol.Result{}, fmt.Errorf("%w: the worker is stopping", protocol.ErrNotDelivered)
 		}
 		t := time.NewTimer(waitForWorker)
 		defer t.Stop()
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return protocol.Result{}, fmt.Errorf("%w: not restarted before the runner stopped", protocol.ErrWorkerGone)
+			return protocol.Result{}, fmt.Errorf("%w: the worker was not restarted before the runner stopped", protocol.ErrNotDelivered)
 		case <-t.C:
-			return protocol.Result{}, fmt.Errorf("%w: not restarted within %v", protocol.ErrWorkerGone, waitForWorker)
+			return protocol.Result{}, fmt.Errorf("%w: the worker was not restarted within %v", protocol.ErrNotDelivered, waitForWorker)
 		}
 		w.mu.Lock()
 		h = w.host
 		w.mu.Unlock()
 		if h == nil {
-			return protocol.Result{}, fmt.Errorf("%w: it exited again", protocol.ErrWorkerGone)
+			return protocol.Result{}, fmt.Errorf("%w: the worker exited again", protocol.ErrNotDelivered)
 		}
 	}
 	return h.Execute(ctx, x)
@@ -214,17 +226,25 @@ func (w *worker) stop() {
 	w.closing = true
 	h, cmd, exited := w.host, w.cmd, w.exited
 	w.mu.Unlock()
-	if h != nil {
-		_ = h.Close()
-	}
 	if exited == nil {
 		return
+	}
+	if h != nil && h.Abandoned() {
+		// It may still run a task that was handed back and runs elsewhere
+		// now: kill it rather than let it finish.
+		w.logger.Warn("killing the worker: it still runs a task that was handed back")
+		killGroup(cmd.Process)
+		<-exited
+		return
+	}
+	if h != nil {
+		_ = h.Close()
 	}
 	select {
 	case <-exited:
 	case <-time.After(exitWait):
 		w.logger.Warn("worker did not exit after its input closed; killing it")
-		_ = cmd.Process.Kill()
+		killGroup(cmd.Process)
 		<-exited
 	}
 }
@@ -286,4 +306,7 @@ func (l *lineLogger) emit(line []byte) {
 	l.logger.Info("worker: " + string(bytes.TrimRight(line, "\r")))
 }
 
-var errNoEntrypoint = errors.New("release has no entrypoint for this platform")
+var (
+	errNoEntrypoint = errors.New("release has no entrypoint for this platform")
+	errCacheInUse   = errors.New("cache directory in use by another process")
+)

@@ -20,7 +20,9 @@ type RemoteExecutor interface {
 	// returns an error only when the worker could not run the task or
 	// answer: it crashed, exited or its pipe broke. The runner then queues
 	// the task again, counting a lost runner, so a task that kills its
-	// worker every time fails after its 11th loss. When ctx ends (the runner
+	// worker every time fails after its 11th loss; an error wrapping
+	// protocol.ErrNotDelivered (the task never reached a worker) hands it
+	// back without counting anything. When ctx ends (the runner
 	// is stopping and the grace period is over) Execute should ask the
 	// worker to cancel the task and return its result.
 	Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error)
@@ -59,6 +61,12 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}
+		if errors.Is(err, protocol.ErrNotDelivered) {
+			// It never reached a worker, so it cannot have crashed one.
+			out.handBack = true
+			r.taskLog(c).Warn("no worker to run the task; handing it back", slog.Any("error", err))
+			return out
+		}
 		if workCtx.Err() != nil {
 			// Stopping: the worker went away with the runner. Nothing the
 			// task did; hand it back like any interrupted task.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"syscall"
 
 	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/runnerd/protocol"
@@ -56,6 +57,10 @@ func serveMode(mode string, tasks []Task, stdout, stderr io.Writer) int {
 	case protocol.ModeWorker:
 		in := os.NewFile(protocol.WorkerInFD, "runfleet-worker-in")
 		out := os.NewFile(protocol.WorkerOutFD, "runfleet-worker-out")
+		// Processes a task starts must not inherit the protocol pipes: they
+		// would keep them open after this worker exits.
+		syscall.CloseOnExec(protocol.WorkerInFD)
+		syscall.CloseOnExec(protocol.WorkerOutFD)
 		if _, err := in.Stat(); err != nil {
 			fmt.Fprintf(stderr, "runfleet worker mode: file descriptor %d is not open: worker mode is started by a release runner (runnerd), which passes its pipes as fds %d and %d\n",
 				protocol.WorkerInFD, protocol.WorkerInFD, protocol.WorkerOutFD)
@@ -135,7 +140,14 @@ func serveWorker(ctx context.Context, reg *registry, in io.Reader, out io.Writer
 				delete(running, x.ID)
 				mu.Unlock()
 				cancel()
-				_ = w.send(res) // a broken pipe means runnerd is gone; it re-queues
+				if err := w.send(res); errors.Is(err, protocol.ErrFrameSize) {
+					// Too big to send: fail the execution, keep the worker.
+					_ = w.send(protocol.Result{Type: protocol.TypeResult, ID: x.ID, Error: fmt.Sprintf(
+						"the task's result (its subtasks, progress and display) is over the worker protocol's %d MiB frame limit; submit fewer or smaller subtasks, or keep large inputs in object storage",
+						protocol.MaxFrame>>20)})
+				}
+				// Any other error is a broken pipe: runnerd is gone and
+				// re-queues what this worker held.
 			}()
 		case protocol.TypeCancel:
 			var m protocol.Cancel
@@ -166,8 +178,11 @@ func (w *workerConn) send(v any) error {
 	if w.failure != nil {
 		return w.failure
 	}
-	w.failure = protocol.WriteFrame(w.out, v)
-	return w.failure
+	err := protocol.WriteFrame(w.out, v)
+	if err != nil && !errors.Is(err, protocol.ErrFrameSize) {
+		w.failure = err // the pipe is broken: nothing more gets through
+	}
+	return err
 }
 
 func (w *workerConn) err() error {

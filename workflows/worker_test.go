@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,4 +196,77 @@ func (f fixedResult) Execute(_ context.Context, x protocol.Execute) (protocol.Re
 	r := protocol.Result(f)
 	r.ID = x.ID
 	return r, nil
+}
+
+// Blob carries a large input.
+type Blob struct {
+	Data string `json:"data"`
+}
+
+func (*Blob) Execute(context.Context) error { return nil }
+
+// BigResult submits N Blobs of Size bytes each.
+type BigResult struct {
+	N    int `json:"n"`
+	Size int `json:"size"`
+}
+
+func (b *BigResult) Execute(ctx context.Context) error {
+	tasks := make([]workflows.Task, b.N)
+	for i := range tasks {
+		tasks[i] = &Blob{Data: strings.Repeat("x", b.Size)}
+	}
+	_, err := workflows.SubmitSubtasks(ctx, tasks)
+	return err
+}
+
+// A result too big for one protocol frame fails that execution with a
+// message saying why; the worker keeps serving.
+func TestRemoteRunnerResultOverFrameLimit(t *testing.T) {
+	b := setup(t)
+	tasks := []workflows.Task{&BigResult{}, &Blob{}, &benchtask.Noop{}}
+	exec := &hostExec{h: pipeWorker(t, tasks...)}
+	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
+	require.NoError(t, err)
+	big := b.submit(t, &BigResult{N: 70, Size: 1_000_000})
+	small := b.submit(t, &BigResult{N: 3, Size: 10})
+	require.NoError(t, r.RunAll(b.ctx, workflows.WithConcurrency(2)))
+	ts, err := b.client.Jobs().Tasks(b.ctx, big.ID)
+	require.NoError(t, err)
+	require.Equal(t, workflows.TaskFailed, ts[0].State)
+	require.Contains(t, ts[0].Error, "over the worker protocol's 64 MiB frame limit")
+	require.Len(t, ts, 1, "none of its subtasks were committed")
+	require.Equal(t, workflows.JobCompleted, b.job(t, small.ID).State, "the worker still serves")
+}
+
+// notDelivered fails the first calls as if no worker was up.
+type notDelivered struct {
+	hostExec
+	misses atomic.Int32
+}
+
+func (n *notDelivered) Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error) {
+	if n.misses.Add(-1) >= 0 {
+		return protocol.Result{}, fmt.Errorf("%w: the worker is restarting", protocol.ErrNotDelivered)
+	}
+	return n.hostExec.Execute(ctx, x)
+}
+
+// An execution that never reached a worker is handed back: no retry and no
+// loss counted.
+func TestRemoteRunnerHandsBackUndelivered(t *testing.T) {
+	b := setup(t)
+	tasks := []workflows.Task{&benchtask.Noop{}}
+	exec := &notDelivered{hostExec: hostExec{h: pipeWorker(t, tasks...)}}
+	exec.misses.Store(3)
+	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
+	require.NoError(t, err)
+	j := b.submit(t, &benchtask.Noop{})
+	require.NoError(t, r.RunAll(b.ctx))
+	require.Equal(t, workflows.JobCompleted, b.job(t, j.ID).State)
+	ts, err := b.client.Jobs().Tasks(b.ctx, j.ID)
+	require.NoError(t, err)
+	require.Equal(t, 0, ts[0].Losses)
+	require.Equal(t, 0, ts[0].Failures)
+	require.Equal(t, 4, ts[0].Attempts)
 }

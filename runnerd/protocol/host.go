@@ -17,16 +17,22 @@ type Host struct {
 	w       io.WriteCloser
 	writeMu sync.Mutex
 
-	mu      sync.Mutex
-	nextID  uint64
-	waiting map[uint64]chan Result
-	dead    error         // set once the worker's output ended
-	done    chan struct{} // closed with dead
+	mu        sync.Mutex
+	nextID    uint64
+	waiting   map[uint64]chan Result
+	abandoned int           // executions given up on after a cancel, maybe still running
+	dead      error         // set once the worker's output ended
+	done      chan struct{} // closed with dead
 }
 
 // ErrWorkerGone wraps every error of an execution whose worker went away
 // before answering.
 var ErrWorkerGone = errors.New("worker went away")
+
+// ErrNotDelivered wraps the error of an execution that never reached a
+// worker (no worker was up, or sending failed): the task cannot have run,
+// so it is handed back rather than counted as lost.
+var ErrNotDelivered = errors.New("execution not delivered to a worker")
 
 // CancelWait is how long Execute waits for a result after asking the worker
 // to cancel an execution; then it gives up on it.
@@ -149,7 +155,7 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	if h.dead != nil {
 		err := h.dead
 		h.mu.Unlock()
-		return Result{}, err
+		return Result{}, fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
 	h.nextID++
 	x.ID, x.Type = h.nextID, TypeExecute
@@ -162,14 +168,24 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	}
 	if err := h.write(x); err != nil {
 		forget()
-		return Result{}, fmt.Errorf("%w: send execution: %w", ErrWorkerGone, err)
+		return Result{}, fmt.Errorf("%w: %w: send execution: %w", ErrNotDelivered, ErrWorkerGone, err)
+	}
+	// A result read just before the worker's output ended is already in ch:
+	// prefer it to the end.
+	gone := func() (Result, error) {
+		select {
+		case res := <-ch:
+			return res, nil
+		default:
+		}
+		forget()
+		return Result{}, h.Err()
 	}
 	select {
 	case res := <-ch:
 		return res, nil
 	case <-h.done:
-		forget()
-		return Result{}, h.Err()
+		return gone()
 	case <-ctx.Done():
 	}
 	if err := h.write(Cancel{Type: TypeCancel, ID: x.ID}); err != nil {
@@ -182,18 +198,28 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	case res := <-ch:
 		return res, nil
 	case <-h.done:
-		forget()
-		return Result{}, h.Err()
+		return gone()
 	case <-t.C:
-		forget()
+		h.mu.Lock()
+		delete(h.waiting, x.ID)
+		h.abandoned++
+		h.mu.Unlock()
 		return Result{}, fmt.Errorf("worker did not answer within %v of being asked to cancel: %w", CancelWait, ctx.Err())
 	}
 }
 
+// Abandoned reports whether Execute gave up on an execution the worker may
+// still be running: such a worker must be killed, not left to finish, or
+// the task could run twice at once.
+func (h *Host) Abandoned() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.abandoned > 0
+}
+
 // Close closes the worker's input: the worker finishes what it runs,
-// answers and exits.
+// answers and exits. It does not wait for a write in progress, which may be
+// stuck on a worker that stopped reading.
 func (h *Host) Close() error {
-	h.writeMu.Lock()
-	defer h.writeMu.Unlock()
 	return h.w.Close()
 }

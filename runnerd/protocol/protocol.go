@@ -45,6 +45,9 @@
 //     a lost runner, so a task that kills its worker every time fails after
 //     its 11th loss) and starts the worker again with backoff.
 //
+// A Result must fit in one frame: a worker whose result is larger answers
+// with an error Result instead (the Go SDK does), failing that execution.
+//
 // A task's subtasks, progress and display text travel in its Result and are
 // committed by runnerd together with the result, atomically, as for a
 // direct runner: a failed execution commits none of its subtasks.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/runfleet/runfleet/workflows"
@@ -51,10 +52,13 @@ func (p *Probe) Execute(ctx context.Context) error {
 
 // Crash kills its own process (exit status 3) unless the file Marker
 // exists, creating Marker first, so the first execution crashes and the
-// next succeeds. It exists to test how release runners handle a crashing
-// worker; in a direct runner it takes the whole runner down.
+// next succeeds. With Orphan it first starts a `sleep 60` that shares the
+// process's output, as a task's helper process would. It exists to test how
+// release runners handle a crashing worker; in a direct runner it takes the
+// whole runner down.
 type Crash struct {
 	Marker string `json:"marker"`
+	Orphan bool   `json:"orphan,omitempty"`
 }
 
 func (*Crash) Identifier() workflows.TaskIdentifier {
@@ -71,6 +75,13 @@ func (c *Crash) Execute(context.Context) error {
 	}
 	if err := os.WriteFile(c.Marker, []byte(time.Now().Format(time.RFC3339Nano)), 0o644); err != nil {
 		return err
+	}
+	if c.Orphan {
+		child := exec.Command("sleep", "60")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			return err
+		}
 	}
 	os.Exit(3)
 	return nil
