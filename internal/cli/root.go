@@ -195,13 +195,7 @@ Redis is found through --redis, else $RUNFLEET_REDIS_URL, else
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.SetIn(a.in)
-	root.SetOut(a.out)
-	root.SetErr(a.err)
-	root.PersistentFlags().StringVar(&a.redisURL, "redis", "",
-		"Redis URL, redis:// or rediss:// (default $RUNFLEET_REDIS_URL, else "+workflows.DefaultRedisURL+")")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
-	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "\nExamples:\n", "\n"+exampleHeading+"\n", 1))
+	a.configureRoot(root)
 
 	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd())
 
@@ -222,6 +216,19 @@ Redis is found through --redis, else $RUNFLEET_REDIS_URL, else
 		}
 	}
 	return root
+}
+
+// configureRoot wires a top-level command (runfleet, or runnerd) to the
+// app's streams, its global --redis flag and the usage-error conventions.
+func (a *app) configureRoot(root *cobra.Command) {
+	root.SilenceErrors, root.SilenceUsage = true, true
+	root.SetIn(a.in)
+	root.SetOut(a.out)
+	root.SetErr(a.err)
+	root.PersistentFlags().StringVar(&a.redisURL, "redis", "",
+		"Redis URL, redis:// or rediss:// (default $RUNFLEET_REDIS_URL, else "+workflows.DefaultRedisURL+")")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "\nExamples:\n", "\n"+exampleHeading+"\n", 1))
 }
 
 // groupArgs lets a command group receive unknown subcommand names, so that

@@ -173,13 +173,7 @@ func RunnerdMain(ctx context.Context, args []string, s Streams) int {
 		args = []string{}
 	}
 	root := a.runnerStartCmd("runnerd")
-	root.SilenceErrors, root.SilenceUsage = true, true
-	root.SetIn(a.in)
-	root.SetOut(a.out)
-	root.SetErr(a.err)
-	root.PersistentFlags().StringVar(&a.redisURL, "redis", "",
-		"Redis URL, redis:// or rediss:// (default $RUNFLEET_REDIS_URL, else "+workflows.DefaultRedisURL+")")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	a.configureRoot(root)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	return a.report(cmd, err)

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -42,4 +44,16 @@ func TestRunnerStartRefusesBadFlags(t *testing.T) {
 	r = runCLI(t, "", "runner", "start", "--cluster", "dev", "--trusted-key", "not-a-key")
 	require.Equal(t, ExitUsage, r.code)
 	require.Contains(t, r.stderr, "neither a base64 public key nor a readable file")
+}
+
+func TestRunnerdHelpAndUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := RunnerdMain(context.Background(), []string{"--help"}, Streams{Out: &out, Err: &errOut})
+	require.Equal(t, ExitOK, code)
+	require.Contains(t, out.String(), "Example:\n  runnerd --cluster dev")
+	require.Contains(t, out.String(), "--redis")
+	out.Reset()
+	code = RunnerdMain(context.Background(), []string{"--bogus"}, Streams{Out: &out, Err: &errOut})
+	require.Equal(t, ExitUsage, code)
+	require.Contains(t, errOut.String(), "unknown flag: --bogus")
 }
