@@ -69,6 +69,8 @@ var (
 	ErrReleaseNotFound = errors.New("release not found")
 	// ErrAmbiguousRelease is wrapped when an id prefix matches several releases.
 	ErrAmbiguousRelease = errors.New("ambiguous release id prefix")
+	// ErrSignedByAnotherKey: a published release keeps its first signature.
+	ErrSignedByAnotherKey = errors.New("the release is already signed with another key; a published release keeps its signature (publish a new build to sign with a new key)")
 )
 
 // MinIDPrefix is the shortest release id prefix Catalog.Release accepts.
@@ -158,9 +160,11 @@ func InspectArtifact(ctx context.Context, path, wantID string, lim Limits) (Insp
 // Publish verifies the artifact at artifactPath (InspectArtifact) and
 // publishes it as a release of its manifest's workflow, signed with key
 // unless key is nil. It returns the release and whether this call published
-// it. Publishing an artifact that is already in the catalog uploads nothing
-// again: it adds or replaces the signature when key is given, keeps the
-// first PublishedAt, and still makes the release the workflow's latest.
+// it. Publishing an artifact that is already in the catalog uploads it
+// again only if the stored copy is damaged; it adds a signature to an
+// unsigned release when key is given (a signed release keeps its signature:
+// another key is refused with ErrSignedByAnotherKey), keeps the first
+// PublishedAt, and still makes the release the workflow's latest.
 func (c *Catalog) Publish(ctx context.Context, artifactPath string, key ed25519.PrivateKey) (Release, bool, error) {
 	ins, err := InspectArtifact(ctx, artifactPath, "", c.Limits)
 	if err != nil {
@@ -183,14 +187,20 @@ func (c *Catalog) Publish(ctx context.Context, artifactPath string, key ed25519.
 		rel = Release{ID: id, Workflow: wf, Manifest: ins.Manifest, Size: ins.Size,
 			PublishedAt: c.clock().UTC().Truncate(time.Millisecond)}
 	}
-	writeRecord := isNew || (sig != nil && !bytes.Equal(sig, rel.Signature))
+	if sig != nil && rel.Signed() && !bytes.Equal(sig, rel.Signature) {
+		// Replacing it would make runners that trust the first key refuse
+		// a release that may be deployed already.
+		return Release{}, false, fmt.Errorf("publish release %s: %w", id, ErrSignedByAnotherKey)
+	}
+	writeRecord := isNew || (sig != nil && !rel.Signed())
 	if sig != nil {
 		rel.Signature = sig
 	}
 
-	// The artifact is content-addressed and Store.Put is atomic: one already
-	// there is this very artifact.
-	ok, err := c.Store.Exists(ctx, artifactKey(wf, id))
+	// The artifact is content-addressed and Store.Put is atomic, so one
+	// already there should be this very artifact; check it all the same, so
+	// that publishing again repairs a damaged copy.
+	ok, err := c.storedIntact(ctx, wf, id)
 	if err != nil {
 		return Release{}, false, fmt.Errorf("publish release %s: %w", id, err)
 	}
@@ -219,6 +229,24 @@ func (c *Catalog) Publish(ctx context.Context, artifactPath string, key ed25519.
 		return Release{}, false, fmt.Errorf("publish release %s: update latest: %w", id, err)
 	}
 	return rel, isNew, nil
+}
+
+// storedIntact reports whether the store holds the artifact of release id
+// with the right digest.
+func (c *Catalog) storedIntact(ctx context.Context, wf, id string) (bool, error) {
+	rc, err := c.Store.Get(ctx, artifactKey(wf, id))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	got, err := Digest(rc)
+	if err != nil {
+		return false, err
+	}
+	return got == id, nil
 }
 
 // digestCheck reads r and fails at EOF unless its SHA-256 is want, so an

@@ -112,6 +112,37 @@ func TestCatalogPublish(t *testing.T) {
 	keys, err = b.store.List(b.ctx, "")
 	require.NoError(t, err)
 	require.Len(t, keys, 3)
+
+	// The same key again changes nothing; another key is refused.
+	_, _, err = b.cat.Publish(b.ctx, path, priv)
+	require.NoError(t, err)
+	_, other, err := GenerateKey()
+	require.NoError(t, err)
+	_, _, err = b.cat.Publish(b.ctx, path, other)
+	require.ErrorIs(t, err, ErrSignedByAnotherKey)
+	got, err = b.cat.Release(b.ctx, "tiles", id)
+	require.NoError(t, err)
+	require.Equal(t, signed.Signature, got.Signature, "the first signature is kept")
+}
+
+// Publishing again repairs a stored artifact that was damaged.
+func TestCatalogPublishRepairsDamagedArtifact(t *testing.T) {
+	t.Parallel()
+	b := setupCatalog(t)
+	path, id := b.artifact(t, "tiles", "one")
+	_, _, err := b.cat.Publish(b.ctx, path, nil)
+	require.NoError(t, err)
+	stored := filepath.Join(b.store.Root, "releases", "tiles", id+".tar.zst")
+	require.NoError(t, os.WriteFile(stored, []byte("bit rot"), 0o644))
+	_, isNew, err := b.cat.Publish(b.ctx, path, nil)
+	require.NoError(t, err)
+	require.False(t, isNew)
+	rc, err := b.cat.OpenArtifact(b.ctx, "tiles", id)
+	require.NoError(t, err)
+	defer rc.Close()
+	got, err := Digest(rc)
+	require.NoError(t, err)
+	require.Equal(t, id, got)
 }
 
 func TestCatalogListsAndResolves(t *testing.T) {

@@ -106,8 +106,12 @@ func (o *S3Options) validate() error {
 	}
 	if o.Endpoint != "" {
 		u, err := url.Parse(o.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("endpoint %q is not an http:// or https:// base URL such as http://127.0.0.1:9000", o.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			shown := o.Endpoint
+			if err == nil {
+				shown = u.Redacted()
+			}
+			return fmt.Errorf("endpoint %q is not an http:// or https:// base URL without credentials, such as http://127.0.0.1:9000", shown)
 		}
 	}
 	if (o.AccessKeyID == "") != (o.SecretAccessKey == "") {
@@ -130,6 +134,7 @@ type S3Store struct {
 	bucket   string
 	prefix   string // "" or ending in "/"
 	endpoint string // for error messages
+	region   string
 	client   *s3.Client
 	uploader *transfermanager.Client
 	retryer  aws.Retryer
@@ -189,6 +194,7 @@ func NewS3Store(ctx context.Context, opts S3Options) (*S3Store, error) {
 		} else {
 			s.endpoint = "AWS S3 in " + o.Region
 		}
+		s.region = o.Region
 		o.UsePathStyle = o.UsePathStyle || opts.PathStyle
 	})
 	s.uploader = transfermanager.New(s.client, func(o *transfermanager.Options) {
@@ -285,13 +291,21 @@ func (s *S3Store) noBucket(op, key string) error {
 	return fmt.Errorf("%s %s%s: %w (bucket %q, endpoint %s)", op, s, key, ErrBucketNotFound, s.bucket, s.endpoint)
 }
 
-// bucketMissing reports whether S3 says the bucket does not exist. Any
-// other answer, access denied included, counts as present.
-func (s *S3Store) bucketMissing(ctx context.Context) bool {
+// bucketMissing reports whether S3 says the bucket does not exist. An
+// answer that is neither yes nor no (unreachable endpoint, bad credentials)
+// is an error.
+func (s *S3Store) bucketMissing(ctx context.Context) (bool, error) {
 	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
 	var nf *types.NotFound
 	var ae smithy.APIError
-	return errors.As(err, &nf) || (errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket")
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.As(err, &nf) || (errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket"):
+		return true, nil
+	default:
+		return false, fmt.Errorf("check bucket %q at %s: %w", s.bucket, s.endpoint, err)
+	}
 }
 
 // Put implements Store. Bodies from MultipartThreshold on go up as a
@@ -345,7 +359,11 @@ func (s *S3Store) Exists(ctx context.Context, key string) (bool, error) {
 	// A HEAD reply has no body, so a missing bucket is a plain 404 too.
 	var nf *types.NotFound
 	if errors.As(err, &nf) {
-		if s.bucketMissing(ctx) {
+		missing, berr := s.bucketMissing(ctx)
+		if berr != nil {
+			return false, fmt.Errorf("exists %s%s: %w", s, key, berr)
+		}
+		if missing {
 			return false, s.noBucket("exists", key)
 		}
 		return false, nil
@@ -368,6 +386,10 @@ func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, s.fail("list", prefix, err)
+		}
+		if aws.ToBool(page.IsTruncated) && aws.ToString(page.NextContinuationToken) == "" {
+			// The paginator would stop here silently, with a partial list.
+			return nil, fmt.Errorf("list %s%s: the server cut the listing short without a continuation token", s, prefix)
 		}
 		for _, o := range page.Contents {
 			// Objects written by other tools may not be valid keys ("a//b",
@@ -408,6 +430,9 @@ func (r *s3Reader) Read(p []byte) (int, error) {
 		}
 		n, err := r.body.Read(p)
 		r.off += int64(n)
+		if r.size >= 0 && r.off > r.size {
+			return 0, fmt.Errorf("get %s%s: the server sent more than the object's %d bytes", r.s, r.key, r.size)
+		}
 		if n > 0 {
 			r.fails = 0
 		}
@@ -432,7 +457,10 @@ func (r *s3Reader) resume() error {
 	}
 	// Errors at the very end (a checksum mismatch) or that are not
 	// transient are the caller's to see, not to paper over.
-	if r.off == r.size || !r.s.retryer.IsErrorRetryable(r.err) || r.fails+1 >= r.s.retryer.MaxAttempts() {
+	// Without an ETag or a size a resumed read could not be tied to the
+	// same object version, or checked to end where it should.
+	if r.off == r.size || r.etag == nil || r.size < 0 || !r.s.retryer.IsErrorRetryable(r.err) ||
+		r.fails+1 >= r.s.retryer.MaxAttempts() {
 		return fmt.Errorf("get %s: read at byte %d: %w", name, r.off, r.err)
 	}
 	r.fails++
@@ -460,6 +488,13 @@ func (r *s3Reader) resume() error {
 	if err != nil {
 		return r.s.fail("get", r.key, err)
 	}
+	// Only the requested range, of the object as first read, may continue
+	// the body: a server that ignored the Range would splice in its start.
+	want := fmt.Sprintf("bytes %d-%d/%d", r.off, r.size-1, r.size)
+	if got := aws.ToString(out.ContentRange); got != want {
+		_ = out.Body.Close()
+		return fmt.Errorf("get %s: resuming at byte %d, the server answered with range %q instead of %q", name, r.off, got, want)
+	}
 	r.body = out.Body
 	return nil
 }
@@ -476,10 +511,17 @@ func (r *s3Reader) Close() error {
 // CreateBucket creates the store's bucket unless it exists already and is
 // this account's. It returns whether it created it.
 func (s *S3Store) CreateBucket(ctx context.Context) (bool, error) {
-	if !s.bucketMissing(ctx) {
-		return false, nil
+	missing, err := s.bucketMissing(ctx)
+	if err != nil || !missing {
+		return false, err
 	}
-	_, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket})
+	in := &s3.CreateBucketInput{Bucket: &s.bucket}
+	// AWS wants the region named for any region but us-east-1.
+	if s.region != "" && s.region != defaultS3Region {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{
+			LocationConstraint: types.BucketLocationConstraint(s.region)}
+	}
+	_, err = s.client.CreateBucket(ctx, in)
 	var owned *types.BucketAlreadyOwnedByYou
 	if errors.As(err, &owned) {
 		return false, nil

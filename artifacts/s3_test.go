@@ -126,6 +126,23 @@ func TestS3StoreFaults(t *testing.T) {
 		require.Zero(t, p.Pending())
 		require.EqualValues(t, 4, p.Requests()-before, "one GET and three ranged resumes")
 	})
+	t.Run("resume answered without the range", func(t *testing.T) {
+		p.CutNext(1, 100<<10)
+		p.Inject(testenv.Fault{Kind: testenv.FaultDropRange})
+		rc, err := s.Get(ctx, "big")
+		require.NoError(t, err)
+		defer rc.Close()
+		_, err = io.ReadAll(rc)
+		require.ErrorContains(t, err, "resuming at byte 102400, the server answered with range \"\" instead of \"bytes 102400-1048575/1048576\"")
+		require.Zero(t, p.Pending())
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		gone := newS3Store(t, m, S3Options{Bucket: bucket, Endpoint: "http://127.0.0.1:1", MaxAttempts: 1})
+		_, err := gone.CreateBucket(ctx)
+		require.ErrorContains(t, err, "check bucket")
+		_, err = gone.Exists(ctx, "small")
+		require.Error(t, err)
+	})
 	t.Run("slow body", func(t *testing.T) {
 		p.Throttle(512 << 10)
 		defer p.Throttle(0)
@@ -349,5 +366,16 @@ func TestNewS3StoreOptions(t *testing.T) {
 	} {
 		_, err := NewS3Store(t.Context(), o)
 		require.ErrorContains(t, err, want)
+	}
+}
+
+func TestOpenStoreHidesCredentials(t *testing.T) {
+	for _, raw := range []string{
+		"s3://AKIAXX:SECRETSECRET@bucket/x",
+		"s3://bucket/x?endpoint=http://user:SECRETSECRET@127.0.0.1:9000",
+	} {
+		_, err := OpenStore(raw)
+		require.Error(t, err, raw)
+		require.NotContains(t, err.Error(), "SECRETSECRET", raw)
 	}
 }

@@ -48,7 +48,17 @@ var ErrInvalidKey = errors.New("invalid object key")
 func OpenStore(rawURL string) (Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open store %q: %w", rawURL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold credentials
+		}
+		return nil, fmt.Errorf("open store: not a valid URL: %w", err)
+	}
+	// Errors show the URL without its password, and without a query that
+	// may hold an endpoint with credentials.
+	rawURL = u.Redacted()
+	if strings.Contains(u.RawQuery, "@") {
+		rawURL = strings.Replace(rawURL, "?"+u.RawQuery, "?…", 1)
 	}
 	switch u.Scheme {
 	case "file":

@@ -107,6 +107,7 @@ names a deploy target of that file instead of --cluster.`,
 	f.BoolVar(&latest, "latest", false, "deploy the workflow's release published last")
 	f.StringVar(&workflow, "workflow", "", "workflow slug (default: the project's)")
 	f.BoolVar(&asJSON, "json", false, "print the outcome as JSON (cluster, workflow, release, previous, changed, tasks)")
+	so.register(cmd.Flags())
 	return cmd
 }
 

@@ -44,7 +44,6 @@ runfleet.workflow.toml of the current directory or its parents.`,
 		Args: groupArgs,
 		RunE: groupRunE,
 	}
-	so.register(cmd.PersistentFlags())
 	cmd.AddCommand(a.workflowInitCmd(), a.workflowBuildCmd(), a.workflowPublishCmd(so), a.workflowKeygenCmd(), a.workflowDeployCmd(so),
 		a.workflowUndeployCmd(), a.workflowListCmd(so), a.workflowReleasesCmd(so), a.workflowInspectCmd())
 	return cmd
@@ -236,6 +235,7 @@ $` + signingKeyEnv + ` (base64); without either it is published unsigned.`,
 	f.StringVar(&workflow, "workflow", "", "workflow slug the artifact must belong to (default: the project's)")
 	f.StringVar(&signKey, "sign-key", "", "file holding the base64 ed25519 private key to sign with (default $"+signingKeyEnv+")")
 	f.BoolVar(&asJSON, "json", false, "print the release record as JSON, with published (false when it already was) and store")
+	so.register(cmd.Flags())
 	return cmd
 }
 
@@ -407,6 +407,7 @@ latest).`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the workflows as a JSON array")
+	so.register(cmd.Flags())
 	return cmd
 }
 
@@ -478,6 +479,7 @@ func (a *app) workflowReleasesCmd(so *storeOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the release records as a JSON array")
+	so.register(cmd.Flags())
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,10 +26,15 @@ func newReleaseFixture(t *testing.T) *releaseFixture {
 	return &releaseFixture{fixture: newFixture(t), store: "file://" + filepath.ToSlash(t.TempDir()), dir: t.TempDir()}
 }
 
-// wf runs `runfleet workflow ARGS --store STORE`.
+// wf runs `runfleet workflow ARGS`, with --store STORE for the commands
+// that use the store.
 func (f *releaseFixture) wf(args ...string) result {
 	f.t.Helper()
-	return f.run(append(append([]string{"workflow"}, args...), "--store", f.store)...)
+	args = append([]string{"workflow"}, args...)
+	if len(args) > 1 && slices.Contains([]string{"publish", "deploy", "list", "releases"}, args[1]) {
+		args = append(args, "--store", f.store)
+	}
+	return f.run(args...)
 }
 
 // wfOK is wf requiring exit code 0.
@@ -318,7 +324,7 @@ func TestWorkflowUsageErrors(t *testing.T) {
 		{[]string{"cluster", "deployments"}, "missing SLUG"},
 	} {
 		args := tc.args
-		if args[0] == "workflow" {
+		if args[0] == "workflow" && slices.Contains([]string{"publish", "deploy", "list", "releases"}, args[1]) {
 			args = append(args, "--store", store)
 		}
 		r := runCLI(t, "", append([]string{"--redis", dead}, args...)...)

@@ -169,7 +169,7 @@ func Build(ctx context.Context, cfg Config, opts BuildOptions) (BuildResult, err
 		Entrypoints:   entrypoints,
 		Build: artifacts.BuildInfo{
 			GoVersion:      goVersion,
-			SourceRevision: sourceRevision(ctx, cfg.Dir),
+			SourceRevision: sourceRevision(ctx, cfg.Dir, out),
 			SDKVersion:     sdk,
 		},
 	}
@@ -320,7 +320,7 @@ func decodeDescribe(b []byte) (protocol.Describe, error) {
 
 // sourceRevision returns the commit of the clean git work tree holding dir,
 // or "" when dir is not in one, the tree has changes, or git is missing.
-func sourceRevision(ctx context.Context, dir string) string {
+func sourceRevision(ctx context.Context, dir, out string) string {
 	if os.Getenv("GIT_DIR") == "" && !hasGitAncestor(dir) {
 		return "" // no repository: do not even start git
 	}
@@ -336,7 +336,14 @@ func sourceRevision(ctx context.Context, dir string) string {
 	if inside, ok := git("rev-parse", "--is-inside-work-tree"); !ok || inside != "true" {
 		return ""
 	}
-	if status, ok := git("status", "--porcelain", "--untracked-files=normal"); !ok || status != "" {
+	// The whole work tree counts, except what builds write: the project's
+	// dist/ and the artifact itself, or the next build would find the tree
+	// dirty and record no revision.
+	args := []string{"status", "--porcelain", "--untracked-files=normal", "--", ":/", ":(exclude)dist"}
+	if rel, err := filepath.Rel(dir, out); err == nil && !strings.HasPrefix(rel, "..") {
+		args = append(args, ":(exclude)"+filepath.ToSlash(rel))
+	}
+	if status, ok := git(args...); !ok || status != "" {
 		return ""
 	}
 	rev, ok := git("rev-parse", "HEAD")

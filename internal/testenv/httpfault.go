@@ -29,6 +29,9 @@ const (
 	// Fault.After bytes of the response body. Only responses with a body
 	// longer than After count.
 	FaultCut
+	// FaultDropRange turns a ranged response (206) into a plain 200 without
+	// Content-Range, as a server or proxy that ignores Range would answer.
+	FaultDropRange
 )
 
 // Fault is one kind of failure for the next Count matching requests.
@@ -229,7 +232,15 @@ func (p *FaultProxy) modifyResponse(resp *http.Response) error {
 		return f.Kind == FaultCut && (f.Method == "" || f.Method == resp.Request.Method) &&
 			(resp.ContentLength < 0 || resp.ContentLength > f.After)
 	})
+	var drop *Fault
+	if resp.StatusCode == http.StatusPartialContent {
+		drop = p.take(func(f *Fault) bool { return f.Kind == FaultDropRange })
+	}
 	p.mu.Unlock()
+	if drop != nil {
+		resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+		resp.Header.Del("Content-Range")
+	}
 	if f != nil {
 		// The reverse proxy aborts the connection when the body read fails,
 		// so the client gets fewer bytes than Content-Length promised.
