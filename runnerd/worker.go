@@ -191,6 +191,20 @@ func (w *worker) supervise() {
 	}
 }
 
+// closedChan is a ready signal that never blocks.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Ready implements workflows.ReadyGate: closed while a worker process is
+// up, so the release's runners claim nothing while it restarts.
+func (w *worker) Ready() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing || w.ready == nil {
+		return closedChan // stopping: let the runner go on to its own stop
+	}
+	return w.ready
+}
+
 // Execute runs x on the current process, waiting for a restarting one.
 func (w *worker) Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error) {
 	w.mu.Lock()

@@ -238,6 +238,14 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 				}
 			}
 		}
+		if gate, ok := r.remote.(ReadyGate); ok {
+			// Claim nothing the executor could not start now.
+			select {
+			case <-gate.Ready():
+			case <-ctx.Done():
+				continue
+			}
+		}
 		before := held.count.Load()
 		free := int(int64(cfg.concurrency) - before)
 		if free <= 0 {

@@ -28,6 +28,14 @@ type RemoteExecutor interface {
 	Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error)
 }
 
+// ReadyGate may be implemented by a RemoteExecutor that is sometimes unable
+// to start executions, such as a worker process being restarted: while the
+// channel Ready returns is open, the runner claims no tasks (they stay
+// queued for other runners). Ready is called before every claim.
+type ReadyGate interface {
+	Ready() <-chan struct{}
+}
+
 // NewRemoteRunner returns a runner for cluster that claims tasks with the
 // given identifiers and runs them with exec instead of in this process.
 // release names what exec runs (a release id) in the runner's logs. The

@@ -270,3 +270,34 @@ func TestRemoteRunnerHandsBackUndelivered(t *testing.T) {
 	require.Equal(t, 0, ts[0].Failures)
 	require.Equal(t, 4, ts[0].Attempts)
 }
+
+// gated is an executor whose Ready channel the test controls.
+type gated struct {
+	hostExec
+	ready chan struct{}
+}
+
+func (g *gated) Ready() <-chan struct{} { return g.ready }
+
+// A runner claims nothing while its executor says it is not ready: the
+// tasks stay queued for other runners.
+func TestRemoteRunnerWaitsForReadyExecutor(t *testing.T) {
+	b := setup(t)
+	tasks := []workflows.Task{&benchtask.Noop{}}
+	exec := &gated{hostExec: hostExec{h: pipeWorker(t, tasks...)}, ready: make(chan struct{})}
+	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.RunForever(ctx) }()
+	j := b.submit(t, &benchtask.Noop{})
+	time.Sleep(300 * time.Millisecond) // a window in which a claim would show
+	ts, err := b.client.Jobs().Tasks(b.ctx, j.ID)
+	require.NoError(t, err)
+	require.Equal(t, workflows.TaskQueued, ts[0].State)
+	require.Zero(t, exec.calls.Load())
+	close(exec.ready)
+	require.Eventually(t, func() bool { return b.job(t, j.ID).State == workflows.JobCompleted }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+}
