@@ -31,9 +31,7 @@ type MinIO struct {
 	AccessKey string // root user, MINIO_ROOT_USER
 	SecretKey string // root password, MINIO_ROOT_PASSWORD
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	process
 }
 
 // Endpoint is the server's S3 API base URL.
@@ -137,14 +135,10 @@ func (m *MinIO) start(ctx context.Context, bin string) error {
 		"MINIO_CI_CD=on",    // small buffer pool, data on the root disk is fine
 		"MINIO_SCANNER_SPEED=slowest",
 	)
-	if err := cmd.Start(); err != nil {
+	done, err := m.launch(cmd)
+	if err != nil {
 		return fmt.Errorf("start minio: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	m.mu.Lock()
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -214,35 +208,6 @@ func (m *MinIO) LogTail() string {
 		}
 	}
 	return "log " + m.LogPath() + ":\n" + string(b)
-}
-
-// Stop terminates the server and waits for it to exit.
-func (m *MinIO) Stop() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-// Kill stops the server abruptly (SIGKILL), as a crash would.
-func (m *MinIO) Kill() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
 }
 
 // Client returns an S3 client for the server with its root credentials,

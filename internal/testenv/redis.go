@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -24,10 +23,8 @@ type Redis struct {
 	Addr string // host:port on loopback
 	Dir  string // its working and data directory
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
 	args []string
+	process
 }
 
 // URL is the redis:// address of the server, database 0.
@@ -94,14 +91,10 @@ func (r *Redis) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(bin, r.args...)
 	cmd.Dir = r.Dir
-	if err := cmd.Start(); err != nil {
+	done, err := r.launch(cmd)
+	if err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	r.mu.Lock()
-	r.cmd, r.done = cmd, done
-	r.mu.Unlock()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -143,35 +136,6 @@ func ping(addr string) error {
 		return fmt.Errorf("unexpected PING reply %q", line)
 	}
 	return nil
-}
-
-// Stop terminates the server and waits for it to exit.
-func (r *Redis) Stop() {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-// Kill stops the server abruptly (SIGKILL), as a crash would.
-func (r *Redis) Kill() {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
 }
 
 // Restart starts the server again on the same port and directory.
