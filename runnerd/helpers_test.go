@@ -1,7 +1,6 @@
 package runnerd_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,7 +85,7 @@ type fixture struct {
 	store   artifacts.Store
 	catalog *artifacts.Catalog
 	cache   string
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -104,7 +102,7 @@ func newFixture(t testing.TB) *fixture {
 	store, err := artifacts.NewFileStore(t.TempDir())
 	require.NoError(t, err)
 	return &fixture{ctx: ctx, redis: r, client: c, cluster: "dev", store: store,
-		catalog: &artifacts.Catalog{Store: store}, cache: t.TempDir(), logs: &syncBuffer{}}
+		catalog: &artifacts.Catalog{Store: store}, cache: t.TempDir(), logs: &testenv.Buffer{}}
 }
 
 // pack writes an artifact of binary with manifest m and returns its path;
@@ -228,23 +226,3 @@ func (f *fixture) tasks(t testing.TB, id string) []workflows.TaskInfo {
 	require.NoError(t, err)
 	return ts
 }
-
-// syncBuffer is a bytes.Buffer safe for the daemon's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Contains(sub string) bool { return strings.Contains(s.String(), sub) }

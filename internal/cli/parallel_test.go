@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/runfleet/runfleet/internal/testenv"
 )
 
 // sortedLines returns the lines of s, sorted.
@@ -106,7 +108,7 @@ func TestLinePrefixerCutsOverlongLines(t *testing.T) {
 }
 
 // signalApp is an app whose signal subscription the test controls.
-func signalApp() (*app, *syncBuffer, chan chan<- os.Signal) {
+func signalApp() (*app, *testenv.Buffer, chan chan<- os.Signal) {
 	a, out, _ := testApp("")
 	subscribed := make(chan chan<- os.Signal, 1)
 	a.notify = func(c chan<- os.Signal, _ ...os.Signal) { subscribed <- c }
@@ -153,7 +155,7 @@ func TestParallelRealSignal(t *testing.T) {
 	script := `trap 'echo "got INT"; exit 3' INT; echo ready; while :; do sleep 30; done`
 	cmd := exec.Command(exe, "parallel", "-n", "2", "--", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), runAsCLI+"=1")
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testenv.Buffer{}, &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, errOut
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
