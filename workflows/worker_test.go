@@ -81,12 +81,17 @@ func (e *hostExec) Execute(ctx context.Context, x protocol.Execute) (protocol.Re
 	return e.h.Execute(ctx, x)
 }
 
-func remoteIDs(tasks []workflows.Task) []workflows.TaskIdentifier {
+// remoteRunner is a runner of the bundle's cluster serving tasks through
+// exec.
+func remoteRunner(t *testing.T, b *testBundle, tasks []workflows.Task, exec workflows.RemoteExecutor) *workflows.Runner {
+	t.Helper()
 	ids := make([]workflows.TaskIdentifier, len(tasks))
-	for i, t := range tasks {
-		ids[i] = workflows.IdentifierOf(t)
+	for i, task := range tasks {
+		ids[i] = workflows.IdentifierOf(task)
 	}
-	return ids
+	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, ids, exec, "rel-test")
+	require.NoError(t, err)
+	return r
 }
 
 // A remote runner runs a whole job through the worker protocol: subtasks
@@ -96,8 +101,7 @@ func TestRemoteRunnerRunsJob(t *testing.T) {
 	b := setup(t)
 	tasks := append(testTasks(), benchtask.All()...)
 	exec := &hostExec{h: pipeWorker(t, tasks...)}
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 
 	key := t.Name()
 	root := &Step{Key: key, Label: "root", Children: []StepChild{
@@ -129,8 +133,7 @@ func TestRemoteRunnerWorkerCrash(t *testing.T) {
 	tasks := append(testTasks(), benchtask.All()...)
 	exec := &hostExec{h: pipeWorker(t, tasks...)}
 	exec.crashes.Store(2)
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 	j := b.submit(t, &benchtask.Noop{})
 	require.NoError(t, r.RunAll(b.ctx))
 	require.Equal(t, workflows.JobCompleted, b.job(t, j.ID).State)
@@ -157,8 +160,7 @@ func TestRemoteRunnerStopHandsBack(t *testing.T) {
 	b := setup(t)
 	tasks := append(testTasks(), benchtask.All()...)
 	exec := &hostExec{h: pipeWorker(t, tasks...)}
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 	key := t.Name()
 	j := b.submit(t, &Step{Key: key, Label: "waits", WaitFor: "never"})
 	ctx, cancel := context.WithCancel(b.ctx)
@@ -179,8 +181,7 @@ func TestRemoteRunnerRefusesBadSubtasks(t *testing.T) {
 	b := setup(t)
 	tasks := []workflows.Task{&benchtask.Noop{}}
 	bad := protocol.Result{Subtasks: []protocol.Subtask{{Task: protocol.TaskID{Name: "Noop", Version: "v1.0"}, Input: json.RawMessage(`{}`), Deps: []int{0}}}}
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), fixedResult(bad), "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, fixedResult(bad))
 	j := b.submit(t, &benchtask.Noop{})
 	require.NoError(t, r.RunAll(b.ctx))
 	ts, err := b.client.Jobs().Tasks(b.ctx, j.ID)
@@ -226,8 +227,7 @@ func TestRemoteRunnerResultOverFrameLimit(t *testing.T) {
 	b := setup(t)
 	tasks := []workflows.Task{&BigResult{}, &Blob{}, &benchtask.Noop{}}
 	exec := &hostExec{h: pipeWorker(t, tasks...)}
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 	big := b.submit(t, &BigResult{N: 70, Size: 1_000_000})
 	small := b.submit(t, &BigResult{N: 3, Size: 10})
 	require.NoError(t, r.RunAll(b.ctx, workflows.WithConcurrency(2)))
@@ -259,8 +259,7 @@ func TestRemoteRunnerHandsBackUndelivered(t *testing.T) {
 	tasks := []workflows.Task{&benchtask.Noop{}}
 	exec := &notDelivered{hostExec: hostExec{h: pipeWorker(t, tasks...)}}
 	exec.misses.Store(3)
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 	j := b.submit(t, &benchtask.Noop{})
 	require.NoError(t, r.RunAll(b.ctx))
 	require.Equal(t, workflows.JobCompleted, b.job(t, j.ID).State)
@@ -285,8 +284,7 @@ func TestRemoteRunnerWaitsForReadyExecutor(t *testing.T) {
 	b := setup(t)
 	tasks := []workflows.Task{&benchtask.Noop{}}
 	exec := &gated{hostExec: hostExec{h: pipeWorker(t, tasks...)}, ready: make(chan struct{})}
-	r, err := b.client.NewRemoteRunner(b.ctx, b.cluster, remoteIDs(tasks), exec, "rel-test")
-	require.NoError(t, err)
+	r := remoteRunner(t, b, tasks, exec)
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.RunForever(ctx) }()
