@@ -527,7 +527,7 @@ func (r *release) prepare() error {
 		want[i] = protocol.TaskID{Name: t.Name, Version: t.Version}
 		ids[i] = workflows.TaskIdentifier{Name: t.Name, Version: t.Version}
 	}
-	if !sameTasks(ids, r.dep.Tasks) {
+	if !slices.Equal(taskSet(ids), taskSet(r.dep.Tasks)) {
 		return fmt.Errorf("the deployment lists tasks %v but release %s's manifest lists %v", r.dep.Tasks, r.dep.Release, ids)
 	}
 	r.w = &worker{path: filepath.Join(dir, filepath.FromSlash(entry)), dir: dir, want: want, timeout: d.cfg.StartTimeout,
@@ -548,16 +548,15 @@ func (r *release) prepare() error {
 	return nil
 }
 
-func sameTasks(a, b []workflows.TaskIdentifier) bool {
-	key := func(ids []workflows.TaskIdentifier) []string {
-		out := make([]string, len(ids))
-		for i, id := range ids {
-			out[i] = id.String()
-		}
-		slices.Sort(out)
-		return out
+// taskSet is a list of task identifiers as a sorted list of strings, for
+// comparing lists from different sources (deployment, manifest, hello).
+func taskSet[T fmt.Stringer](ids []T) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
 	}
-	return slices.Equal(key(a), key(b))
+	slices.Sort(out)
+	return out
 }
 
 // run starts the runners claiming.

@@ -132,17 +132,7 @@ func (w *worker) spawn(ctx context.Context) error {
 // checkHello compares what the binary serves with the manifest: a release
 // whose binary disagrees with its manifest would claim tasks it cannot run.
 func (w *worker) checkHello(h protocol.Hello) error {
-	got := slices.Clone(h.Tasks)
-	want := slices.Clone(w.want)
-	cmp := func(a, b protocol.TaskID) int {
-		if c := bytes.Compare([]byte(a.Name), []byte(b.Name)); c != 0 {
-			return c
-		}
-		return bytes.Compare([]byte(a.Version), []byte(b.Version))
-	}
-	slices.SortFunc(got, cmp)
-	slices.SortFunc(want, cmp)
-	if !slices.Equal(got, want) {
+	if got, want := taskSet(h.Tasks), taskSet(w.want); !slices.Equal(got, want) {
 		return fmt.Errorf("the binary serves %v but the release manifest lists %v: the manifest disagrees with the binary; rebuild the release with `runfleet workflow build`", got, want)
 	}
 	return nil

@@ -27,7 +27,7 @@ type outcome struct {
 // execute runs one claimed task and returns what to commit.
 func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	out := outcome{claim: c}
-	reg, ok := r.lookup(c.Task)
+	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
 		out.err = fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)
 		return out

@@ -48,7 +48,7 @@ func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []Ta
 	if len(tasks) == 0 {
 		return nil, errors.New("new remote runner: no tasks to register")
 	}
-	reg := &registry{byName: map[string][]registration{}}
+	reg := newEmptyRegistry()
 	for _, t := range tasks {
 		id, err := t.parse()
 		if err != nil {
@@ -88,16 +88,9 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome
 	}
 	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, display: res.Display}
 	for _, p := range res.Progress {
-		if e.progress == nil {
-			e.progress = map[string]*[2]int64{}
-		}
-		cnt := e.progress[p.Label]
-		if cnt == nil {
-			cnt = &[2]int64{}
-			e.progress[p.Label] = cnt
-		}
-		cnt[0] += p.Add
-		cnt[1] += p.Done
+		pi := ProgressIndicator{e: e, label: p.Label}
+		pi.Add(p.Add)
+		pi.Done(p.Done)
 	}
 	if res.Error != "" {
 		return r.settle(workCtx, c, e, errors.New(res.Error))

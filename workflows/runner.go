@@ -24,7 +24,7 @@ type Runner struct {
 	id      string
 	logger  *slog.Logger
 
-	byName  map[string][]registration // sorted by major, then minor
+	reg     *registry // what the runner can run
 	streams []string
 	remote  RemoteExecutor // nil: tasks run in this process
 	release string         // the release a remote executor serves, for logs
@@ -61,7 +61,7 @@ func (c *Client) newRunner(ctx context.Context, cluster string, reg *registry, r
 	if _, err := c.q.GetCluster(ctx, cluster); err != nil {
 		return nil, fmt.Errorf("new runner: %w", err)
 	}
-	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), byName: reg.byName, remote: remote,
+	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), reg: reg, remote: remote,
 		release: release, stopNow: make(chan struct{})}
 	r.logger = c.logger.With(slog.String("runner_id", r.id), slog.String("cluster", cluster))
 	if release != "" {
@@ -98,9 +98,11 @@ type registry struct {
 	byName map[string][]registration // sorted by major, then minor
 }
 
+func newEmptyRegistry() *registry { return &registry{byName: map[string][]registration{}} }
+
 // newRegistry registers task types; see NewRunner.
 func newRegistry(tasks []Task) (*registry, error) {
-	reg := &registry{byName: map[string][]registration{}}
+	reg := newEmptyRegistry()
 	for _, t := range tasks {
 		if t == nil {
 			return nil, errors.New("task is nil")
@@ -168,11 +170,6 @@ func (r *Runner) ID() string { return r.id }
 
 // Cluster is the cluster the runner serves.
 func (r *Runner) Cluster() string { return r.cluster }
-
-// lookup picks the registration that serves a task.
-func (r *Runner) lookup(id queue.Identifier) (registration, bool) {
-	return (&registry{byName: r.byName}).lookup(id)
-}
 
 // errAlreadyRunning: two runs of one runner would share its consumer name and
 // could execute a task twice; start another runner instead.
