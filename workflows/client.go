@@ -120,3 +120,8 @@ type SweepReport = queue.ReclaimReport
 // for their own cluster all the time; Sweep is for operators and the sweep
 // function.
 func (c *Client) Sweep(ctx context.Context) (SweepReport, error) { return c.q.Sweep(ctx) }
+
+// Queue is the Redis data model under the client, for runfleet's own control
+// plane (tokens, automations, idempotency records, notifications); SDK users
+// do not need it.
+func (c *Client) Queue() *queue.Queue { return c.q }
