@@ -21,8 +21,9 @@
 //	GET  /v1/jobs/{id}             read scope. The job (also archived jobs).
 //	GET  /v1/jobs?cluster=&state=&limit=&cursor=
 //	                               read scope. JobPage, newest first; limit
-//	                               1..1000, default 100; next_cursor is ""
-//	                               on the last page.
+//	                               1..1000, default 100. Pass next_cursor
+//	                               back as cursor for the next page; ""
+//	                               means there is none.
 //	POST /v1/jobs/{id}/cancel      submit scope. The job after the change.
 //	POST /v1/jobs/{id}/retry       submit scope. The job after the change.
 //	GET  /v1/clusters              read scope. ClusterList.

@@ -45,6 +45,8 @@ type SubmitJobParams struct {
 	Task       Identifier
 	Input      []byte
 	MaxRetries int
+	// Notify is a URL that receives the job's final state; "" for none.
+	Notify string
 }
 
 // SubmitJob writes a job and its queued root task, then publishes the root.
@@ -55,9 +57,18 @@ func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 	if err := q.rdb.ZAdd(ctx, keyJobs, redis.Z{Score: float64(now), Member: p.ID}).Err(); err != nil {
 		return fmt.Errorf("index job: %w", err)
 	}
+	if p.Notify != "" {
+		// Checked again a minute after submission; finishing moves it up.
+		if err := q.indexNotify(ctx, p.ID, time.UnixMilli(now).Add(notifyRecheck)); err != nil {
+			return err
+		}
+	}
 	res, err := q.rdb.FCall(ctx, "rf_submit", []string{jobKey(p.ID)},
-		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries).Result()
+		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries, p.Notify).Result()
 	if err != nil {
+		if strings.Contains(err.Error(), "job exists") {
+			return fmt.Errorf("%w: %q", ErrJobExists, p.ID)
+		}
 		return fmt.Errorf("submit job: %w", err)
 	}
 	return q.Publish(ctx, p.ID, toStrings(res))
@@ -235,6 +246,9 @@ type Job struct {
 	FinishedAt time.Time        `json:"finished_at,omitzero"`
 	TaskCounts map[string]int64 `json:"task_counts"`
 	Progress   []Progress       `json:"progress"`
+	// Archived is set on a job read back from its archive (it left Redis
+	// after its retention): it is read-only.
+	Archived bool `json:"archived,omitempty"`
 }
 
 var jobFields = []string{"id", "name", "cluster", "state", "created", "started", "finished",
@@ -299,45 +313,75 @@ type ListJobsParams struct {
 	Cluster string
 	State   string
 	Limit   int // default 100
+	// Cursor continues a listing where a previous page ended ("" starts
+	// at the newest job).
+	Cursor string
 }
+
+// ErrInvalidCursor is returned for a listing cursor this package did not
+// hand out.
+var ErrInvalidCursor = errors.New("invalid cursor")
 
 // ListJobs returns jobs newest first.
 func (q *Queue) ListJobs(ctx context.Context, p ListJobsParams) ([]Job, error) {
+	jobs, _, err := q.ListJobsPage(ctx, p)
+	return jobs, err
+}
+
+// ListJobsPage returns one page of jobs, newest first, and the cursor of the
+// next page ("" after the last). The cursor is the position of the last job
+// returned (creation time and id), so jobs submitted meanwhile do not shift
+// the pages.
+func (q *Queue) ListJobsPage(ctx context.Context, p ListJobsParams) ([]Job, string, error) {
 	if p.Limit <= 0 {
 		p.Limit = 100
 	}
+	maxScore, afterID := "+inf", ""
+	if p.Cursor != "" {
+		ms, id, ok := strings.Cut(p.Cursor, ".")
+		if _, err := strconv.ParseInt(ms, 10, 64); !ok || err != nil || id == "" {
+			return nil, "", fmt.Errorf("%w %q", ErrInvalidCursor, p.Cursor)
+		}
+		maxScore, afterID = ms, id
+	}
 	var out []Job
-	var start int64
+	var offset int64
 	const page = 200
-	for len(out) < p.Limit {
-		ids, err := q.rdb.ZRevRange(ctx, keyJobs, start, start+page-1).Result()
+	for {
+		zs, err := q.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: keyJobs, Start: maxScore, Stop: "-inf",
+			ByScore: true, Rev: true, Offset: offset, Count: page}).Result()
 		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
+			return nil, "", fmt.Errorf("list jobs: %w", err)
 		}
-		if len(ids) == 0 {
-			break
+		if len(zs) == 0 {
+			return out, "", nil
 		}
-		start += page
+		offset += int64(len(zs))
 		pipe := q.rdb.Pipeline()
-		cmds := make([]*redis.SliceCmd, len(ids))
-		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, jobKey(id), jobFields...)
+		cmds := make([]*redis.SliceCmd, len(zs))
+		for i, z := range zs {
+			cmds[i] = pipe.HMGet(ctx, jobKey(z.Member.(string)), jobFields...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
+			return nil, "", fmt.Errorf("list jobs: %w", err)
 		}
-		for _, c := range cmds {
+		for i, c := range cmds {
+			id := zs[i].Member.(string)
+			// Members of one score come in reverse lexical order: skip up
+			// to and including the cursor's job.
+			if afterID != "" && strconv.FormatInt(int64(zs[i].Score), 10) == maxScore && id >= afterID {
+				continue
+			}
 			j, ok := parseJob(c.Val())
 			if !ok || (p.Cluster != "" && j.Cluster != p.Cluster) || (p.State != "" && j.State != p.State) {
 				continue
 			}
 			out = append(out, j)
 			if len(out) == p.Limit {
-				break
+				return out, strconv.FormatInt(int64(zs[i].Score), 10) + "." + id, nil
 			}
 		}
 	}
-	return out, nil
 }
 
 // CancelJob stops handing out a job's tasks; running tasks finish.
@@ -350,9 +394,28 @@ func (q *Queue) CancelJob(ctx context.Context, id string) (string, error) {
 // it. Computed tasks are never run again; hints held back while the job was
 // stopped are published again.
 func (q *Queue) RetryJob(ctx context.Context, id string) error {
+	// A job with a notification URL stays in the notification index while
+	// it runs again, so its next finish is delivered too. The entry is
+	// written before and after the transition: a deliverer that drops it in
+	// between sees the job running and puts it back.
+	notify, err := q.rdb.HGet(ctx, jobKey(id), "notify").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("retry job: %w", err)
+	}
+	recheck := time.Now().Add(notifyRecheck)
+	if notify != "" {
+		if err := q.indexNotify(ctx, id, recheck); err != nil {
+			return err
+		}
+	}
 	res, err := q.rdb.FCall(ctx, "rf_retry", []string{jobKey(id)}, nowMS()).Result()
 	if err != nil {
 		return jobErr(id, err)
+	}
+	if notify != "" {
+		if err := q.indexNotify(ctx, id, recheck); err != nil {
+			return err
+		}
 	}
 	if err := q.Publish(ctx, id, toStrings(res)); err != nil {
 		return err
@@ -381,6 +444,8 @@ func jobErr(id string, err error) error {
 		return fmt.Errorf("%w: %q", ErrJobNotFound, id)
 	case strings.Contains(err.Error(), "job is completed"):
 		return fmt.Errorf("%w: %q", ErrJobCompleted, id)
+	case strings.Contains(err.Error(), "job is archived"):
+		return fmt.Errorf("%w: %q", ErrJobArchived, id)
 	}
 	return err
 }

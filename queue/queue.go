@@ -31,6 +31,8 @@ var (
 	ErrClusterExists   = errors.New("cluster already exists")
 	ErrJobNotFound     = errors.New("job not found")
 	ErrJobCompleted    = errors.New("job is already completed")
+	// ErrJobExists means a job with that id was already submitted.
+	ErrJobExists = errors.New("job already exists")
 	// ErrLost means the task is no longer held by this runner at this attempt.
 	ErrLost = errors.New("task no longer held by this runner")
 )

@@ -11,7 +11,9 @@
 -- between leaves the outbox for a later republish: duplicates are harmless,
 -- because streams are hints and the claim step checks task state. Hints read
 -- while the job is failed or canceled go to the held hash, republished on
--- retry.
+-- retry. A staged subtask set is recorded in the staged hash until its
+-- parent's attempt commits it (rf_complete) or rf_drop_stage deletes the
+-- chunks of an attempt that can no longer commit.
 --
 -- Task hash fields:
 --   st   state: queued | running | computed | failed | skipped | failed_optional
@@ -84,6 +86,13 @@ local function set_job_state(jk, from_states, to, now)
       redis.call('HSET', jk, 'state', to, 'updated', now)
       if to == 'completed' or to == 'failed' or to == 'canceled' then
         redis.call('HSET', jk, 'finished', now)
+        -- A job with a notification URL records the pending notification in
+        -- the same step that finishes it, so a crash before it is sent loses
+        -- nothing; deliverers acknowledge it with rf_notified.
+        local url = redis.call('HGET', jk, 'notify')
+        if url and url ~= '' then
+          redis.call('HSET', jk, 'npend', to .. '|' .. now, 'natt', 0)
+        end
       end
       return true
     end
@@ -222,8 +231,9 @@ end
 
 -- rf_submit creates a job and its root task, queued and in the outbox.
 -- KEYS[1] job hash. ARGV: id, job name, cluster, now, task name, version,
--- input, max_retries, index key ("rf:jobs" is written by the caller).
--- Returns {stream key, "0"} or an error if the job exists.
+-- input, max_retries, notification URL ("" for none). The index entries
+-- ("rf:jobs", and "rf:notify" for a notification URL) are written by the
+-- caller first. Returns {stream key, "0"} or an error if the job exists.
 redis.register_function('rf_submit', function(keys, args)
   local jk = keys[1]
   if redis.call('EXISTS', jk) == 1 then return redis.error_reply('ERR job exists') end
@@ -232,6 +242,7 @@ redis.register_function('rf_submit', function(keys, args)
   redis.call('HSET', jk, 'id', args[1], 'name', args[2], 'cluster', args[3], 'state', 'submitted',
     'created', now, 'updated', now, 'next', 1, 'c_queued', 1, 'c_running', 0, 'c_computed', 0,
     'c_failed', 0, 'c_skipped', 0, 'c_failed_optional', 0)
+  if args[9] and args[9] ~= '' then redis.call('HSET', jk, 'notify', args[9]) end
   redis.call('HSET', tkey(pre, 0), 'st', 'queued', 'nm', args[5], 'v', args[6], 'cl', args[3],
     'in', args[7], 'mr', args[8], 'opt', '0', 'd', 0, 'dn', '', 'oas', '', 'p', '',
     'f', 0, 'att', 0, 'k', 0, 'tq', now)
@@ -306,7 +317,9 @@ end)
 -- rf_stage writes one chunk of a large subtask set before the parent commits.
 -- KEYS[1] job hash. ARGV: owner, parent seq, attempt, base, first, now,
 -- then subtask records. Fails with "ERR lost" unless the parent is still
--- running under this owner and attempt.
+-- running under this owner and attempt. Records the set in the staged hash
+-- ("<parent>:<attempt>:<base>" -> furthest offset written). Returns the
+-- number of subtasks written.
 redis.register_function('rf_stage', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
@@ -314,6 +327,12 @@ redis.register_function('rf_stage', function(keys, args)
   if not owned(t, args[1], args[3]) then return redis.error_reply('ERR lost') end
   local n = (#args - 6) / SUB_STRIDE
   write_subtasks(pre, args[2], tonumber(args[4]), tonumber(args[5]), args, 6, n, args[6], false, nil)
+  -- Record how far the set's chunks reach, in the same step that writes
+  -- them: if this attempt never commits, rf_drop_stage finds every chunk.
+  -- Chunks arrive in any order, so the record keeps the furthest end.
+  local sk, field = pre .. 'staged', args[2] .. ':' .. args[3] .. ':' .. args[4]
+  local reach = tonumber(args[5]) + n
+  if reach > tonumber(redis.call('HGET', sk, field) or 0) then redis.call('HSET', sk, field, reach) end
   return n
 end)
 
@@ -323,8 +342,9 @@ end)
 -- the subtasks were written by rf_stage at base), base, inline count; then
 -- inline count subtask records.
 -- Returns {results, publish list} where results holds "ok" or "lost" per
--- item. A staged set gets a cursor "x:<seq>" in the outbox; the caller
--- publishes the set and acknowledges it with rf_expand.
+-- item. A staged set gets a cursor "x:<seq>" in the outbox (the caller
+-- publishes the set and acknowledges it with rf_expand) and leaves the
+-- staged hash: it is linked now, never to be dropped.
 redis.register_function('rf_complete', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
@@ -359,6 +379,7 @@ redis.register_function('rf_complete', function(keys, args)
         resolve(jk, pre, seq, now, pub, {t[4], t[5]}, parents)
       elseif staged == '1' then
         redis.call('HSET', pre .. 'outbox', 'x:' .. seq, base .. ',' .. nsub .. ',0')
+        redis.call('HDEL', pre .. 'staged', seq .. ':' .. att .. ':' .. base)
       end
       res[#res + 1] = 'ok'
     end
@@ -503,12 +524,14 @@ end)
 -- and the job back to running; computed work is untouched.
 -- KEYS[1] job hash. ARGV: now. Returns a publish list for the re-queued
 -- failed tasks; the caller then releases the held hash with rf_release.
+-- Fails with "ERR job is archived" once rf_purge has started on the job.
 redis.register_function('rf_retry', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
   local now = args[1]
   local state = redis.call('HGET', jk, 'state')
   if not state then return redis.error_reply('ERR no such job') end
+  if redis.call('HEXISTS', jk, 'arc') == 1 then return redis.error_reply('ERR job is archived') end
   if state == 'completed' then return redis.error_reply('ERR job is completed') end
   local pub, cnt = {}, new_counts()
   for _, seq in ipairs(redis.call('SMEMBERS', pre .. 'failed')) do
@@ -533,11 +556,13 @@ redis.register_function('rf_retry', function(keys, args)
 end)
 
 -- rf_cancel stops handing out a job's tasks. KEYS[1] job hash. ARGV: now.
--- Returns the job state after the call.
+-- Returns the job state after the call. Fails with "ERR job is archived"
+-- once rf_purge has started on the job.
 redis.register_function('rf_cancel', function(keys, args)
   local jk = keys[1]
   local state = redis.call('HGET', jk, 'state')
   if not state then return redis.error_reply('ERR no such job') end
+  if redis.call('HEXISTS', jk, 'arc') == 1 then return redis.error_reply('ERR job is archived') end
   if state == 'completed' then return redis.error_reply('ERR job is completed') end
   set_job_state(jk, {'submitted', 'running'}, 'canceled', args[1])
   return redis.call('HGET', jk, 'state')
@@ -649,6 +674,94 @@ redis.register_function('rf_reclaim', function(keys, args)
   return {res, pub}
 end)
 
+-- ---- sweep: staged sets that never commit, archived jobs ----
+
+-- rf_drop_stage deletes, one chunk per call, the task hashes of a staged
+-- subtask set whose attempt can no longer commit: its parent is not running
+-- under that attempt any more (it failed, was handed back or reclaimed, or
+-- its commit was refused as lost), so nothing will ever link the set.
+-- KEYS[1] job hash. ARGV: staged field "<parent>:<attempt>:<base>", most
+-- task hashes to delete. Deletes from the set's far end and keeps the rest
+-- of the range in the record, so a call cut short is resumed by the next.
+-- Returns {outcome, deleted}: outcome "live" (the attempt still runs:
+-- nothing deleted), "more" (call again) or "done" (range and record gone);
+-- deleted counts the task hashes this call removed.
+redis.register_function('rf_drop_stage', function(keys, args)
+  local pre = prefix_of(keys[1])
+  local sk, field = pre .. 'staged', args[1]
+  local reach = tonumber(redis.call('HGET', sk, field))
+  if not reach then return {'done', 0} end
+  local parent, att, base = string.match(field, '^(%d+):(%d+):(%d+)$')
+  if not parent then
+    redis.call('HDEL', sk, field)
+    return {'done', 0}
+  end
+  local t = redis.call('HMGET', tkey(pre, parent), 'st', 'att', 'kb')
+  if t[1] == 'running' and t[2] == att then return {'live', 0} end
+  if t[3] == base then
+    -- The parent links exactly this set: it was committed after all.
+    redis.call('HDEL', sk, field)
+    return {'done', 0}
+  end
+  local stop = math.max(0, reach - tonumber(args[2]))
+  local ks = {}
+  for i = stop, reach - 1 do ks[#ks + 1] = tkey(pre, tonumber(base) + i) end
+  local n = 0
+  if #ks > 0 then n = redis.call('UNLINK', unpack(ks)) end
+  if stop == 0 then
+    redis.call('HDEL', sk, field)
+    return {'done', n}
+  end
+  redis.call('HSET', sk, field, stop)
+  return {'more', n}
+end)
+
+-- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
+-- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
+-- key must be added here, or archived jobs leave it behind.
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock'}
+
+-- rf_purge removes an archived job from Redis, one chunk per call. The
+-- first call checks the job is still what was archived: finished, "updated"
+-- unchanged, no task running and no notification pending; it then marks the
+-- job ("arc" = task hashes left), after which rf_retry and rf_cancel refuse
+-- it. Task hashes go first, highest seq first; the last call removes the
+-- other keys and the job hash together, so a caller cut short resumes.
+-- KEYS[1] job hash. ARGV: the job's "updated" value when it was archived,
+-- most task hashes to delete per call.
+-- Returns "more" (call again) or "done" (nothing of the job is left), or
+-- fails with "ERR changed" (nothing deleted) when the job changed since it
+-- was archived.
+redis.register_function('rf_purge', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local j = redis.call('HMGET', jk, 'state', 'updated', 'c_running', 'npend', 'arc', 'next')
+  local left = tonumber(j[5])
+  if not left then
+    if j[1] then
+      if (j[1] ~= 'completed' and j[1] ~= 'failed' and j[1] ~= 'canceled') or j[2] ~= args[1]
+        or (j[3] and j[3] ~= '0') or (j[4] and j[4] ~= '') then
+        return redis.error_reply('ERR changed')
+      end
+      left = tonumber(j[6] or 0)
+    else
+      left = 0 -- no job record: only leftovers remain
+    end
+  end
+  local stop = math.max(0, left - tonumber(args[2]))
+  local ks = {}
+  for i = stop, left - 1 do ks[#ks + 1] = tkey(pre, i) end
+  if #ks > 0 then redis.call('UNLINK', unpack(ks)) end
+  if stop > 0 then
+    redis.call('HSET', jk, 'arc', stop)
+    return 'more'
+  end
+  ks = {jk}
+  for _, s in ipairs(JOB_KEYS) do ks[#ks + 1] = pre .. s end
+  redis.call('UNLINK', unpack(ks))
+  return 'done'
+end)
+
 -- ---- deployments ----
 -- One active release per workflow per cluster, under the cluster's tag
 -- {c:<slug>} (deploy.go passes every key name):
@@ -734,4 +847,37 @@ redis.register_function('rf_undeploy', function(keys, args)
   local rev = redis.call('INCR', rk)
   redis.call('PUBLISH', channel, rev)
   return {'ok', cjson.decode(cur).release or '', rev}
+end)
+
+-- ---- control plane (queue/control.go) ----
+
+-- rf_notified acknowledges a delivered job notification: it clears the
+-- pending notification only if it is still the one delivered (a retried job
+-- that finished again has a newer one). KEYS[1] job hash. ARGV: the "npend"
+-- value delivered. Returns 1 when cleared, 0 otherwise.
+redis.register_function('rf_notified', function(keys, args)
+  if redis.call('HGET', keys[1], 'npend') ~= args[1] then return 0 end
+  redis.call('HDEL', keys[1], 'npend', 'natt')
+  return 1
+end)
+
+-- rf_take takes one request from a token bucket.
+-- KEYS[1] the bucket hash (fields tokens, ts). ARGV: rate per second,
+-- burst, now ms. Returns {1, 0} when allowed, else {0, ms until one request
+-- is allowed}. The bucket expires once it would be full again.
+redis.register_function('rf_take', function(keys, args)
+  local rate, burst, now = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  local b = redis.call('HMGET', keys[1], 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if not tokens then tokens, ts = burst, now end
+  if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate / 1000) end
+  local ok, wait = 1, 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    ok, wait = 0, math.ceil((1 - tokens) * 1000 / rate)
+  end
+  redis.call('HSET', keys[1], 'tokens', tostring(tokens), 'ts', math.max(now, ts))
+  redis.call('PEXPIRE', keys[1], math.ceil(burst * 1000 / rate) + 1000)
+  return {ok, wait}
 end)

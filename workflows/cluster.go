@@ -2,6 +2,8 @@ package workflows
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/runfleet/runfleet/queue"
 )
@@ -40,4 +42,41 @@ func (cc *ClusterClient) List(ctx context.Context) ([]Cluster, error) {
 // Delete removes a cluster. Jobs submitted to it keep their records.
 func (cc *ClusterClient) Delete(ctx context.Context, slug string) error {
 	return cc.c.q.DeleteCluster(ctx, slug)
+}
+
+// Declare records that the cluster will serve these task identifiers, as a
+// runner registering them does, so jobs for them are accepted before any
+// runner exists (a fleet scaled to zero, filled by events). Jobs wait queued
+// until a runner that can run them starts.
+func (cc *ClusterClient) Declare(ctx context.Context, slug string, ids ...TaskIdentifier) error {
+	if _, err := cc.c.q.GetCluster(ctx, slug); err != nil {
+		return err
+	}
+	qids := make([]queue.Identifier, 0, len(ids))
+	for _, id := range ids {
+		q, err := id.parse()
+		if err != nil {
+			return err
+		}
+		qids = append(qids, q)
+	}
+	return cc.c.q.RegisterIdentifiers(ctx, slug, qids)
+}
+
+// Tasks lists the task identifiers the cluster serves: those its runners
+// registered, its deployments expose, or it declared.
+func (cc *ClusterClient) Tasks(ctx context.Context, slug string) ([]TaskIdentifier, error) {
+	if _, err := cc.c.q.GetCluster(ctx, slug); err != nil {
+		return nil, err
+	}
+	ids, err := cc.c.q.RegisteredIdentifiers(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TaskIdentifier, len(ids))
+	for i, id := range ids {
+		out[i] = NewTaskIdentifier(id.Name, id.Version())
+	}
+	slices.SortFunc(out, func(a, b TaskIdentifier) int { return strings.Compare(a.String(), b.String()) })
+	return out, nil
 }

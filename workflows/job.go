@@ -3,8 +3,13 @@ package workflows
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	neturl "net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,7 +74,8 @@ func (jc *JobClient) Submit(ctx context.Context, name, cluster string, task Task
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return jc.submit(ctx, name, cluster, id, input, cfg.maxRetries)
+	j, _, err := jc.submit(ctx, submission{name: name, cluster: cluster, id: id, input: input, maxRetries: cfg.maxRetries})
+	return j, err
 }
 
 // SubmitRequest is a submission by task name, for callers without the task's
@@ -80,13 +86,71 @@ type SubmitRequest struct {
 	Task       TaskIdentifier  // root task identifier, required
 	Input      json.RawMessage // root task input, a JSON object (default {})
 	MaxRetries int             // retries of the root task (default 0)
+	// Notify is a URL that receives a signed JSON POST of the job's final
+	// state when it finishes (default none).
+	Notify string
+	// IdempotencyKey, when set, makes the submission happen once: the same
+	// key within IdempotencyTTL returns the job the first submission
+	// created, also when that submitter died before it finished.
+	IdempotencyKey string
+	// IdempotencyTTL is how long the key is remembered (default 24 h).
+	IdempotencyTTL time.Duration
 }
+
+// Errors of submissions, for callers that map them (the HTTP API); test
+// with errors.Is.
+var (
+	// ErrUnknownTask: no runner of the cluster registered (and the cluster
+	// did not declare) a task identifier that can run the submitted one.
+	ErrUnknownTask = errors.New("unknown task")
+	// ErrInvalidInput: the input is not a JSON object.
+	ErrInvalidInput = errors.New("invalid input")
+	// ErrInputTooLarge: the input is over the client's limit.
+	ErrInputTooLarge = errors.New("input too large")
+)
+
+// markedError is an error with its own message that also matches a
+// sentinel with errors.Is.
+type markedError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *markedError) Error() string        { return e.msg }
+func (e *markedError) Is(target error) bool { return target == e.sentinel }
+
+func markErr(sentinel error, format string, args ...any) error {
+	return &markedError{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
+}
+
+// DefaultIdempotencyTTL is how long an idempotency key is remembered.
+const DefaultIdempotencyTTL = 24 * time.Hour
+
+// ErrIdempotencyConflict is returned when an idempotency key was used before
+// with a different request.
+var ErrIdempotencyConflict = queue.ErrIdempotencyConflict
 
 // SubmitRaw submits a job whose root task is given by identifier and JSON input.
 func (jc *JobClient) SubmitRaw(ctx context.Context, r SubmitRequest) (Job, error) {
+	j, _, err := jc.SubmitOnce(ctx, r)
+	return j, err
+}
+
+// SubmitOnce is SubmitRaw that also reports whether this call created the
+// job (false when r.IdempotencyKey named an earlier submission).
+func (jc *JobClient) SubmitOnce(ctx context.Context, r SubmitRequest) (Job, bool, error) {
+	id, input, err := jc.checkRaw(r)
+	if err != nil {
+		return Job{}, false, err
+	}
+	return jc.submit(ctx, submission{name: r.Name, cluster: r.Cluster, id: id, input: input,
+		maxRetries: r.MaxRetries, notify: r.Notify, idemKey: r.IdempotencyKey, idemTTL: r.IdempotencyTTL})
+}
+
+func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error) {
 	id, err := r.Task.parse()
 	if err != nil {
-		return Job{}, fmt.Errorf("submit job %q: %w", r.Name, err)
+		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
 	}
 	input := bytes.TrimSpace(r.Input)
 	if len(input) == 0 {
@@ -94,12 +158,48 @@ func (jc *JobClient) SubmitRaw(ctx context.Context, r SubmitRequest) (Job, error
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(input, &obj); err != nil || obj == nil {
-		return Job{}, fmt.Errorf("submit job %q: input must be a JSON object: %s", r.Name, jsonErr(err))
+		return id, nil, markErr(ErrInvalidInput, "submit job %q: input must be a JSON object: %s", r.Name, jsonErr(err))
 	}
 	if jc.c.maxInput > 0 && len(input) > jc.c.maxInput {
-		return Job{}, fmt.Errorf("submit job %q: input is %d bytes, over the %d byte limit", r.Name, len(input), jc.c.maxInput)
+		return id, nil, markErr(ErrInputTooLarge, "submit job %q: input is %d bytes, over the %d byte limit", r.Name, len(input), jc.c.maxInput)
 	}
-	return jc.submit(ctx, r.Name, r.Cluster, id, input, r.MaxRetries)
+	if err := checkNotifyURL(r.Notify); err != nil {
+		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
+	}
+	return id, input, nil
+}
+
+// checkNotifyURL accepts "" or an absolute http(s) URL.
+func checkNotifyURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("notify URL %q is not an absolute http:// or https:// URL", raw)
+	}
+	return nil
+}
+
+// submission is one job to write.
+type submission struct {
+	name, cluster   string
+	id              queue.Identifier
+	input           []byte
+	maxRetries      int
+	notify, idemKey string
+	idemTTL         time.Duration
+}
+
+// fingerprint identifies the request an idempotency key was used for.
+func (s submission) fingerprint() string {
+	h := sha256.New()
+	for _, part := range []string{s.name, s.cluster, s.id.Name, s.id.Version(), string(s.input),
+		strconv.Itoa(s.maxRetries), s.notify} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func jsonErr(err error) string {
@@ -109,29 +209,55 @@ func jsonErr(err error) string {
 	return err.Error()
 }
 
-func (jc *JobClient) submit(ctx context.Context, name, cluster string, id queue.Identifier, input []byte, maxRetries int) (Job, error) {
+func (jc *JobClient) submit(ctx context.Context, s submission) (Job, bool, error) {
+	name, cluster, id := s.name, s.cluster, s.id
 	if strings.TrimSpace(name) == "" {
-		return Job{}, fmt.Errorf("submit job: job name is empty")
+		return Job{}, false, fmt.Errorf("submit job: job name is empty")
 	}
-	if maxRetries < 0 {
-		return Job{}, fmt.Errorf("submit job %q: max retries %d is negative", name, maxRetries)
+	if s.maxRetries < 0 {
+		return Job{}, false, fmt.Errorf("submit job %q: max retries %d is negative", name, s.maxRetries)
 	}
 	if _, err := jc.c.q.GetCluster(ctx, cluster); err != nil {
-		return Job{}, fmt.Errorf("submit job %q: %w", name, err)
+		return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
 	}
 	known, err := jc.c.q.RegisteredIdentifiers(ctx, cluster)
 	if err != nil {
-		return Job{}, err
+		return Job{}, false, err
 	}
 	if err := runnable(known, id, cluster); err != nil {
-		return Job{}, fmt.Errorf("submit job %q: %w", name, err)
+		return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
 	}
-	p := queue.SubmitJobParams{ID: uuid.Must(uuid.NewV7()).String(), Name: name, Cluster: cluster,
-		Task: id, Input: input, MaxRetries: maxRetries}
-	if err := jc.c.q.SubmitJob(ctx, p); err != nil {
-		return Job{}, err
+	jobID := uuid.Must(uuid.NewV7()).String()
+	if s.idemKey != "" {
+		ttl := s.idemTTL
+		if ttl <= 0 {
+			ttl = DefaultIdempotencyTTL
+		}
+		reserved, err := jc.c.q.ReserveIdempotencyKey(ctx, s.idemKey, jobID, s.fingerprint(), ttl)
+		if err != nil {
+			return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
+		}
+		if reserved != jobID {
+			// An earlier submission with this key: return its job, or
+			// finish writing it if that submitter died first.
+			if j, err := jc.c.q.GetJob(ctx, reserved); err == nil {
+				return j, false, nil
+			} else if !errors.Is(err, queue.ErrJobNotFound) {
+				return Job{}, false, err
+			}
+			jobID = reserved
+		}
 	}
-	return jc.c.q.GetJob(ctx, p.ID)
+	p := queue.SubmitJobParams{ID: jobID, Name: name, Cluster: cluster,
+		Task: id, Input: s.input, MaxRetries: s.maxRetries, Notify: s.notify}
+	created := true
+	if err := jc.c.q.SubmitJob(ctx, p); errors.Is(err, queue.ErrJobExists) && s.idemKey != "" {
+		created = false // a concurrent delivery of the same submission won
+	} else if err != nil {
+		return Job{}, false, err
+	}
+	j, err := jc.c.q.GetJob(ctx, p.ID)
+	return j, created, err
 }
 
 // runnable checks that some runner of the cluster registered an identifier
@@ -147,13 +273,14 @@ func runnable(known []queue.Identifier, id queue.Identifier, cluster string) err
 		}
 	}
 	if len(versions) == 0 {
-		return fmt.Errorf("unknown task %q in cluster %q: no runner of that cluster has registered it (start a runner that registers it first)", id.Name, cluster)
+		return markErr(ErrUnknownTask, "unknown task %q in cluster %q: no runner of that cluster has registered it (start a runner that registers it, or declare it with `runfleet cluster declare`)", id.Name, cluster)
 	}
-	return fmt.Errorf("no runner of cluster %q can run %s: registered versions are %s (a runner needs the same major version and at least the minor)", cluster, id, strings.Join(versions, ", "))
+	return markErr(ErrUnknownTask, "no runner of cluster %q can run %s: registered versions are %s (a runner needs the same major version and at least the minor)", cluster, id, strings.Join(versions, ", "))
 }
 
-// Get returns a job with task counts and progress.
-func (jc *JobClient) Get(ctx context.Context, id string) (Job, error) { return jc.c.q.GetJob(ctx, id) }
+// Get returns a job with task counts and progress. A job archived after its
+// retention is read back from its archive (Archived set).
+func (jc *JobClient) Get(ctx context.Context, id string) (Job, error) { return jc.getJob(ctx, id) }
 
 // ListOptions filters List; zero values match everything.
 type ListOptions struct {
@@ -181,17 +308,22 @@ func validJobState(s string) bool {
 
 // Retry puts every failed task of a failed or canceled job back to queued and
 // the job back to running. Computed tasks are kept and never run again.
-func (jc *JobClient) Retry(ctx context.Context, id string) error { return jc.c.q.RetryJob(ctx, id) }
-
-// Cancel stops handing out the job's tasks; running tasks finish. Retry resumes it.
-func (jc *JobClient) Cancel(ctx context.Context, id string) error {
-	_, err := jc.c.q.CancelJob(ctx, id)
-	return err
+// An archived job is ErrJobArchived.
+func (jc *JobClient) Retry(ctx context.Context, id string) error {
+	return jc.unlessArchived(ctx, id, jc.c.q.RetryJob(ctx, id))
 }
 
-// Tasks lists every task of a job, parents before children.
+// Cancel stops handing out the job's tasks; running tasks finish. Retry resumes it.
+// An archived job is ErrJobArchived.
+func (jc *JobClient) Cancel(ctx context.Context, id string) error {
+	_, err := jc.c.q.CancelJob(ctx, id)
+	return jc.unlessArchived(ctx, id, err)
+}
+
+// Tasks lists every task of a job, parents before children; those of an
+// archived job come from its archive.
 func (jc *JobClient) Tasks(ctx context.Context, id string) ([]TaskInfo, error) {
-	return jc.c.q.JobTasks(ctx, id)
+	return jc.jobTasks(ctx, id)
 }
 
 // Finished reports whether a job state is final until someone retries it.
