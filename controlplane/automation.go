@@ -260,20 +260,14 @@ func GetAutomation(ctx context.Context, c *workflows.Client, idOrName string) (A
 }
 
 // PauseAutomation pauses (paused=true) or resumes an automation. A paused
-// automation submits nothing; cron ticks that pass while it is paused are
-// skipped, not caught up.
+// automation submits nothing; cron ticks that pass while it is paused (and a
+// scheduler runs) are skipped, not caught up.
 func PauseAutomation(ctx context.Context, c *workflows.Client, idOrName string, paused bool) (Automation, error) {
 	a, err := GetAutomation(ctx, c, idOrName)
 	if err != nil {
 		return a, err
 	}
 	a.Paused = paused
-	if paused == false && a.Cron != "" {
-		// Resume from now: the ticks missed while paused do not fire.
-		if err := c.Queue().SetCronTick(ctx, a.ID, time.Now()); err != nil {
-			return a, err
-		}
-	}
 	b, _ := json.Marshal(a)
 	ok, err := c.Queue().UpdateAutomation(ctx, a.ID, b)
 	if err != nil {

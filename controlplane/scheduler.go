@@ -13,7 +13,8 @@ const maxCatchUp = 100000
 // that is due and not yet fired, and records it. Ticks missed while no
 // scheduler ran are skipped except that latest one: a schedule that was
 // down for a night runs once when it comes back, not once per missed tick.
-// A new automation's first tick is the first after its creation.
+// A new automation's first tick is the first after its creation. Ticks
+// that pass while an automation is paused are recorded as skipped.
 //
 // Any number of schedulers (gateways) may run this at once against one
 // Redis: they compute the same ticks, and each tick's submission is
@@ -30,7 +31,7 @@ func (s *Server) FireDueTicks(ctx context.Context) (int, error) {
 	now := s.cfg.Now()
 	fired := 0
 	for _, a := range autos {
-		if a.Cron == "" || a.Paused {
+		if a.Cron == "" {
 			continue
 		}
 		sched, err := parseCron(a.Cron, a.Timezone)
@@ -47,6 +48,14 @@ func (s *Server) FireDueTicks(ctx context.Context) (int, error) {
 			due = t
 		}
 		if due.IsZero() {
+			continue
+		}
+		if a.Paused {
+			// Ticks that pass while paused are skipped: recording them
+			// keeps a resumed automation from catching up.
+			if err := s.cfg.Client.Queue().SetCronTick(ctx, a.ID, due); err != nil {
+				return fired, err
+			}
 			continue
 		}
 		if _, err := s.HandleSchedule(ctx, ScheduleEvent{Automation: a.ID, ScheduledTime: due}); err != nil {

@@ -22,7 +22,7 @@ dashes, starting with a letter or digit.`,
 		RunE: groupRunE,
 	}
 	cmd.AddCommand(a.clusterCreateCmd(), a.clusterGetCmd(), a.clusterListCmd(), a.clusterDeleteCmd(),
-		a.clusterDeploymentsCmd())
+		a.clusterDeploymentsCmd(), a.clusterDeclareCmd(), a.clusterTasksCmd())
 	return cmd
 }
 

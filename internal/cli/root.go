@@ -97,7 +97,8 @@ type app struct {
 	in       io.Reader
 	out, err io.Writer
 
-	redisURL string // --redis
+	redisURL string   // --redis
+	api      apiFlags // --api, --token (api.go)
 
 	// terminal reports whether w is an interactive terminal (live progress).
 	terminal func(w io.Writer) bool
@@ -186,18 +187,27 @@ func (a *app) rootCmd() *cobra.Command {
 runner processes.
 
 Redis is found through --redis, else $RUNFLEET_REDIS_URL, else
-` + workflows.DefaultRedisURL + `.`,
+` + workflows.DefaultRedisURL + `.
+
+With --api URL (or $RUNFLEET_API_URL) and a token (--token or
+$RUNFLEET_API_TOKEN), job submit, get, list, cancel, retry and wait go through
+the HTTP API instead, for people who may submit jobs but hold no Redis
+credentials. Every other command (job tasks, cluster, token, automation, ...)
+uses Redis.`,
 		Example: `  runfleet cluster create dev
   runfleet job submit --cluster dev --name hello --task Noop --version v1.0 --wait
-  runfleet --redis redis://10.0.0.5:6379/0 job list`,
+  runfleet --redis redis://10.0.0.5:6379/0 job list
+  RUNFLEET_API_TOKEN=rf_... runfleet --api https://runfleet.example.com job list`,
 		Args:          groupArgs,
 		RunE:          groupRunE,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	a.configureRoot(root)
+	a.addAPIFlags(root)
 
-	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd())
+	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd(),
+		a.tokenCmd(), a.automationCmd(), a.gatewayCmd(), a.notificationCmd())
 
 	// Create cobra's help and completion commands now so they get examples too.
 	root.InitDefaultHelpCmd()

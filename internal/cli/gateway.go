@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runfleet/runfleet/controlplane"
+)
+
+type gatewayOptions struct {
+	listen    string
+	store     storeOptions
+	retention string
+	noArchive bool
+	sweep     time.Duration
+	tick      time.Duration
+	verbose   bool
+}
+
+func (a *app) gatewayCmd() *cobra.Command {
+	o := &gatewayOptions{}
+	cmd := &cobra.Command{
+		Use:   "gateway [--listen ADDR]",
+		Short: "Serve the HTTP API and run automations, the sweep and job notifications",
+		Long: `Serve the control plane without AWS: the HTTP API v1 (jobs, clusters, S3
+event webhooks such as MinIO's), cron automations (checked every --tick),
+the sweep (every --sweep-interval: dead runners' tasks, abandoned staged
+subtasks, archiving finished jobs older than --retention to the store) and
+job notification delivery (every second).
+
+Any number of gateways may share one Redis: each cron tick and each object
+version still makes exactly one job. The gateway prints the address it
+listens on, then logs to stderr. SIGINT or SIGTERM stops it gracefully.`,
+		Example: `  runfleet gateway --listen 127.0.0.1:8080
+  runfleet gateway --listen :8080 --store s3://runfleet/archive --retention 30d`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.gateway(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to serve the HTTP API on (port 0 picks a free one)")
+	o.store.register(f)
+	f.StringVar(&o.retention, "retention", "7d", "how long finished jobs stay in Redis before the sweep archives them (e.g. 36h, 30d)")
+	f.BoolVar(&o.noArchive, "no-archive", false, "never archive finished jobs")
+	f.DurationVar(&o.sweep, "sweep-interval", time.Minute, "how often the sweep runs (0 disables it)")
+	f.DurationVar(&o.tick, "tick", time.Second, "how often cron automations are checked")
+	f.BoolVar(&o.verbose, "verbose", false, "log every submission and delivery")
+	return cmd
+}
+
+func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
+	retention, err := parseDays(o.retention)
+	if err != nil {
+		return usageErrorf("--retention: %v", err)
+	}
+	if o.sweep < 0 || o.tick <= 0 {
+		return usageErrorf("--sweep-interval must not be negative and --tick must be positive")
+	}
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: level}))
+	client, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	cfg := controlplane.Config{Client: client, Retention: retention, Logger: logger}
+	if !o.noArchive {
+		st, shown, err := openStoreURL(ctx, o.store.url)
+		if err != nil {
+			return err
+		}
+		raw, _ := effectiveStoreURL(o.store.url)
+		cfg.Store, cfg.StoreURL = st, raw
+		logger.Info("archiving finished jobs", "store", shown, "retention", retention)
+	}
+	srv, err := controlplane.New(cfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	fmt.Fprintf(a.out, "gateway listening on http://%s\n", l.Addr())
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	a.notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer a.stopNotify(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			logger.Info("stopping the gateway")
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	sweep := o.sweep
+	if sweep == 0 {
+		sweep = -1
+	}
+	g := &controlplane.Gateway{Server: srv, TickEvery: o.tick, SweepEvery: sweep}
+	if err := g.Serve(runCtx, l); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
+}
+
+// parseDays parses a Go duration that may also be given in days ("30d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("%q is not a positive number of days", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration such as 36h or 30d", s)
+	}
+	return d, nil
+}
