@@ -83,7 +83,7 @@ Receivers verify it with the fleet's secret.`,
 	cmd.AddCommand(&cobra.Command{
 		Use:     "secret",
 		Short:   "Print the secret job notifications are signed with (created on first use)",
-		Example: `  export RECEIVER_SECRET="$(runfleet notification secret)"`,
+		Example: `  runfleet notification secret > /etc/receiver/runfleet-secret`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {

@@ -19,10 +19,15 @@ func (a *app) jobCmd() *cobra.Command {
 		Use:   "job",
 		Short: "Submit, inspect, wait for, retry and cancel jobs",
 		Long: `A job is a named submission of one root task to a cluster. Its tasks may fan
-out into subtasks; the job completes when its whole task tree is complete.`,
+out into subtasks; the job completes when its whole task tree is complete.
+
+With --api URL (or $RUNFLEET_API_URL) submit, get, list, cancel, retry and
+wait go through the HTTP API with a token (--token or $RUNFLEET_API_TOKEN)
+instead of Redis; job tasks always reads Redis.`,
 		Example: `  runfleet job submit --cluster dev --name nightly --task Render --version v1.2 --input '{"scene":"a"}'
   runfleet job list --cluster dev --state running
-  runfleet job wait 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --timeout 10m`,
+  runfleet job wait 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --timeout 10m
+  RUNFLEET_API_TOKEN=rf_... runfleet --api https://runfleet.example.com job list`,
 		Args: groupArgs,
 		RunE: groupRunE,
 	}
@@ -48,10 +53,19 @@ are accepted, so start a runner before the first submission.
 
 The job id is printed on stdout, alone on one line. With --wait the command
 then waits like "runfleet job wait" and exits the same way: 0 completed,
-1 failed or canceled, 3 timed out.`,
+1 failed or canceled, 3 timed out.
+
+With --idempotency-key K the submission happens once: submitting again with
+the same key within 24 hours prints the job the first submission created
+(and says so on stderr) instead of creating another. With --api every
+submission carries a key (a random one per invocation when none is given),
+so the client's retries after a lost answer never create a second job.
+With --notify URL the job's final state is POSTed to URL when it finishes.`,
 		Example: `  runfleet job submit --cluster dev --name hello --task Noop --version v1.0
   runfleet job submit --cluster dev --name tiles --task Render --version v2.1 --input '{"zoom":12}' --max-retries 3
-  jq -n '{scene:"b"}' | runfleet job submit --cluster dev --name b --task Render --version v2.1 --input-file - --wait --timeout 30m`,
+  jq -n '{scene:"b"}' | runfleet job submit --cluster dev --name b --task Render --version v2.1 --input-file - --wait --timeout 30m
+  runfleet --api https://runfleet.example.com job submit --cluster dev --name nightly-2025-06-01 --task Render --version v2.1 \
+    --idempotency-key nightly-2025-06-01 --notify https://hooks.example.com/runfleet`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, f := range []struct{ flag, val string }{
@@ -75,16 +89,22 @@ then waits like "runfleet job wait" and exits the same way: 0 completed,
 				}
 				req.Input = b
 			}
+			if a.apiMode() {
+				return a.apiSubmit(cmd.Context(), req, wait, wo)
+			}
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
-				j, err := c.Jobs().SubmitRaw(cmd.Context(), req)
+				j, created, err := c.Jobs().SubmitOnce(cmd.Context(), req)
 				if err != nil {
 					return err
+				}
+				if !created {
+					fmt.Fprintf(a.err, "job %s was already submitted with idempotency key %q; not submitted again\n", j.ID, req.IdempotencyKey)
 				}
 				fmt.Fprintln(a.out, j.ID)
 				if !wait {
 					return nil
 				}
-				return a.waitJob(cmd.Context(), c, j.ID, wo)
+				return a.waitJob(cmd.Context(), c.Jobs(), j.ID, wo)
 			})
 		},
 	}
@@ -96,6 +116,9 @@ then waits like "runfleet job wait" and exits the same way: 0 completed,
 	f.StringVar(&input, "input", "", "root task input, a JSON object (default {})")
 	f.StringVar(&inputFile, "input-file", "", "read the input from a file; - reads stdin")
 	f.IntVar(&req.MaxRetries, "max-retries", 0, "how often the root task is retried after it fails")
+	f.StringVar(&req.Notify, "notify", "", "URL that receives a POST of the job's final state when it finishes")
+	f.StringVar(&req.IdempotencyKey, "idempotency-key", "",
+		"submit at most once per key: a repeat within 24 h returns the first job (with --api default: random per invocation)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to finish, like runfleet job wait")
 	wo.flags(cmd, "with --wait: ")
 	return cmd
@@ -147,6 +170,9 @@ func (a *app) jobGetCmd() *cobra.Command {
   runfleet job get 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq .task_counts`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.apiMode() {
+				return a.apiGet(cmd.Context(), args[0], asJSON)
+			}
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
 				j, err := c.Jobs().Get(cmd.Context(), args[0])
 				if err != nil {
@@ -207,6 +233,9 @@ func (a *app) jobListCmd() *cobra.Command {
 			if opts.Limit < 1 {
 				return usageErrorf("--limit must be at least 1, got %d", opts.Limit)
 			}
+			if a.apiMode() {
+				return a.apiList(cmd.Context(), opts, asJSON)
+			}
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
 				if opts.Cluster != "" {
 					// A deleted cluster's jobs stay listable; only a malformed
@@ -263,6 +292,9 @@ Computed work is kept and never runs again. Retrying a canceled job resumes it.`
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, id := cmd.Context(), args[0]
+			if a.apiMode() {
+				return a.apiRetry(ctx, id)
+			}
 			return a.withClient(ctx, func(c *workflows.Client) error {
 				j, err := c.Jobs().Get(ctx, id)
 				if err != nil {
@@ -295,6 +327,9 @@ running finish and their results are kept. "runfleet job retry" resumes it.`,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, id := cmd.Context(), args[0]
+			if a.apiMode() {
+				return a.apiCancel(ctx, id)
+			}
 			return a.withClient(ctx, func(c *workflows.Client) error {
 				j, err := c.Jobs().Get(ctx, id)
 				if err != nil {

@@ -58,8 +58,11 @@ Exit codes: 0 the job completed, 1 it failed or was canceled (or an error),
 			if err := wo.validate(); err != nil {
 				return err
 			}
+			if a.apiMode() {
+				return a.apiWait(cmd.Context(), args[0], wo)
+			}
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
-				return a.waitJob(cmd.Context(), c, args[0], wo)
+				return a.waitJob(cmd.Context(), c.Jobs(), args[0], wo)
 			})
 		},
 	}
@@ -69,10 +72,16 @@ Exit codes: 0 the job completed, 1 it failed or was canceled (or an error),
 
 var errWaitTimeout = errors.New("wait timeout")
 
+// jobWaiter polls a job until it finishes: *workflows.JobClient over Redis,
+// or apiJobs over the HTTP API (api.go).
+type jobWaiter interface {
+	Wait(ctx context.Context, id string, every time.Duration, onUpdate func(workflows.Job)) (workflows.Job, error)
+}
+
 // waitJob polls a job until it finishes and returns the exit status for its
 // final state: nil when completed, exit code 1 when failed or canceled, 3 when
 // the timeout passed first.
-func (a *app) waitJob(ctx context.Context, c *workflows.Client, id string, o waitOptions) error {
+func (a *app) waitJob(ctx context.Context, jobs jobWaiter, id string, o waitOptions) error {
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errWaitTimeout)
@@ -82,7 +91,7 @@ func (a *app) waitJob(ctx context.Context, c *workflows.Client, id string, o wai
 		o.interval = defaultPollInterval
 	}
 	p := &progressPrinter{w: a.out, live: a.terminal(a.out), width: terminalWidth()}
-	j, err := c.Jobs().Wait(ctx, id, o.interval, p.update)
+	j, err := jobs.Wait(ctx, id, o.interval, p.update)
 	p.finish()
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errWaitTimeout) {
