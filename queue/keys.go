@@ -20,9 +20,18 @@ import "strconv"
 //	rf:{j:<id>}:held                 hash seq -> stream: hints read while the job was stopped
 //	rf:{j:<id>}:failed               set of failed task seqs (for retry)
 //	rf:{j:<id>}:progress             hash "label\x00total" / "label\x00done" -> count
+//	rf:{j:<id>}:nonce                counter making outbox values unique per call
+//	rf:{j:<id>}:staged               hash "<parent>:<attempt>:<base>" -> furthest offset written:
+//	                                 staged subtask sets not yet committed (stage_gc.go)
+//	rf:archived                      hash job id -> archive record JSON: where an archived
+//	                                 job's export lives once it left Redis (archive.go)
+//
+// Archiving removes every key of a job's tag: a new per-job key must be
+// added to JOB_KEYS in runfleet.lua too.
 const (
 	keyClusters = "rf:clusters"
 	keyJobs     = "rf:jobs"
+	keyArchived = "rf:archived"
 	// Group is the one consumer group every runner of a cluster reads with.
 	Group = "runners"
 )

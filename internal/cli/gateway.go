@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -57,9 +55,9 @@ listens on, then logs to stderr. SIGINT or SIGTERM stops it gracefully.`,
 }
 
 func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
-	retention, err := parseDays(o.retention)
+	retention, err := parseRetention(o.retention)
 	if err != nil {
-		return usageErrorf("--retention: %v", err)
+		return usageErrorf("%v", err)
 	}
 	if o.sweep < 0 || o.tick <= 0 {
 		return usageErrorf("--sweep-interval must not be negative and --tick must be positive")
@@ -117,18 +115,3 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 	return nil
 }
 
-// parseDays parses a Go duration that may also be given in days ("30d").
-func parseDays(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days <= 0 {
-			return 0, fmt.Errorf("%q is not a positive number of days", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q is not a positive duration such as 36h or 30d", s)
-	}
-	return d, nil
-}

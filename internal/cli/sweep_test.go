@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,12 +22,16 @@ func TestSweepRequeuesTheTasksOfADeadRunner(t *testing.T) {
 	f.register("dev")
 
 	sweep := func() map[string]int {
-		r := f.ok("sweep", "--json")
+		r := f.ok("sweep", "--no-archive", "--json")
 		var rep map[string]int
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
 		return rep
 	}
-	require.Equal(t, map[string]int{"dead_runners": 0, "requeued": 0, "failed": 0, "republished": 0}, sweep())
+	counts := func(dead, requeued int) map[string]int {
+		return map[string]int{"dead_runners": dead, "requeued": requeued, "failed": 0, "republished": 0,
+			"stages_dropped": 0, "archived": 0, "notified": 0, "notify_failed": 0}
+	}
+	require.Equal(t, counts(0, 0), sweep())
 
 	// A runner takes the task and dies: its heartbeat is gone.
 	id := f.submit("dev", "Sleep", `{"ms": 60000}`)
@@ -47,9 +53,91 @@ func TestSweepRequeuesTheTasksOfADeadRunner(t *testing.T) {
 	require.Len(t, held, 1)
 	require.NoError(t, q.Stopped(ctx, "dev", "gone"))
 
-	require.Equal(t, map[string]int{"dead_runners": 1, "requeued": 1, "failed": 0, "republished": 0}, sweep())
-	counts := f.job(id)["task_counts"].(map[string]any)
-	require.Equal(t, float64(1), counts["queued"])
-	require.Equal(t, float64(0), counts["running"])
-	require.Contains(t, f.ok("sweep").stdout, "swept: 0 dead runners")
+	require.Equal(t, counts(1, 1), sweep())
+	tasks := f.job(id)["task_counts"].(map[string]any)
+	require.Equal(t, float64(1), tasks["queued"])
+	require.Equal(t, float64(0), tasks["running"])
+	require.Contains(t, f.ok("sweep", "--no-archive").stdout, "swept: 0 dead runners")
+}
+
+func TestSweepArchivesOldJobsThatJobGetStillFinds(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.cluster("dev")
+	f.runner("dev")
+	id := f.submit("dev", "Noop", `{}`)
+	f.ok("job", "wait", id, "--interval", "20ms", "--timeout", "30s")
+	dir := t.TempDir()
+	store := "file://" + dir
+	// The job finished a few milliseconds ago: past a 1ms retention.
+	time.Sleep(5 * time.Millisecond)
+
+	r := f.ok("sweep", "--store", store, "--retention", "1ms", "--json")
+	var rep map[string]int
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+	require.Equal(t, 1, rep["archived"])
+	require.FileExists(t, filepath.Join(dir, "jobs", id+".json.zst"))
+
+	job := f.job(id)
+	require.Equal(t, true, job["archived"])
+	require.Equal(t, "completed", job["state"])
+	require.Contains(t, f.ok("job", "tasks", id).stdout, "Noop")
+	require.Zero(t, f.jobCount(), "archived jobs leave the listing")
+	retry := f.run("job", "retry", id)
+	require.Equal(t, ExitFailure, retry.code)
+	require.Contains(t, retry.stderr, "archived")
+
+	again := f.ok("sweep", "--store", store, "--retention", "1ms")
+	require.Contains(t, again.stdout, "0 jobs finished over 1ms ago archived to "+store)
+}
+
+func TestSweepMetricsPrintsOneEMFLinePerClusterOnStdout(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.cluster("dev")
+	f.cluster("prod")
+	f.register("dev")
+	f.submit("dev", "Noop", `{}`)
+
+	r := f.ok("sweep", "--no-archive", "--metrics")
+	require.Contains(t, r.stderr, "swept: 0 dead runners", "the summary moves to stderr")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2)
+	ready := map[string]float64{}
+	for _, l := range lines {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		require.Contains(t, m, "_aws")
+		ready[m["Cluster"].(string)] = m["ReadyTasks"].(float64)
+	}
+	require.Equal(t, map[string]float64{"dev": 1, "prod": 0}, ready)
+}
+
+func TestSweepRefusesBadFlags(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--retention", "0"},
+		{"--retention", "-1d"},
+		{"--retention", "7days"},
+		{"--retention", "d"},
+		{"--no-archive", "--store", "file:///tmp/x"},
+	} {
+		r := runCLI(t, "", append([]string{"--redis", "redis://127.0.0.1:1/0", "sweep"}, args...)...)
+		require.Equal(t, ExitUsage, r.code, "%v: %s", args, r.stderr)
+		require.Contains(t, r.stderr, "--", args)
+	}
+}
+
+func TestParseRetention(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{
+		"7d":   7 * 24 * time.Hour,
+		"1.5d": 36 * time.Hour,
+		"36h":  36 * time.Hour,
+		"90m":  90 * time.Minute,
+	} {
+		got, err := parseRetention(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
 }
