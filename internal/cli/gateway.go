@@ -114,4 +114,3 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 	}
 	return nil
 }
-
