@@ -195,7 +195,11 @@ func writeJob(w io.Writer, j workflows.Job) error {
 	fmt.Fprintf(tw, "ID:\t%s\n", j.ID)
 	fmt.Fprintf(tw, "Name:\t%s\n", j.Name)
 	fmt.Fprintf(tw, "Cluster:\t%s\n", j.Cluster)
-	fmt.Fprintf(tw, "State:\t%s\n", j.State)
+	state := j.State
+	if j.Archived {
+		state += " (archived, read-only)"
+	}
+	fmt.Fprintf(tw, "State:\t%s\n", state)
 	fmt.Fprintf(tw, "Created:\t%s\n", timestamp(j.CreatedAt))
 	fmt.Fprintf(tw, "Started:\t%s\n", timestamp(j.StartedAt))
 	fmt.Fprintf(tw, "Finished:\t%s\n", timestamp(j.FinishedAt))
