@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	neturl "net/url"
 	"os"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -73,7 +74,7 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		ro, err := redis.ParseURL(url)
 		if err != nil {
 			// The URL may hold a password: name only its scheme and host.
-			return nil, fmt.Errorf("%w %s: %v", ErrInvalidRedisURL, redactURL(url), err)
+			return nil, fmt.Errorf("%w %s: %s", ErrInvalidRedisURL, redactURL(url), parseErrWithoutSecrets(url, err))
 		}
 		c.rdb = redis.NewClient(ro)
 		c.ownsRedis = true
@@ -87,6 +88,24 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	}
 	c.q = q
 	return c, nil
+}
+
+// parseErrWithoutSecrets is the message of a URL parse error without the
+// URL itself (net/url quotes it whole, password included).
+func parseErrWithoutSecrets(raw string, err error) string {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	if u, perr := neturl.Parse(raw); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	} else if strings.Contains(msg, raw) {
+		msg = strings.ReplaceAll(msg, raw, "the URL")
+	}
+	return msg
 }
 
 func redactURL(raw string) string {

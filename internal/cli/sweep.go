@@ -2,8 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -106,25 +104,11 @@ second; sweep is for operators, cron and fleets without the sweep function.`,
 	return cmd
 }
 
-// parseRetention reads --retention: "<n>d" days, or a Go duration. Go
-// durations have no day unit, and retention is usually counted in days.
+// parseRetention reads --retention: "<n>d" days, or a Go duration.
 func parseRetention(s string) (time.Duration, error) {
-	bad := fmt.Errorf("--retention %q: want a number of days such as 7d or a Go duration such as 36h", s)
-	var d time.Duration
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(days, 64)
-		if err != nil || n > 100*365 {
-			return 0, bad
-		}
-		d = time.Duration(n * float64(24*time.Hour))
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, bad
-		}
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("--retention %q: must be more than zero", s)
+	d, err := controlplane.ParseRetention(s)
+	if err != nil {
+		return 0, fmt.Errorf("--%w", err)
 	}
 	return d, nil
 }
