@@ -128,16 +128,3 @@ func TestSweepRefusesBadFlags(t *testing.T) {
 	}
 }
 
-func TestParseRetention(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]time.Duration{
-		"7d":   7 * 24 * time.Hour,
-		"1.5d": 36 * time.Hour,
-		"36h":  36 * time.Hour,
-		"90m":  90 * time.Minute,
-	} {
-		got, err := parseRetention(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, got, in)
-	}
-}
