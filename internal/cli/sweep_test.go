@@ -127,4 +127,3 @@ func TestSweepRefusesBadFlags(t *testing.T) {
 		require.Contains(t, r.stderr, "--", args)
 	}
 }
-
