@@ -118,7 +118,10 @@ var errPermanent = errors.New("automation cannot submit")
 func (s *Server) submitFor(ctx context.Context, a Automation, input []byte, key, jobName string) (EventJob, error) {
 	j, created, err := s.cfg.Client.Jobs().SubmitOnce(ctx, workflows.SubmitRequest{
 		Name: jobName, Cluster: a.Cluster, Task: workflows.NewTaskIdentifier(a.Task, a.Version),
-		Input: input, MaxRetries: a.MaxRetries, Notify: a.Notify, IdempotencyKey: key, IdempotencyTTL: EventTTL})
+		Input: input, MaxRetries: a.MaxRetries, Notify: a.Notify, IdempotencyKey: key, IdempotencyTTL: EventTTL,
+		// The key names the object version or tick; a redelivery differs
+		// only in details such as the event time, and is the same job.
+		Fingerprint: "event"})
 	if err != nil {
 		if errors.Is(err, workflows.ErrClusterNotFound) || errors.Is(err, workflows.ErrUnknownTask) ||
 			errors.Is(err, workflows.ErrInvalidInput) || errors.Is(err, workflows.ErrInputTooLarge) ||

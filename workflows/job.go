@@ -95,6 +95,11 @@ type SubmitRequest struct {
 	IdempotencyKey string
 	// IdempotencyTTL is how long the key is remembered (default 24 h).
 	IdempotencyTTL time.Duration
+	// Fingerprint identifies the request for IdempotencyKey: a repeat of
+	// the key with another fingerprint is ErrIdempotencyConflict. Default:
+	// a hash of every field. Event sources whose repeats differ in details
+	// that do not matter (a redelivered event's time) set their own.
+	Fingerprint string
 }
 
 // Errors of submissions, for callers that map them (the HTTP API); test
@@ -144,7 +149,8 @@ func (jc *JobClient) SubmitOnce(ctx context.Context, r SubmitRequest) (Job, bool
 		return Job{}, false, err
 	}
 	return jc.submit(ctx, submission{name: r.Name, cluster: r.Cluster, id: id, input: input,
-		maxRetries: r.MaxRetries, notify: r.Notify, idemKey: r.IdempotencyKey, idemTTL: r.IdempotencyTTL})
+		maxRetries: r.MaxRetries, notify: r.Notify, idemKey: r.IdempotencyKey, idemTTL: r.IdempotencyTTL,
+		fp: r.Fingerprint})
 }
 
 func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error) {
@@ -189,10 +195,14 @@ type submission struct {
 	maxRetries      int
 	notify, idemKey string
 	idemTTL         time.Duration
+	fp              string // overrides fingerprint()
 }
 
 // fingerprint identifies the request an idempotency key was used for.
 func (s submission) fingerprint() string {
+	if s.fp != "" {
+		return s.fp
+	}
 	h := sha256.New()
 	for _, part := range []string{s.name, s.cluster, s.id.Name, s.id.Version(), string(s.input),
 		strconv.Itoa(s.maxRetries), s.notify} {

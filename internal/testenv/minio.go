@@ -31,6 +31,7 @@ type MinIO struct {
 	AccessKey string // root user, MINIO_ROOT_USER
 	SecretKey string // root password, MINIO_ROOT_PASSWORD
 
+	env []string // extra KEY=value settings, after the defaults
 	process
 }
 
@@ -88,6 +89,18 @@ var goBinDirs = sync.OnceValue(func() []string {
 // StartMinIO starts a MinIO server in dir on a free loopback port and waits
 // until it reports ready.
 func StartMinIO(ctx context.Context, dir string) (*MinIO, error) {
+	return StartMinIOEnv(ctx, dir)
+}
+
+// StartMinIOEnv is StartMinIO with extra KEY=value environment settings,
+// which win over the defaults: a webhook notification target
+// (MINIO_NOTIFY_WEBHOOK_ENABLE_<ID>=on, _ENDPOINT_<ID>, _AUTH_TOKEN_<ID>,
+// _QUEUE_DIR_<ID>) or MINIO_REGION, which then appears in the target's ARN.
+// The webhook target's endpoint need not be up at start: MinIO dials it
+// only when it delivers. MinIO registers its targets in the background
+// after it starts serving, so for a moment after this returns a bucket
+// notification naming the target's ARN may be refused as unknown; retry.
+func StartMinIOEnv(ctx context.Context, dir string, env ...string) (*MinIO, error) {
 	bin, err := MinIOPath()
 	if err != nil {
 		return nil, err
@@ -104,6 +117,7 @@ func StartMinIO(ctx context.Context, dir string) (*MinIO, error) {
 			Dir:       dir,
 			AccessKey: "runfleet-test",
 			SecretKey: "runfleet-test-secret",
+			env:       env,
 		}
 		if lastErr = m.start(ctx, bin); lastErr == nil {
 			return m, nil
@@ -135,6 +149,7 @@ func (m *MinIO) start(ctx context.Context, bin string) error {
 		"MINIO_CI_CD=on",    // small buffer pool, data on the root disk is fine
 		"MINIO_SCANNER_SPEED=slowest",
 	)
+	cmd.Env = append(cmd.Env, m.env...)
 	done, err := m.launch(cmd)
 	if err != nil {
 		return fmt.Errorf("start minio: %w", err)
@@ -248,7 +263,14 @@ func (m *MinIO) NewBucket(t testing.TB) string {
 // is not installed, as NewRedis does for redis-server.
 func NewMinIO(t testing.TB) *MinIO {
 	t.Helper()
-	m, err := StartMinIO(context.Background(), t.TempDir())
+	return NewMinIOEnv(t)
+}
+
+// NewMinIOEnv is NewMinIO with extra environment settings (see
+// StartMinIOEnv).
+func NewMinIOEnv(t testing.TB, env ...string) *MinIO {
+	t.Helper()
+	m, err := StartMinIOEnv(context.Background(), t.TempDir(), env...)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}

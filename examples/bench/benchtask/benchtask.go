@@ -18,7 +18,7 @@ const Version = "v1.0"
 
 // All returns one of each bench task, ready to register.
 func All() []workflows.Task {
-	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}, &Probe{}, &Crash{}}
+	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}, &Probe{}, &Crash{}, &Ingest{}}
 }
 
 // Noop does nothing.
