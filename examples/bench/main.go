@@ -49,7 +49,7 @@ func main() {
 		fmt.Fprintf(flag.CommandLine.Output(), `Usage: bench --cluster C [--concurrency N] [--all] [flags]
 
 Runs the bench tasks Noop, Sleep {"ms"}, Fail, Flaky {"fail_times"},
-FanOut {"n","child","child_input","merge"}, Probe {"ms","children","child_ms"}
+FanOut {"n","child","child_input","merge"}, Probe {"ms","children","child_ms"},
 Crash {"marker"} and Ingest {"object","tag","ms"} (storage automations), all v1.0.
 
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace,
