@@ -229,22 +229,29 @@ func TestCronTicksFireOnceAcrossSchedulers(t *testing.T) {
 
 	// The schedule function's event (EventBridge) for a tick the gateway
 	// already fired is the same job.
-	rep, err := b.srv.HandleSchedule(b.ctx, controlplane.ScheduleEvent{Automation: a.ID, ScheduledTime: clk.now()})
+	ticks, err := b.client.Queue().CronTicks(b.ctx)
 	require.NoError(t, err)
-	if len(rep.Submitted) == 1 && !rep.Submitted[0].Created {
-		require.Equal(t, 6, b.jobCount(t))
-	}
+	rep, err := b.srv.HandleSchedule(b.ctx, controlplane.ScheduleEvent{Automation: a.ID,
+		ScheduledTime: time.UnixMilli(ticks[a.ID])})
+	require.NoError(t, err)
+	require.Len(t, rep.Submitted, 1)
+	require.False(t, rep.Submitted[0].Created)
+	require.Equal(t, 6, b.jobCount(t))
 
 	// Paused automations fire nothing, and resume from now.
 	_, err = controlplane.PauseAutomation(b.ctx, b.client, a.ID, true)
 	require.NoError(t, err)
+	count := b.jobCount(t)
 	clk.add(10 * time.Second)
 	fireAll()
-	count := b.jobCount(t)
+	require.Equal(t, count, b.jobCount(t), "a paused automation fires nothing")
 	_, err = controlplane.PauseAutomation(b.ctx, b.client, a.ID, false)
 	require.NoError(t, err)
 	fireAll()
 	require.Equal(t, count, b.jobCount(t), "ticks missed while paused are not caught up")
+	clk.add(2 * time.Second)
+	fireAll()
+	require.Equal(t, count+1, b.jobCount(t), "a resumed automation fires its next tick")
 }
 
 // receiver is a notification endpoint on a fixed loopback port that can
@@ -429,8 +436,37 @@ func TestNotificationIsAbandonedAfterTheGiveUpTime(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, f)
 	require.True(t, log.Contains("abandoned"))
+	require.False(t, log.Contains("k=v"), "the notify URL's query (often a secret) is not logged")
 	clk.add(time.Hour)
 	d, f, err := srv.DeliverNotifications(b.ctx)
 	require.NoError(t, err)
 	require.Zero(t, d+f)
+}
+
+func TestCronCatchUpAfterLongOutagesFiresOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	every, err := controlplane.CreateAutomation(b.ctx, b.client, controlplane.Automation{Name: "every-second",
+		Cluster: "dev", Task: "Noop", Version: "v1.0", Cron: "* * * * * *"})
+	require.NoError(t, err)
+	daily, err := controlplane.CreateAutomation(b.ctx, b.client, controlplane.Automation{Name: "daily",
+		Cluster: "dev", Task: "Noop", Version: "v1.0", Cron: "0 3 * * *"})
+	require.NoError(t, err)
+	// Ten days without a scheduler: 864,000 missed per-second ticks and
+	// ten missed daily ones. Each automation fires its latest tick, once.
+	clk := &clock{t: every.CreatedAt.Add(10 * 24 * time.Hour)}
+	s, err := controlplane.New(controlplane.Config{Client: b.client, Now: clk.now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	for range 3 {
+		_, err := s.FireDueTicks(b.ctx)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2, b.jobCount(t))
+	ticks, err := b.client.Queue().CronTicks(b.ctx)
+	require.NoError(t, err)
+	require.Equal(t, clk.now().Truncate(time.Second).UnixMilli(), ticks[every.ID])
+	last := time.UnixMilli(ticks[daily.ID]).UTC()
+	require.Equal(t, 3, last.Hour())
+	require.WithinDuration(t, clk.now(), last, 24*time.Hour)
 }

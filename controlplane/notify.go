@@ -7,21 +7,26 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/workflows"
 )
 
 // Job notifications. A job submitted with a notify URL gets a JSON POST of
 // its final state each time it finishes (completed, failed or canceled; a
-// retried job that finishes again is notified again). The transition that
+// retried job that finishes again is notified again; if it finishes again
+// before the earlier notification went out, only the latest finish is
+// sent). The body carries the state and finish time being notified. The transition that
 // finishes the job records the pending notification in the same atomic step,
 // and the gateway, the sweep and `runfleet sweep` deliver pending ones until
 // the receiver answers 2xx, for up to NotifyGiveUp after the finish.
@@ -96,6 +101,9 @@ func notifyClient() *http.Client {
 	rc.RetryWaitMin = 100 * time.Millisecond
 	rc.RetryWaitMax = time.Second
 	rc.Logger = nil
+	// The last answer or error as it is: retryablehttp's own "giving up"
+	// error repeats the URL, whose query may hold a receiver's secret.
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	rc.HTTPClient.Timeout = 10 * time.Second
 	return rc.StandardClient()
 }
@@ -131,7 +139,7 @@ func (s *Server) deliverNotifications(ctx context.Context) (delivered, failed in
 				if workflows.Finished(n.State) {
 					err = q.DropNotification(ctx, n.JobID)
 				} else {
-					err = q.RecheckNotification(ctx, n.JobID, now.Add(time.Minute))
+					err = q.RecheckNotification(ctx, n.JobID, now.Add(queue.NotifyRecheck))
 				}
 				progressed = true
 			default:
@@ -184,6 +192,12 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 	if err != nil {
 		return err
 	}
+	// The finish being notified, not whatever the job is doing now (it may
+	// have been retried since).
+	state, ms, _ := strings.Cut(pending, "|")
+	if n, err := strconv.ParseInt(ms, 10, 64); err == nil && state != "" {
+		j.State, j.FinishedAt = state, time.UnixMilli(n).UTC()
+	}
 	body, _ := json.Marshal(Notification{Event: "job.finished", Job: j})
 	secret, err := s.cfg.Client.Queue().NotifySecret(ctx)
 	if err != nil {
@@ -191,12 +205,11 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("notify %s: %w", redactURL(url), err)
+		return fmt.Errorf("notify %s: %s", redactURL(url), withoutURL(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "runfleet-notify/1")
 	req.Header.Set(SignatureHeader, Sign(secret, s.cfg.Now(), body))
-	_, ms, _ := strings.Cut(pending, "|")
 	req.Header.Set(DeliveryHeader, jobID+"/"+ms)
 	hc := s.cfg.HTTPClient
 	if hc == nil {
@@ -204,7 +217,7 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("notify %s: %w", redactURL(url), err)
+		return fmt.Errorf("notify %s: %s", redactURL(url), withoutURL(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -212,6 +225,16 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 		return fmt.Errorf("notify %s: answered %s", redactURL(url), resp.Status)
 	}
 	return nil
+}
+
+// withoutURL is the message of an HTTP client error without the request
+// URL that net/http puts in it.
+func withoutURL(err error) string {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // redactURL drops credentials and the query from a URL for logs.

@@ -3,11 +3,32 @@ package controlplane
 import (
 	"context"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
-// maxCatchUp bounds how many missed ticks the scheduler walks past to find
-// the latest due one (a per-second schedule missed for a day).
+// maxCatchUp bounds how many ticks one walk steps through.
 const maxCatchUp = 100000
+
+// latestTick is the last tick of sched after from and not after now, or
+// zero. A dense schedule missed for long would take many steps from
+// "from": the last hour is looked at first, and further back only when it
+// has no tick (a sparse schedule, few steps).
+func latestTick(sched cron.Schedule, from, now time.Time) time.Time {
+	walk := func(from time.Time) time.Time {
+		var due time.Time
+		for t, n := sched.Next(from), 0; !t.IsZero() && !t.After(now) && n < maxCatchUp; t, n = sched.Next(t), n+1 {
+			due = t
+		}
+		return due
+	}
+	if recent := now.Add(-time.Hour); from.Before(recent) {
+		if due := walk(recent); !due.IsZero() {
+			return due
+		}
+	}
+	return walk(from)
+}
 
 // FireDueTicks fires, for every active cron automation, its latest tick
 // that is due and not yet fired, and records it. Ticks missed while no
@@ -43,10 +64,7 @@ func (s *Server) FireDueTicks(ctx context.Context) (int, error) {
 		if ms, ok := ticks[a.ID]; ok && ms > 0 {
 			from = time.UnixMilli(ms)
 		}
-		var due time.Time
-		for t, n := sched.Next(from), 0; !t.IsZero() && !t.After(now) && n < maxCatchUp; t, n = sched.Next(t), n+1 {
-			due = t
-		}
+		due := latestTick(sched, from, now)
 		if due.IsZero() {
 			continue
 		}

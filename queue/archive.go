@@ -125,6 +125,22 @@ func (q *Queue) RecordArchive(ctx context.Context, id string, rec ArchiveRecord)
 	return nil
 }
 
+// LeaseArchive gives one archiver the job for ttl, so two sweeps running at
+// once never export and purge the same job together (the later export
+// could miss tasks the earlier purge already deleted).
+func (q *Queue) LeaseArchive(ctx context.Context, id string, ttl time.Duration) (bool, error) {
+	ok, err := q.rdb.SetNX(ctx, jobPrefix(id)+"alock", 1, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("lease job %s for archiving: %w", id, err)
+	}
+	return ok, nil
+}
+
+// ReleaseArchive gives the lease back (a purge deletes it with the job).
+func (q *Queue) ReleaseArchive(ctx context.Context, id string) error {
+	return q.rdb.Del(ctx, jobPrefix(id)+"alock").Err()
+}
+
 // ArchiveRecordOf returns the archive record of a job, and false when the
 // job was never archived.
 func (q *Queue) ArchiveRecordOf(ctx context.Context, id string) (ArchiveRecord, bool, error) {
@@ -146,8 +162,8 @@ func (q *Queue) ArchiveRecordOf(ctx context.Context, id string) (ArchiveRecord, 
 // (rf_purge), then its index entry. It reports false, deleting nothing and
 // dropping the archive record, when the job changed since the record's
 // version (someone retried it meanwhile): the job stays in Redis and the
-// stale export is replaced when it is archived again. Safe to repeat, and
-// to run from two sweeps at once.
+// stale export is replaced when it is archived again. Safe to repeat;
+// callers hold the job's archive lease (LeaseArchive).
 func (q *Queue) PurgeArchivedJob(ctx context.Context, id string) (bool, error) {
 	rec, ok, err := q.ArchiveRecordOf(ctx, id)
 	if err != nil {

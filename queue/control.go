@@ -18,29 +18,40 @@ import (
 // notifications. Their formats belong to package controlplane; this file
 // only knows where they live.
 //
-//	rf:tokens                   hash SHA-256(token) hex -> token JSON
-//	rf:tokennames               hash token name -> SHA-256(token) hex
+// The records that change together share the hash tag {cp}, so their
+// multi-key steps stay on one Redis Cluster slot.
+//
+//	rf:{cp}:tokens              hash SHA-256(token) hex -> token JSON
+//	rf:{cp}:tokennames          hash token name -> SHA-256(token) hex
 //	rf:ratelimit:<token id>     hash: token bucket (tokens, ts), expires when full
 //	rf:idem:<SHA-256(key)>      string "<job id> <request fingerprint>", with a TTL
-//	rf:automations              hash automation id -> automation JSON
-//	rf:automationnames          hash automation name -> id
-//	rf:crontick                 hash automation id -> last fired tick (unix ms)
+//	rf:{cp}:automations         hash automation id -> automation JSON
+//	rf:{cp}:automationnames     hash automation name -> id
+//	rf:{cp}:crontick            hash automation id -> last fired tick (unix ms)
 //	rf:notify                   sorted set job id -> when to look at it next (unix ms)
 //	rf:notify:secret            the HMAC key job notifications are signed with
 //	rf:{j:<id>}:nlock           a deliverer's short lease on one job's notification
 const (
-	keyTokens          = "rf:tokens"
-	keyTokenNames      = "rf:tokennames"
-	keyAutomations     = "rf:automations"
-	keyAutomationNames = "rf:automationnames"
-	keyCronTicks       = "rf:crontick"
+	keyTokens          = "rf:{cp}:tokens"
+	keyTokenNames      = "rf:{cp}:tokennames"
+	keyAutomations     = "rf:{cp}:automations"
+	keyAutomationNames = "rf:{cp}:automationnames"
+	keyCronTicks       = "rf:{cp}:crontick"
 	keyNotify          = "rf:notify"
 	keyNotifySecret    = "rf:notify:secret"
 )
 
-// notifyRecheck is how long after submission (or retry) the deliverer looks
-// at a job with a notification URL, in case it finished meanwhile.
-const notifyRecheck = time.Minute
+// putNamed stores record under id in records and claims name -> id in
+// names, atomically; it reports false when the name is taken.
+func (q *Queue) putNamed(ctx context.Context, records, names, name, id string, record []byte) (bool, error) {
+	return q.rdb.FCall(ctx, "rf_put_named", []string{names, records}, name, id, record).Bool()
+}
+
+// NotifyRecheck is how often a deliverer looks at a job with a
+// notification URL that has not finished: a finish is noticed (and sent)
+// within about this long. Finishing cannot reach the index itself: it lives
+// under another hash tag.
+const NotifyRecheck = 5 * time.Second
 
 // ErrExists is returned when a named record (token, automation) already
 // exists under that name.
@@ -55,16 +66,12 @@ var ErrIdempotencyConflict = errors.New("idempotency key was already used with a
 // PutToken stores a new token record under the hash of its secret, refusing
 // a name that is taken.
 func (q *Queue) PutToken(ctx context.Context, name, hash string, record []byte) error {
-	ok, err := q.rdb.HSetNX(ctx, keyTokenNames, name, hash).Result()
+	ok, err := q.putNamed(ctx, keyTokens, keyTokenNames, name, hash, record)
 	if err != nil {
 		return fmt.Errorf("store token: %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("token %q: %w", name, ErrExists)
-	}
-	if err := q.rdb.HSet(ctx, keyTokens, hash, record).Err(); err != nil {
-		q.rdb.HDel(ctx, keyTokenNames, name)
-		return fmt.Errorf("store token: %w", err)
 	}
 	return nil
 }
@@ -159,16 +166,12 @@ func (q *Queue) ReserveIdempotencyKey(ctx context.Context, key, jobID, fingerpri
 
 // PutAutomation stores a new automation, refusing a name that is taken.
 func (q *Queue) PutAutomation(ctx context.Context, id, name string, record []byte) error {
-	ok, err := q.rdb.HSetNX(ctx, keyAutomationNames, name, id).Result()
+	ok, err := q.putNamed(ctx, keyAutomations, keyAutomationNames, name, id, record)
 	if err != nil {
 		return fmt.Errorf("store automation: %w", err)
 	}
 	if !ok {
 		return fmt.Errorf("automation %q: %w", name, ErrExists)
-	}
-	if err := q.rdb.HSet(ctx, keyAutomations, id, record).Err(); err != nil {
-		q.rdb.HDel(ctx, keyAutomationNames, name)
-		return fmt.Errorf("store automation: %w", err)
 	}
 	return nil
 }

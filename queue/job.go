@@ -58,8 +58,8 @@ func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 		return fmt.Errorf("index job: %w", err)
 	}
 	if p.Notify != "" {
-		// Checked again a minute after submission; finishing moves it up.
-		if err := q.indexNotify(ctx, p.ID, time.UnixMilli(now).Add(notifyRecheck)); err != nil {
+		// Looked at every NotifyRecheck until the job finishes.
+		if err := q.indexNotify(ctx, p.ID, time.UnixMilli(now).Add(NotifyRecheck)); err != nil {
 			return err
 		}
 	}
@@ -402,7 +402,7 @@ func (q *Queue) RetryJob(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("retry job: %w", err)
 	}
-	recheck := time.Now().Add(notifyRecheck)
+	recheck := time.Now().Add(NotifyRecheck)
 	if notify != "" {
 		if err := q.indexNotify(ctx, id, recheck); err != nil {
 			return err

@@ -719,7 +719,7 @@ end)
 -- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
 -- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
 -- key must be added here, or archived jobs leave it behind.
-local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock'}
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock'}
 
 -- rf_purge removes an archived job from Redis, one chunk per call. The
 -- first call checks the job is still what was archived: finished, "updated"
@@ -850,6 +850,16 @@ redis.register_function('rf_undeploy', function(keys, args)
 end)
 
 -- ---- control plane (queue/control.go) ----
+
+-- rf_put_named stores a named control-plane record (a token, an
+-- automation) and claims its name, or neither.
+-- KEYS[1] names hash (name -> id), KEYS[2] records hash (id -> record).
+-- ARGV: name, id, record. Returns 1, or 0 when the name is taken.
+redis.register_function('rf_put_named', function(keys, args)
+  if redis.call('HSETNX', keys[1], args[1], args[2]) == 0 then return 0 end
+  redis.call('HSET', keys[2], args[2], args[3])
+  return 1
+end)
 
 -- rf_notified acknowledges a delivered job notification: it clears the
 -- pending notification only if it is still the one delivered (a retried job

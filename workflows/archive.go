@@ -39,6 +39,10 @@ const archiveBatch = 500
 // a corrupt or hostile object cannot exhaust memory.
 const maxArchiveBytes = 1 << 30
 
+// archiveLease bounds how long one sweep holds a job it archives; a sweep
+// that dies holding it only delays that job.
+const archiveLease = 10 * time.Minute
+
 // ArchiveJobs moves finished jobs (completed, failed or canceled) whose
 // finish is not later than cutoff out of Redis: each is exported to store
 // as a JobArchive, the export's place (storeURL, which artifacts.OpenStore
@@ -61,6 +65,7 @@ func (c *Client) ArchiveJobs(ctx context.Context, store artifacts.Store, storeUR
 		if err != nil {
 			return n, err
 		}
+		batch := 0
 		for _, id := range ids {
 			done, err := c.archiveJob(ctx, store, storeURL, id, cutoff)
 			if err != nil {
@@ -68,11 +73,13 @@ func (c *Client) ArchiveJobs(ctx context.Context, store artifacts.Store, storeUR
 			}
 			if done {
 				n++
+				batch++
 			}
 		}
-		// Every id listed left the index or changed state, so the next
-		// listing starts with jobs not seen yet.
-		if len(ids) < archiveBatch {
+		// Every id archived left the index, so the next listing starts with
+		// jobs not seen yet; a batch that archived nothing (jobs another
+		// sweep holds, or that changed) ends this pass.
+		if len(ids) < archiveBatch || batch == 0 {
 			return n, nil
 		}
 	}
@@ -82,6 +89,11 @@ func (c *Client) ArchiveJobs(ctx context.Context, store artifacts.Store, storeUR
 // an earlier call got as far as the export. It reports whether the job left
 // Redis.
 func (c *Client) archiveJob(ctx context.Context, store artifacts.Store, storeURL, id string, cutoff time.Time) (bool, error) {
+	leased, err := c.q.LeaseArchive(ctx, id, archiveLease)
+	if err != nil || !leased {
+		return false, err // another sweep is archiving it
+	}
+	defer func() { _ = c.q.ReleaseArchive(context.WithoutCancel(ctx), id) }()
 	_, recorded, err := c.q.ArchiveRecordOf(ctx, id)
 	if err != nil {
 		return false, err
@@ -109,6 +121,15 @@ func (c *Client) archiveJob(ctx context.Context, store artifacts.Store, storeURL
 		tasks, err := c.q.JobTasks(ctx, id)
 		if err != nil {
 			return false, err
+		}
+		// Every committed task is counted in exactly one state: an export
+		// with fewer tasks than that missed some, and must not be stored.
+		var counted int64
+		for _, n := range job.TaskCounts {
+			counted += n
+		}
+		if int64(len(tasks)) != counted {
+			return false, fmt.Errorf("archive job %s: read %d tasks but the job counts %d; not archived", id, len(tasks), counted)
 		}
 		now := time.Now().UTC()
 		body, err := encodeArchive(JobArchive{Job: job, Tasks: tasks, ArchivedAt: now})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,4 +203,51 @@ func TestArchiveToMinIO(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"jobs/" + job.ID + ".json.zst"}, keys)
 	b.requireArchivedReadOnly(t, job, tasks)
+}
+
+func TestTwoSweepsArchivingAtOnceKeepEveryTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	store, url := fileArchive(t)
+	job, tasks := b.finishedFanOut(t, 1200) // purged in several chunks
+	var wg sync.WaitGroup
+	var archived atomic.Int32
+	for range 3 {
+		wg.Go(func() {
+			n, err := b.client.ArchiveJobs(b.ctx, store, url, time.Now().Add(time.Hour))
+			require.NoError(t, err)
+			archived.Add(int32(n))
+		})
+	}
+	wg.Wait()
+	if archived.Load() == 0 { // every sweep found the job leased by another
+		n, err := b.client.ArchiveJobs(b.ctx, store, url, time.Now().Add(time.Hour))
+		require.NoError(t, err)
+		archived.Add(int32(n))
+	}
+	require.Equal(t, int32(1), archived.Load())
+	b.requireArchivedReadOnly(t, job, tasks)
+}
+
+func TestIdempotentResubmitOfAnArchivedJobReturnsIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	store, url := fileArchive(t)
+	req := workflows.SubmitRequest{Name: "once", Cluster: b.cluster, Task: workflows.NewTaskIdentifier("Noop", "v1.0"),
+		IdempotencyKey: "event-1"}
+	r := b.runner(t, b.cluster)
+	first, created, err := b.client.Jobs().SubmitOnce(b.ctx, req)
+	require.NoError(t, err)
+	require.True(t, created)
+	require.NoError(t, r.RunAll(b.ctx))
+	n, err := b.client.ArchiveJobs(b.ctx, store, url, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	again, created, err := b.client.Jobs().SubmitOnce(b.ctx, req)
+	require.NoError(t, err)
+	require.False(t, created, "an event delivered again after its job was archived must not run it again")
+	require.Equal(t, first.ID, again.ID)
+	require.True(t, again.Archived)
+	require.Empty(t, b.redisKeys(t, first.ID))
 }

@@ -255,6 +255,17 @@ func (jc *JobClient) submit(ctx context.Context, s submission) (Job, bool, error
 			} else if !errors.Is(err, queue.ErrJobNotFound) {
 				return Job{}, false, err
 			}
+			// Gone from Redis because it was archived: still that job,
+			// never a second run of it.
+			if _, archived, err := jc.c.q.ArchiveRecordOf(ctx, reserved); err != nil {
+				return Job{}, false, err
+			} else if archived {
+				j, err := jc.getJob(ctx, reserved)
+				if err != nil {
+					return Job{}, false, fmt.Errorf("submit job %q: this idempotency key's job %s is archived: %w", name, reserved, err)
+				}
+				return j, false, nil
+			}
 			jobID = reserved
 		}
 	}

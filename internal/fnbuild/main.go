@@ -155,9 +155,11 @@ func buildBootstrap(ctx context.Context, moduleDir, fn, arch, out string) error 
 		"-o", out,
 		"./functions/"+fn)
 	cmd.Dir = moduleDir
+	// Variables that change the output are pinned, or cleared when the
+	// caller's environment or go env -w could set them.
 	cmd.Env = append(os.Environ(),
 		"CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch,
-		"GOAMD64=v1", "GOARM64=v8.0")
+		"GOAMD64=v1", "GOARM64=v8.0", "GOFLAGS=", "GOEXPERIMENT=", "GOFIPS140=off")
 	var buf strings.Builder
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
