@@ -276,28 +276,47 @@ func (q *Queue) Sweep(ctx context.Context) (ReclaimReport, error) {
 			}
 		}
 	}
+	// Index entries without a job are what a submitter that died between
+	// indexing and writing its job left behind; once they are old enough
+	// that no submission can still be under way, they are dropped.
+	staleBefore := float64(time.Now().Add(-orphanIndexAge).UnixMilli())
+	var orphans []any
 	var start int64
 	for {
-		ids, err := q.rdb.ZRange(ctx, keyJobs, start, start+499).Result()
+		zs, err := q.rdb.ZRangeWithScores(ctx, keyJobs, start, start+499).Result()
 		if err != nil {
 			return total, fmt.Errorf("list jobs: %w", err)
 		}
-		if len(ids) == 0 {
-			return total, nil
+		if len(zs) == 0 {
+			break
 		}
-		start += int64(len(ids))
+		start += int64(len(zs))
 		pipe := q.rdb.Pipeline()
-		states := make([]*redis.StringCmd, len(ids))
-		for i, id := range ids {
-			states[i] = pipe.HGet(ctx, jobKey(id), "state")
+		states := make([]*redis.StringCmd, len(zs))
+		for i, z := range zs {
+			states[i] = pipe.HGet(ctx, jobKey(z.Member.(string)), "state")
 		}
 		_, _ = pipe.Exec(ctx)
-		for i, id := range ids {
-			if st := states[i].Val(); st == JobSubmitted || st == JobRunning {
+		for i, z := range zs {
+			id := z.Member.(string)
+			switch st := states[i].Val(); {
+			case st == JobSubmitted || st == JobRunning:
 				if err := q.Republish(ctx, id); err != nil {
 					return total, err
 				}
+			case errors.Is(states[i].Err(), redis.Nil) && z.Score < staleBefore:
+				orphans = append(orphans, id)
 			}
 		}
 	}
+	if len(orphans) > 0 {
+		if err := q.rdb.ZRem(ctx, keyJobs, orphans...).Err(); err != nil {
+			return total, fmt.Errorf("drop index entries without a job: %w", err)
+		}
+	}
+	return total, nil
 }
+
+// orphanIndexAge is how old an index entry without its job must be before
+// the sweep drops it: far longer than any submission takes.
+const orphanIndexAge = time.Hour

@@ -346,3 +346,20 @@ func TestSweepRepublishesAnAbandonedOutbox(t *testing.T) {
 	require.Equal(t, int64(1), b.rdb.XLen(b.ctx, b.stream(b.parent)).Val())
 	require.Len(t, b.claimAs(t, "r", b.stream(b.parent)), 1)
 }
+
+func TestSweepDropsOldIndexEntriesWithoutAJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	old := float64(time.Now().Add(-2 * orphanIndexAge).UnixMilli())
+	// A submitter that died after indexing, long ago and just now; and a
+	// real job as old.
+	require.NoError(t, b.rdb.ZAdd(b.ctx, keyJobs, redis.Z{Score: old, Member: "gone"},
+		redis.Z{Score: float64(nowMS()), Member: "in-flight"}, redis.Z{Score: old, Member: "real"}).Err())
+	require.NoError(t, b.rdb.FCall(b.ctx, "rf_submit", []string{jobKey("real")}, "real", "real", "c", nowMS(),
+		b.parent.Name, b.parent.Version(), "{}", 0).Err())
+	_, err := b.q.Sweep(b.ctx)
+	require.NoError(t, err)
+	left, err := b.rdb.ZRange(b.ctx, keyJobs, 0, -1).Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"in-flight", "real"}, left)
+}
