@@ -282,12 +282,17 @@ func (q *Queue) GetJob(ctx context.Context, id string) (Job, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Job{}, fmt.Errorf("get job: %w", err)
 	}
-	j, ok := parseJob(jc.Val())
+	return jobFrom(id, jc.Val(), pc.Val())
+}
+
+// jobFrom builds a job from its hash fields (jobFields) and progress hash.
+func jobFrom(id string, fields []any, progress map[string]string) (Job, error) {
+	j, ok := parseJob(fields)
 	if !ok {
 		return Job{}, fmt.Errorf("%w: %q", ErrJobNotFound, id)
 	}
 	byLabel := map[string]*Progress{}
-	for k, v := range pc.Val() {
+	for k, v := range progress {
 		label, kind, _ := strings.Cut(k, "\x00")
 		p := byLabel[label]
 		if p == nil {

@@ -23,6 +23,8 @@ import "strconv"
 //	rf:{j:<id>}:nonce                counter making outbox values unique per call
 //	rf:{j:<id>}:staged               hash "<parent>:<attempt>:<base>" -> furthest offset written:
 //	                                 staged subtask sets not yet committed (stage_gc.go)
+//	rf:{j:<id>}:events               stream of job events (state, progress, tasks), capped,
+//	                                 written by the call that changed the job (events.go)
 //	rf:archived                      hash job id -> archive record JSON: where an archived
 //	                                 job's export lives once it left Redis (archive.go)
 //
@@ -38,6 +40,7 @@ const (
 
 func jobPrefix(id string) string { return "rf:{j:" + id + "}:" }
 func jobKey(id string) string    { return jobPrefix(id) + "job" }
+func eventsKey(id string) string { return jobPrefix(id) + "events" }
 func taskKey(id string, seq int64) string {
 	return jobPrefix(id) + "t:" + strconv.FormatInt(seq, 10)
 }

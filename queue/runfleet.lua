@@ -4,8 +4,9 @@
 --
 -- Every function takes KEYS[1] = the job hash "rf:{j:<id>}:job"; the task,
 -- held, failed, outbox and progress keys are derived from it and share its
--- hash tag, so each call stays on one Redis Cluster slot. Streams live under a
--- cluster's tag {c:<slug>}; functions never write them. Tasks that become
+-- hash tag, so each call stays on one Redis Cluster slot. Task streams live
+-- under a cluster's tag {c:<slug>}; functions never write them (only the
+-- job's own event stream, below). Tasks that become
 -- ready are written to the job's outbox (seq -> stream key) and returned; the
 -- caller XADDs them and then HDELs the outbox fields. A caller that dies in
 -- between leaves the outbox for a later republish: duplicates are harmless,
@@ -14,6 +15,21 @@
 -- retry. A staged subtask set is recorded in the staged hash until its
 -- parent's attempt commits it (rf_complete) or rf_drop_stage deletes the
 -- chunks of an attempt that can no longer commit.
+--
+-- Job events: the job's event stream rf:{j:<id>}:events (queue/events.go)
+-- gets an entry from the same atomic step that changes the job, so a waiter
+-- blocked on it (XREAD) learns of the change without polling. Fields:
+--   e    kind: state (the job's state changed: set_job_state, rf_claim's
+--        start, rf_retry) | progress (an rf_complete or rf_fail call changed
+--        committed progress) | tasks (such a call changed task counts only;
+--        none within EVENT_TICK_MS of the job's last event)
+--   s    the job's new state (state events)    t  unix ms of the change
+-- A call adds at most one progress or tasks event, never one per task. The
+-- stream is capped (XADD MAXLEN ~ EVENTS_MAXLEN) and rf_purge removes it with
+-- the job. The job hash's "ev" field holds the time of its last event. A new
+-- function that finishes tasks or changes the job's state must add events
+-- the same way (job_updated, set_job_state), or waiters see it only at
+-- their fallback read.
 --
 -- Task hash fields:
 --   st   state: queued | running | computed | failed | skipped | failed_optional
@@ -79,11 +95,41 @@ local function make_ready(pre, seq, t, pub)
   pub[#pub + 1] = seq
 end
 
+-- EVENTS_MAXLEN caps a job's event stream: approximate trimming keeps it at
+-- a few hundred entries at most. A waiter that falls that far behind reads
+-- the job again (every event makes it read the job anyway).
+local EVENTS_MAXLEN = 64
+-- EVENT_TICK_MS is the least time between two "tasks" events of a job.
+local EVENT_TICK_MS = 250
+
+-- job_event adds an event to the job's stream; the caller stamps "ev".
+local function job_event(jk, kind, state, now)
+  redis.call('XADD', prefix_of(jk) .. 'events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', kind, 's', state, 't', now)
+end
+
+-- job_updated ends a call that changed some task of the job: it stamps
+-- "updated" and adds one event, a progress event when the call changed
+-- committed progress, else a tasks event unless the job had an event in the
+-- last EVENT_TICK_MS.
+local function job_updated(jk, now, progressed)
+  local kind = 'progress'
+  if not progressed then
+    kind = 'tasks'
+    if math.abs(tonumber(now) - tonumber(redis.call('HGET', jk, 'ev') or 0)) < EVENT_TICK_MS then
+      redis.call('HSET', jk, 'updated', now)
+      return
+    end
+  end
+  job_event(jk, kind, '', now)
+  redis.call('HSET', jk, 'updated', now, 'ev', now)
+end
+
 local function set_job_state(jk, from_states, to, now)
   local cur = redis.call('HGET', jk, 'state')
   for _, s in ipairs(from_states) do
     if cur == s then
-      redis.call('HSET', jk, 'state', to, 'updated', now)
+      redis.call('HSET', jk, 'state', to, 'updated', now, 'ev', now)
+      job_event(jk, 'state', to, now)
       if to == 'completed' or to == 'failed' or to == 'canceled' then
         redis.call('HSET', jk, 'finished', now)
         -- A job with a notification URL records the pending notification in
@@ -307,7 +353,8 @@ redis.register_function('rf_claim', function(keys, args)
     seen[seq] = true
   end
   if started and jstate == 'submitted' then
-    redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now)
+    redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now, 'ev', now)
+    job_event(jk, 'state', 'running', now)
   end
   flush_counts(jk, cnt)
   out[1] = pub
@@ -350,7 +397,7 @@ redis.register_function('rf_complete', function(keys, args)
   local pre = prefix_of(jk)
   local owner, now, n = args[1], args[2], tonumber(args[3])
   local res, pub, cnt, parents = {}, {}, new_counts(), {}
-  local o = 3
+  local o, committed, progressed = 3, false, false
   for _ = 1, n do
     local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
     local nsub, staged, base, inline = tonumber(args[o + 5]), args[o + 6], args[o + 7], tonumber(args[o + 8])
@@ -372,7 +419,11 @@ redis.register_function('rf_complete', function(keys, args)
       if disp ~= '' then f[#f + 1] = 'disp'; f[#f + 1] = disp end
       if nsub == 0 then f[#f + 1] = 'done'; f[#f + 1] = '1' end
       redis.call('HSET', tk, unpack(f))
-      if pg ~= '' or t[6] then apply_progress(pre, tk, pg, t[6]) end
+      if pg ~= '' or t[6] then
+        apply_progress(pre, tk, pg, t[6])
+        progressed = true
+      end
+      committed = true
       move(cnt, 'running', 'computed')
       cnt['queued'] = (cnt['queued'] or 0) + nsub
       if nsub == 0 then
@@ -387,7 +438,11 @@ redis.register_function('rf_complete', function(keys, args)
   end
   settle_parents(jk, pre, parents, now, pub)
   flush_counts(jk, cnt)
-  redis.call('HSET', jk, 'updated', now)
+  if committed then
+    job_updated(jk, now, progressed)
+  else
+    redis.call('HSET', jk, 'updated', now)
+  end
   return {res, pub}
 end)
 
@@ -480,6 +535,7 @@ redis.register_function('rf_fail', function(keys, args)
   local pre = prefix_of(jk)
   local owner, now, n = args[1], args[2], tonumber(args[3])
   local res, pub, cnt = {}, {}, new_counts()
+  local changed, progressed = false, false
   for i = 0, n - 1 do
     local o = 3 + i * 6
     local seq, att, msg, disp, pg, counts = args[o + 1], args[o + 2], args[o + 3], args[o + 4], args[o + 5], args[o + 6]
@@ -488,6 +544,7 @@ redis.register_function('rf_fail', function(keys, args)
     if not owned(t, owner, att) then
       res[#res + 1] = 'lost'
     elseif counts == '2' then
+      changed = true
       local lost = tonumber(redis.call('HGET', tk, 'lost') or 0) + 1
       redis.call('HSET', tk, 'lost', lost)
       if lost > MAX_LOSSES then
@@ -500,6 +557,7 @@ redis.register_function('rf_fail', function(keys, args)
         res[#res + 1] = 'retry'
       end
     else
+      changed = true
       if disp ~= '' then redis.call('HSET', tk, 'disp', disp) end
       local fails = tonumber(t[5] or 0)
       if counts == '1' then fails = fails + 1 end
@@ -509,14 +567,21 @@ redis.register_function('rf_fail', function(keys, args)
         make_ready(pre, seq, {cl = t[8], nm = t[9], v = t[10]}, pub)
         res[#res + 1] = 'retry'
       else
-        apply_progress(pre, tk, pg, t[11])
+        if pg ~= '' or t[11] then
+          apply_progress(pre, tk, pg, t[11])
+          progressed = true
+        end
         redis.call('HSET', tk, 'f', fails)
         res[#res + 1] = fail_finally(jk, pre, seq, tk, t[6], t[7], msg, now, cnt, pub)
       end
     end
   end
   flush_counts(jk, cnt)
-  redis.call('HSET', jk, 'updated', now)
+  if changed then
+    job_updated(jk, now, progressed)
+  else
+    redis.call('HSET', jk, 'updated', now)
+  end
   return {res, pub}
 end)
 
@@ -548,8 +613,9 @@ redis.register_function('rf_retry', function(keys, args)
     local started = redis.call('HGET', jk, 'started')
     local to = 'running'
     if not started then to = 'submitted' end
-    redis.call('HSET', jk, 'state', to, 'updated', now)
+    redis.call('HSET', jk, 'state', to, 'updated', now, 'ev', now)
     redis.call('HDEL', jk, 'finished')
+    job_event(jk, 'state', to, now)
   end
   flush_counts(jk, cnt)
   return pub
@@ -719,7 +785,7 @@ end)
 -- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
 -- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
 -- key must be added here, or archived jobs leave it behind.
-local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock'}
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events'}
 
 -- rf_purge removes an archived job from Redis, one chunk per call. The
 -- first call checks the job is still what was archived: finished, "updated"

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -66,9 +67,17 @@ func WithJobMaxRetries(n int) JobOption { return func(c *jobConfig) { c.maxRetri
 
 // Submit submits a job named name to cluster with task as its root.
 func (jc *JobClient) Submit(ctx context.Context, name, cluster string, task Task, opts ...JobOption) (Job, error) {
+	if v := reflect.ValueOf(task); v.Kind() == reflect.Pointer && v.IsNil() {
+		// Encodes to null; refused before IdentifierOf, which may call a
+		// value method through the nil pointer.
+		return Job{}, inputObjectErr(name, []byte("null"))
+	}
 	id, input, err := encodeInput(task, jc.c.maxInput)
 	if err != nil {
 		return Job{}, fmt.Errorf("submit job %q: %w", name, err)
+	}
+	if input[0] != '{' { // json.Marshal output has no leading space
+		return Job{}, inputObjectErr(name, input)
 	}
 	var cfg jobConfig
 	for _, o := range opts {
@@ -162,9 +171,8 @@ func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error)
 	if len(input) == 0 {
 		input = []byte("{}")
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(input, &obj); err != nil || obj == nil {
-		return id, nil, markErr(ErrInvalidInput, "submit job %q: input must be a JSON object: %s", r.Name, jsonErr(err))
+	if err := inputObjectErr(r.Name, input); err != nil {
+		return id, nil, err
 	}
 	if jc.c.maxInput > 0 && len(input) > jc.c.maxInput {
 		return id, nil, markErr(ErrInputTooLarge, "submit job %q: input is %d bytes, over the %d byte limit", r.Name, len(input), jc.c.maxInput)
@@ -173,6 +181,16 @@ func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error)
 		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
 	}
 	return id, input, nil
+}
+
+// inputObjectErr is ErrInvalidInput unless input is a JSON object: the one
+// error Submit and SubmitRaw give for a root input that is not.
+func inputObjectErr(name string, input []byte) error {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(input, &obj); err != nil || obj == nil {
+		return markErr(ErrInvalidInput, "submit job %q: input must be a JSON object: %s", name, jsonErr(err))
+	}
+	return nil
 }
 
 // checkNotifyURL accepts "" or an absolute http(s) URL.
@@ -350,31 +368,4 @@ func (jc *JobClient) Tasks(ctx context.Context, id string) ([]TaskInfo, error) {
 // Finished reports whether a job state is final until someone retries it.
 func Finished(state string) bool {
 	return state == JobCompleted || state == JobFailed || state == JobCanceled
-}
-
-// Wait polls the job until it is completed, failed or canceled, calling
-// onUpdate (if set) with each poll. It returns the final job, or ctx's error.
-func (jc *JobClient) Wait(ctx context.Context, id string, every time.Duration, onUpdate func(Job)) (Job, error) {
-	if every <= 0 {
-		every = 200 * time.Millisecond
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		j, err := jc.Get(ctx, id)
-		if err != nil {
-			return j, err
-		}
-		if onUpdate != nil {
-			onUpdate(j)
-		}
-		if Finished(j.State) {
-			return j, nil
-		}
-		select {
-		case <-ctx.Done():
-			return j, ctx.Err()
-		case <-t.C:
-		}
-	}
 }

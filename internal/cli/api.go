@@ -253,9 +253,13 @@ type apiJobs struct {
 	c *controlplane.Client
 }
 
-// Wait polls the job until it is completed, failed or canceled, calling
-// onUpdate with each poll, like workflows.JobClient.Wait.
+// Wait polls the job every every (0: defaultPollInterval) until it is
+// completed, failed or canceled, calling onUpdate with each poll. The HTTP
+// API has no events, so unlike workflows.JobClient.Wait this is polling.
 func (w apiJobs) Wait(ctx context.Context, id string, every time.Duration, onUpdate func(workflows.Job)) (workflows.Job, error) {
+	if every <= 0 {
+		every = defaultPollInterval
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

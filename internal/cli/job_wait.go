@@ -18,22 +18,26 @@ import (
 
 // waitOptions are the flags of job wait (and job submit --wait).
 type waitOptions struct {
-	timeout  time.Duration // 0: wait forever
-	interval time.Duration // between polls
+	timeout time.Duration // 0: wait forever
+	// interval is how often the job is read when no event arrives; with
+	// --api, which has no events, how often it is polled. 0: the default
+	// of each (workflows.DefaultWaitFallback, defaultPollInterval).
+	interval time.Duration
 }
 
+// defaultPollInterval is how often job wait polls through the HTTP API.
 const defaultPollInterval = 500 * time.Millisecond
 
 func (o *waitOptions) flags(cmd *cobra.Command, prefix string) {
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, prefix+"give up after this long and exit 3 (default: wait forever)")
-	cmd.Flags().DurationVar(&o.interval, "interval", defaultPollInterval, prefix+"how often to poll the job")
+	cmd.Flags().DurationVar(&o.interval, "interval", 0, prefix+"how often to read the job when no event arrives (default 5s); with --api, how often to poll it (default 500ms)")
 }
 
 func (o *waitOptions) validate() error {
 	if o.timeout < 0 {
 		return usageErrorf("--timeout must not be negative, got %s", o.timeout)
 	}
-	if o.interval < 10*time.Millisecond {
+	if o.interval != 0 && o.interval < 10*time.Millisecond {
 		return usageErrorf("--interval must be at least 10ms, got %s", o.interval)
 	}
 	return nil
@@ -44,10 +48,13 @@ func (a *app) jobWaitCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait ID [--timeout D]",
 		Short: "Wait for a job to finish, showing its progress",
-		Long: `Poll a job until it is completed, failed or canceled, then print its final
-state. On a terminal a live progress bar shows done/total tasks, the tasks per
-state and the job's progress counters; otherwise a line is printed whenever
-something changed.
+		Long: `Wait until a job is completed, failed or canceled, then print its final
+state. Changes arrive as they happen, from the job's event stream in Redis,
+so job wait returns within milliseconds of the job's end; it reads the job
+every --interval anyway in case an event was lost. With --api it polls the
+job every --interval instead. On a terminal a live progress bar shows
+done/total tasks, the tasks per state and the job's progress counters;
+otherwise a line is printed whenever something changed.
 
 Exit codes: 0 the job completed, 1 it failed or was canceled (or an error),
 3 the timeout passed first.`,
@@ -72,13 +79,15 @@ Exit codes: 0 the job completed, 1 it failed or was canceled (or an error),
 
 var errWaitTimeout = errors.New("wait timeout")
 
-// jobWaiter polls a job until it finishes: *workflows.JobClient over Redis,
-// or apiJobs over the HTTP API (api.go).
+// jobWaiter waits for a job to finish: *workflows.JobClient over Redis (from
+// the job's events, reading it every interval as a fallback), or apiJobs
+// polling the HTTP API every interval (api.go). An interval of 0 means the
+// waiter's default.
 type jobWaiter interface {
 	Wait(ctx context.Context, id string, every time.Duration, onUpdate func(workflows.Job)) (workflows.Job, error)
 }
 
-// waitJob polls a job until it finishes and returns the exit status for its
+// waitJob waits for a job to finish and returns the exit status for its
 // final state: nil when completed, exit code 1 when failed or canceled, 3 when
 // the timeout passed first.
 func (a *app) waitJob(ctx context.Context, jobs jobWaiter, id string, o waitOptions) error {
@@ -86,9 +95,6 @@ func (a *app) waitJob(ctx context.Context, jobs jobWaiter, id string, o waitOpti
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errWaitTimeout)
 		defer cancel()
-	}
-	if o.interval <= 0 {
-		o.interval = defaultPollInterval
 	}
 	p := &progressPrinter{w: a.out, live: a.terminal(a.out), width: terminalWidth()}
 	j, err := jobs.Wait(ctx, id, o.interval, p.update)
@@ -133,8 +139,8 @@ func taskLine(j workflows.Job) string {
 	return s
 }
 
-// progressPrinter shows the polls of job wait: a redrawn bar on a terminal, a
-// line per change otherwise.
+// progressPrinter shows the updates of job wait: a redrawn bar on a terminal,
+// a line per change otherwise.
 type progressPrinter struct {
 	w     io.Writer
 	live  bool

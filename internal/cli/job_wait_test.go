@@ -106,6 +106,22 @@ func TestJobWaitDrawsBarOnTerminal(t *testing.T) {
 	require.Regexp(t, `^job `+id+` completed after \S+: 31/31 tasks done \(31 computed\)\n$`, last)
 }
 
+// TestJobWaitLearnsOfTheEndFromAnEvent: with a fallback read every minute,
+// job wait still returns as soon as the job ends, so the end came as an event.
+func TestJobWaitLearnsOfTheEndFromAnEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.cluster("dev")
+	f.runner("dev")
+	id := f.submit("dev", "Sleep", `{"ms": 300}`)
+	start := time.Now()
+	r := f.run("job", "wait", id, "--interval", "1m", "--timeout", "50s")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Less(t, time.Since(start), time.Minute, "before the first fallback read")
+	require.Regexp(t, `job `+id+` completed after \S+: 1/1 tasks done \(1 computed\)\n$`, r.stdout)
+	require.Contains(t, r.stdout, "running: 0/1 tasks done (1 running)\n", "it saw the job run first")
+}
+
 func TestProgressBar(t *testing.T) {
 	t.Parallel()
 	j := workflows.Job{State: workflows.JobRunning,

@@ -176,7 +176,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	// 6. Progress, task tree, summary.
 	t0 := time.Now()
 	waitErr := d.cli(ctx, d.out, "job", "wait", id, "--timeout", durFlag(cfg.timeout))
-	waited := time.Since(t0)
+	waited := waitSpan{start: t0, end: time.Now()}
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}
@@ -394,7 +394,10 @@ func (d *demo) getJob(ctx context.Context, id string) (workflows.Job, error) {
 	return job, nil
 }
 
-func (d *demo) printJob(j workflows.Job, waited time.Duration) {
+// waitSpan is when the runfleet job wait process started and exited.
+type waitSpan struct{ start, end time.Time }
+
+func (d *demo) printJob(j workflows.Job, waited waitSpan) {
 	d.say("job          %s %q on cluster %s: %s", j.ID, j.Name, j.Cluster, j.State)
 	var counts []string
 	for _, st := range []string{workflows.TaskComputed, workflows.TaskQueued, workflows.TaskRunning,
@@ -412,7 +415,18 @@ func (d *demo) printJob(j workflows.Job, waited time.Duration) {
 			dur(j.FinishedAt.Sub(j.StartedAt)), dur(j.FinishedAt.Sub(j.CreatedAt)),
 			d.cfg.runners, d.cfg.concurrency)
 	}
-	d.say("             runfleet job wait returned after %s", dur(waited))
+	took := waited.end.Sub(waited.start)
+	switch {
+	case j.FinishedAt.IsZero():
+		d.say("             runfleet job wait returned after %s", dur(took))
+	case j.FinishedAt.Before(waited.start):
+		d.say("             the job had finished before runfleet job wait started; it returned after %s", dur(took))
+	default:
+		// Job times are stamped by the runners' clocks, on this machine,
+		// in whole milliseconds.
+		d.say("             runfleet job wait exited %s after the job finished (%s in all, with its start and exit)",
+			dur(waited.end.Sub(j.FinishedAt)), dur(took))
+	}
 }
 
 func (d *demo) printSummary(s tiles.Summary) {
