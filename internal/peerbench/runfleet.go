@@ -58,7 +58,7 @@ func (h *Harness) runfleet(ctx context.Context, r *Result) error {
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	id := j.ID
-	if j, err = c.Jobs().Wait(waitCtx, id, 20*time.Millisecond, nil); err != nil {
+	if j, err = c.Jobs().Wait(waitCtx, id, 0, nil); err != nil { // event-driven; the fallback read is slow
 		return fmt.Errorf("wait for job %s: %w", id, err)
 	}
 	if err := m.stop(ctx, r); err != nil {
