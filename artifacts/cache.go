@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/runfleet/runfleet/internal/atomicfile"
 )
 
 // markerSuffix names the marker written next to a release directory once it
@@ -138,7 +140,10 @@ func (c *Cache) fill(ctx context.Context, id string, fetch func(ctx context.Cont
 	}
 	size, err := dirSize(dir)
 	if err == nil {
-		err = writeFileAtomic(marker, []byte(strconv.FormatInt(size, 10)+"\n"))
+		err = atomicfile.Write(marker, filepath.Join(filepath.Dir(marker), ".tmp-*"), func(f *os.File) error {
+			_, err := f.Write([]byte(strconv.FormatInt(size, 10) + "\n"))
+			return err
+		})
 	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -276,31 +281,4 @@ func dirSize(dir string) (int64, error) {
 		return nil
 	})
 	return total, err
-}
-
-// writeFileAtomic writes b to path via a temporary file, fsync and rename.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return err
-	}
-	return syncDir(dir)
 }

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Catalog is the release catalog kept in a Store. Its layout, under the
@@ -89,10 +91,7 @@ func recordKey(workflow, id string) string { return releasePrefix(workflow) + id
 func latestKey(workflow string) string     { return releasePrefix(workflow) + "latest" }
 
 func checkWorkflow(workflow string) error {
-	if !workflowSlugRE.MatchString(workflow) {
-		return fmt.Errorf("invalid workflow slug %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", workflow)
-	}
-	return nil
+	return rftype.ValidateSlug("workflow", workflow)
 }
 
 func (c *Catalog) clock() time.Time {
@@ -404,7 +403,7 @@ func (c *Catalog) Workflows(ctx context.Context) ([]string, error) {
 	var out []string
 	for _, k := range keys {
 		wf, rest, ok := strings.Cut(strings.TrimPrefix(k, releasesDir), "/")
-		if !ok || !workflowSlugRE.MatchString(wf) {
+		if !ok || !rftype.ValidSlug(wf) {
 			continue
 		}
 		if id, isRecord := strings.CutSuffix(rest, ".json"); !isRecord || ValidateID(id) != nil {

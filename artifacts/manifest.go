@@ -7,12 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // FormatVersion is the artifact format version this package writes and reads.
@@ -40,8 +39,6 @@ const maxBuildField = 1024
 // ErrInvalidManifest is wrapped by every manifest validation and decoding error.
 var ErrInvalidManifest = errors.New("invalid manifest")
 
-var workflowSlugRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,99}$`)
-
 // Manifest describes a release: which workflow it belongs to, which task
 // identifiers its binary serves and which file to run on each platform.
 type Manifest struct {
@@ -59,15 +56,10 @@ type Manifest struct {
 	Build BuildInfo `json:"build,omitzero"`
 }
 
-// TaskID is a task identifier as recorded in a manifest.
-type TaskID struct {
-	// Name is the task name, 1 to 256 bytes.
-	Name string `json:"name"`
-	// Version is vMAJOR.MINOR, e.g. "v1.2".
-	Version string `json:"version"`
-}
-
-func (id TaskID) String() string { return id.Name + "@" + id.Version }
+// TaskID is a task identifier as recorded in a manifest: rftype.TaskIdentifier,
+// a name of 1 to 256 bytes and a vMAJOR.MINOR version, encoded as
+// {"name": ..., "version": ...}.
+type TaskID = rftype.TaskIdentifier
 
 // BuildInfo is build metadata that must not break determinism: nothing that
 // changes between two builds of the same source (no timestamps, no hosts).
@@ -85,15 +77,15 @@ func (m Manifest) Validate() error {
 	if m.FormatVersion != FormatVersion {
 		return manifestErr("format_version is %d, want %d", m.FormatVersion, FormatVersion)
 	}
-	if !workflowSlugRE.MatchString(m.Workflow) {
-		return manifestErr("workflow slug %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", m.Workflow)
+	if err := rftype.ValidateSlug("workflow", m.Workflow); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidManifest, err)
 	}
 	if len(m.Tasks) == 0 {
 		return manifestErr("tasks is empty: a release must serve at least one task identifier")
 	}
-	seen := make(map[queue.Identifier]bool, len(m.Tasks))
+	seen := make(map[rftype.Identifier]bool, len(m.Tasks))
 	for i, t := range m.Tasks {
-		id, err := queue.ParseIdentifier(t.Name, t.Version)
+		id, err := t.Parse()
 		if err != nil {
 			return manifestErr("tasks[%d]: %v", i, err)
 		}
@@ -171,10 +163,10 @@ func DecodeManifest(b []byte) (Manifest, error) {
 }
 
 // Identifiers returns the manifest's task identifiers, parsed.
-func (m Manifest) Identifiers() ([]queue.Identifier, error) {
-	ids := make([]queue.Identifier, 0, len(m.Tasks))
+func (m Manifest) Identifiers() ([]rftype.Identifier, error) {
+	ids := make([]rftype.Identifier, 0, len(m.Tasks))
 	for _, t := range m.Tasks {
-		id, err := queue.ParseIdentifier(t.Name, t.Version)
+		id, err := t.Parse()
 		if err != nil {
 			return nil, err
 		}

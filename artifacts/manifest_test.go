@@ -16,7 +16,7 @@ func TestManifestEncodeDecode(t *testing.T) {
 	got, err := DecodeManifest(b)
 	require.NoError(t, err)
 	require.Equal(t, m.Workflow, got.Workflow)
-	require.Equal(t, []TaskID{{"Crop", "v0.1"}, {"Resize", "v1.2"}}, got.Tasks, "tasks are sorted")
+	require.Equal(t, []TaskID{{Name: "Crop", Version: "v0.1"}, {Name: "Resize", Version: "v1.2"}}, got.Tasks, "tasks are sorted")
 	require.Equal(t, m.Entrypoints, got.Entrypoints)
 	require.Equal(t, m.Build, got.Build)
 	b2, err := got.Encode()

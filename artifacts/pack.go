@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // File is the content of one archive entry: either Data, or the file at Path
@@ -33,19 +34,16 @@ var packEpoch = time.Unix(0, 0)
 // encoderWindow is the fixed zstd window Pack uses.
 const encoderWindow = 8 << 20
 
-// IDLength is the length of a release id: hex SHA-256.
-const IDLength = 2 * sha256.Size
+// IDLength is the length of a release id: hex SHA-256 (rftype.ReleaseIDLength).
+const IDLength = rftype.ReleaseIDLength
 
-// ErrInvalidID is wrapped when a release id is not 64 lowercase hex digits.
-var ErrInvalidID = errors.New("invalid release id")
+// ErrInvalidID is wrapped when a release id is not 64 lowercase hex digits
+// (rftype.ErrInvalidReleaseID).
+var ErrInvalidID = rftype.ErrInvalidReleaseID
 
-// ValidateID checks that id is a release id: 64 lowercase hex digits.
-func ValidateID(id string) error {
-	if len(id) != IDLength || strings.Trim(id, "0123456789abcdef") != "" {
-		return fmt.Errorf("%w %q: want the 64 lowercase hex digits of a SHA-256", ErrInvalidID, id)
-	}
-	return nil
-}
+// ValidateID checks that id is a release id: 64 lowercase hex digits
+// (rftype.ValidateReleaseID).
+func ValidateID(id string) error { return rftype.ValidateReleaseID(id) }
 
 // Digest returns the release id of the artifact read from r: the lowercase
 // hex SHA-256 of its bytes.

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/runfleet/runfleet/internal/atomicfile"
 )
 
 // Store is a minimal object store releases are published to. Keys are slash
@@ -130,32 +132,11 @@ func (s *FileStore) Put(ctx context.Context, key string, r io.Reader) error {
 	if err := checkKey(key); err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Join(s.Root, tmpDirName), "put-*")
+	err := atomicfile.Write(s.path(key), filepath.Join(s.Root, tmpDirName, "put-*"), func(f *os.File) error {
+		_, err := io.Copy(f, ctxReader{ctx, r})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	defer os.Remove(f.Name())
-	_, err = io.Copy(f, ctxReader{ctx, r})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	dst := s.path(key)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return nil

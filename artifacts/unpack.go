@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/runfleet/runfleet/internal/atomicfile"
 )
 
 // Limits bound what Unpack accepts. A zero field means its default, the value
@@ -175,14 +177,14 @@ func Unpack(ctx context.Context, r io.Reader, wantID string, dest string, lim Li
 	if err := os.Chmod(work, 0o755); err != nil {
 		return Manifest{}, fmt.Errorf("unpack release %s: %w", wantID, err)
 	}
-	if err := syncDir(work); err != nil {
+	if err := atomicfile.SyncDir(work); err != nil {
 		return Manifest{}, fmt.Errorf("unpack release %s: %w", wantID, err)
 	}
 	if err := os.Rename(work, dest); err != nil {
 		return Manifest{}, fmt.Errorf("unpack release %s: move into place: %w", wantID, err)
 	}
 	done = true
-	_ = syncDir(parent)
+	_ = atomicfile.SyncDir(parent)
 	return m, nil
 }
 
@@ -394,19 +396,4 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
 
-	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -121,10 +121,10 @@ func (a *Automation) validate() error {
 	if strings.TrimSpace(a.Name) == "" {
 		return errors.New("name is empty")
 	}
-	if err := queue.ValidateSlug(a.Cluster); err != nil {
+	if err := rftype.ValidateSlug("cluster", a.Cluster); err != nil {
 		return err
 	}
-	if _, err := queue.ParseIdentifier(a.Task, a.Version); err != nil {
+	if _, err := rftype.ParseIdentifier(a.Task, a.Version); err != nil {
 		return err
 	}
 	in := bytes.TrimSpace(a.Input)
@@ -207,9 +207,9 @@ func CreateAutomation(ctx context.Context, c *workflows.Client, a Automation) (A
 	if err != nil {
 		return Automation{}, err
 	}
-	want, _ := queue.ParseIdentifier(a.Task, a.Version)
+	want, _ := rftype.ParseIdentifier(a.Task, a.Version)
 	if !slices.ContainsFunc(served, func(t workflows.TaskIdentifier) bool {
-		id, err := queue.ParseIdentifier(t.Name, t.Version)
+		id, err := t.Parse()
 		return err == nil && id.CanRun(want)
 	}) {
 		return Automation{}, fmt.Errorf("create automation %q: %w: cluster %q does not serve %s@%s; declare it with `runfleet cluster declare %s --task %s --version %s`",

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -91,7 +91,7 @@ func CreateToken(ctx context.Context, c *workflows.Client, spec TokenSpec) (Toke
 		return Token{}, "", fmt.Errorf("create token: scope %q is not one of read, submit, admin", spec.Scope)
 	}
 	for _, cl := range spec.Clusters {
-		if err := queue.ValidateSlug(cl); err != nil {
+		if err := rftype.ValidateSlug("cluster", cl); err != nil {
 			return Token{}, "", fmt.Errorf("create token: %w", err)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Deployments map a release of a workflow to a cluster, one active release
@@ -103,15 +105,15 @@ func validateDeployment(d Deployment) error {
 }
 
 func validateWorkflow(slug string) error {
-	if !slugRE.MatchString(slug) {
-		return fmt.Errorf("%w: workflow slug %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", ErrInvalidDeployment, slug)
+	if err := rftype.ValidateSlug("workflow", slug); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidDeployment, err)
 	}
 	return nil
 }
 
 func validateRelease(id string) error {
-	if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
-		return fmt.Errorf("%w: release id %q: want the 64 lowercase hex digits of a SHA-256", ErrInvalidDeployment, id)
+	if err := rftype.ValidateReleaseID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidDeployment, err)
 	}
 	return nil
 }
@@ -182,7 +184,7 @@ func compareIdentifiers(a, b Identifier) int {
 // deployment there is ErrNotDeployed. The identifiers stay registered: jobs
 // submitted for them wait for a runner instead of being refused.
 func (q *Queue) Undeploy(ctx context.Context, cluster, workflow string) (release string, rev int64, err error) {
-	if err := ValidateSlug(cluster); err != nil {
+	if err := rftype.ValidateSlug("cluster", cluster); err != nil {
 		return "", 0, err
 	}
 	if err := validateWorkflow(workflow); err != nil {

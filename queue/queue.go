@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 //go:embed runfleet.lua
@@ -37,7 +39,8 @@ var (
 	ErrLost = errors.New("task no longer held by this runner")
 )
 
-// Limits that keep every Redis call short (DESIGN.md §5: no command over 10 ms).
+// Limits that keep every Redis call short: no command over 10 ms (README,
+// "How it works", No long commands; the bar is checked in Performance).
 const (
 	// StageChunk is the most subtasks written by one rf_stage call.
 	StageChunk = 200
@@ -99,7 +102,7 @@ type Cluster struct {
 
 // CreateCluster creates a cluster; an existing slug is ErrClusterExists.
 func (q *Queue) CreateCluster(ctx context.Context, slug, name string) (Cluster, error) {
-	if err := ValidateSlug(slug); err != nil {
+	if err := rftype.ValidateSlug("cluster", slug); err != nil {
 		return Cluster{}, err
 	}
 	if name == "" {
@@ -119,7 +122,7 @@ func (q *Queue) CreateCluster(ctx context.Context, slug, name string) (Cluster, 
 
 // GetCluster returns one cluster or ErrClusterNotFound.
 func (q *Queue) GetCluster(ctx context.Context, slug string) (Cluster, error) {
-	if err := ValidateSlug(slug); err != nil {
+	if err := rftype.ValidateSlug("cluster", slug); err != nil {
 		return Cluster{}, err
 	}
 	b, err := q.rdb.HGet(ctx, keyClusters, slug).Bytes()

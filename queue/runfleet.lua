@@ -45,6 +45,8 @@
 --   lost times the task lost its runner and was queued again
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
+-- ---- helpers shared by the functions below ----
+
 local STATES = {'queued', 'running', 'computed', 'failed', 'skipped', 'failed_optional'}
 
 local function prefix_of(jk)
@@ -275,11 +277,14 @@ local function owned(t, owner, att)
   return t[1] == 'running' and t[2] == owner and t[3] == att
 end
 
+-- ---- submitting (queue/job.go: SubmitJob) ----
+
 -- rf_submit creates a job and its root task, queued and in the outbox.
 -- KEYS[1] job hash. ARGV: id, job name, cluster, now, task name, version,
 -- input, max_retries, notification URL ("" for none). The index entries
 -- ("rf:jobs", and "rf:notify" for a notification URL) are written by the
--- caller first. Returns {stream key, "0"} or an error if the job exists.
+-- caller first. Returns the publish list of the root task, {"<stream>|<nonce>",
+-- "0"} (see make_ready), or fails with "ERR job exists".
 redis.register_function('rf_submit', function(keys, args)
   local jk = keys[1]
   if redis.call('EXISTS', jk) == 1 then return redis.error_reply('ERR job exists') end
@@ -297,13 +302,14 @@ redis.register_function('rf_submit', function(keys, args)
   return pub
 end)
 
+-- ---- claiming (queue/claimer.go: Claim) ----
+
 -- rf_claim hands queued tasks of one job to a runner.
 -- KEYS[1] job hash. ARGV: owner, now, seq...
 -- A task already running under this owner is handed out again (idempotent
 -- claims). Hints for tasks that are not queued (duplicates, old hints) are
--- dropped;
--- those of a failed or canceled job go to the held hash for a retry; tasks
--- under a failed optional ancestor become skipped.
+-- dropped; those of a failed or canceled job go to the held hash for a
+-- retry; tasks under a failed optional ancestor become skipped.
 -- Returns {publish list, then per task handed out: seq, name, version,
 -- input, attempt} as one flat list.
 redis.register_function('rf_claim', function(keys, args)
@@ -360,6 +366,9 @@ redis.register_function('rf_claim', function(keys, args)
   out[1] = pub
   return out
 end)
+
+-- ---- committing results (queue/completer.go: Stage, Complete, Fail;
+-- rf_expand also from queue/job.go: Expand, for a republisher) ----
 
 -- rf_stage writes one chunk of a large subtask set before the parent commits.
 -- KEYS[1] job hash. ARGV: owner, parent seq, attempt, base, first, now,
@@ -585,6 +594,8 @@ redis.register_function('rf_fail', function(keys, args)
   return {res, pub}
 end)
 
+-- ---- job control (queue/job.go: RetryJob, CancelJob) ----
+
 -- rf_retry puts every failed task of a failed or canceled job back to queued
 -- and the job back to running; computed work is untouched.
 -- KEYS[1] job hash. ARGV: now. Returns a publish list for the re-queued
@@ -657,6 +668,8 @@ redis.register_function('rf_release', function(keys, args)
   return pub
 end)
 
+-- ---- publishing (queue/job.go: Publish) ----
+
 -- rf_dependents releases the next chunk of a long dependent list deferred by
 -- resolve. KEYS[1] job hash. ARGV: seq, chunk size. Returns {done, publish
 -- list} where done is 1 once the whole list is through.
@@ -696,6 +709,8 @@ redis.register_function('rf_unbox', function(keys, args)
   end
   return n
 end)
+
+-- ---- reclaiming dead runners' tasks (queue/fleet.go) ----
 
 -- rf_reclaim settles tasks whose hints a dead runner left pending.
 -- KEYS[1] job hash. ARGV: dead runner id, now, seq...
@@ -740,7 +755,8 @@ redis.register_function('rf_reclaim', function(keys, args)
   return {res, pub}
 end)
 
--- ---- sweep: staged sets that never commit, archived jobs ----
+-- ---- sweep: staged sets that never commit (queue/stage_gc.go), archived
+-- jobs (queue/archive.go) ----
 
 -- rf_drop_stage deletes, one chunk per call, the task hashes of a staged
 -- subtask set whose attempt can no longer commit: its parent is not running
@@ -828,7 +844,7 @@ redis.register_function('rf_purge', function(keys, args)
   return 'done'
 end)
 
--- ---- deployments ----
+-- ---- deployments (queue/deploy.go) ----
 -- One active release per workflow per cluster, under the cluster's tag
 -- {c:<slug>} (deploy.go passes every key name):
 --   rf:{c:<slug>}:deploys    hash workflow -> deployment JSON: {workflow,

@@ -9,7 +9,8 @@ import (
 )
 
 // dropChunk bounds the task hashes one rf_drop_stage or rf_purge call
-// deletes, so each call stays far below the 10 ms budget of DESIGN.md §5.
+// deletes, so each call stays far below the 10 ms per command budget (README,
+// "How it works", No long commands).
 const dropChunk = 500
 
 func stagedKey(jobID string) string { return jobPrefix(jobID) + "staged" }

@@ -34,8 +34,8 @@ import (
 	"time"
 
 	"github.com/runfleet/runfleet/artifacts"
-	"github.com/runfleet/runfleet/queue"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -120,7 +120,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("runnerd: Config.Client is required")
 	}
-	if err := queue.ValidateSlug(cfg.Cluster); err != nil {
+	if err := rftype.ValidateSlug("cluster", cfg.Cluster); err != nil {
 		return nil, fmt.Errorf("runnerd: %w", err)
 	}
 	if cfg.Store == nil {
@@ -445,7 +445,7 @@ func acceptDeployments(deps []workflows.Deployment) ([]workflows.Deployment, map
 		var why string
 		keys := make([]string, 0, len(dep.Tasks))
 		for _, t := range dep.Tasks {
-			id, err := queue.ParseIdentifier(t.Name, t.Version)
+			id, err := t.Parse()
 			if err != nil {
 				why = fmt.Sprintf("release %s of workflow %s lists an invalid task identifier: %v", short(dep.Release), dep.Workflow, err)
 				break
@@ -521,16 +521,11 @@ func (r *release) prepare() error {
 	if !ok {
 		return fmt.Errorf("%w: release %s has entrypoints for %v, this runner is %s", errNoEntrypoint, r.dep.Release, slices.Sorted(maps.Keys(m.Entrypoints)), d.cfg.Platform)
 	}
-	want := make([]protocol.TaskID, len(m.Tasks))
-	ids := make([]workflows.TaskIdentifier, len(m.Tasks))
-	for i, t := range m.Tasks {
-		want[i] = protocol.TaskID{Name: t.Name, Version: t.Version}
-		ids[i] = workflows.TaskIdentifier{Name: t.Name, Version: t.Version}
-	}
+	ids := slices.Clone(m.Tasks) // the worker's hello must list these too
 	if !slices.Equal(taskSet(ids), taskSet(r.dep.Tasks)) {
 		return fmt.Errorf("the deployment lists tasks %v but release %s's manifest lists %v", r.dep.Tasks, r.dep.Release, ids)
 	}
-	r.w = &worker{path: filepath.Join(dir, filepath.FromSlash(entry)), dir: dir, want: want, timeout: d.cfg.StartTimeout,
+	r.w = &worker{path: filepath.Join(dir, filepath.FromSlash(entry)), dir: dir, want: ids, timeout: d.cfg.StartTimeout,
 		logger: r.logger,
 		env: []string{protocol.ModeEnv + "=" + protocol.ModeWorker, "RUNFLEET_RELEASE=" + r.dep.Release,
 			"RUNFLEET_WORKFLOW=" + r.dep.Workflow, "RUNFLEET_CLUSTER=" + d.cfg.Cluster}}

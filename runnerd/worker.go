@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/internal/backoff"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // worker supervises the worker process of one release: it starts it, checks
@@ -22,7 +24,7 @@ type worker struct {
 	path    string   // the entrypoint
 	dir     string   // the unpacked release, the process's working directory
 	env     []string // added to the runner's environment
-	want    []protocol.TaskID
+	want    []rftype.TaskIdentifier
 	logger  *slog.Logger
 	timeout time.Duration // for the hello
 
@@ -142,7 +144,7 @@ func (w *worker) checkHello(h protocol.Hello) error {
 // closing. Executions in flight on a dead process fail with
 // protocol.ErrWorkerGone, and the runner queues them again.
 func (w *worker) supervise() {
-	backoff := minRestartBackoff
+	restart := backoff.New(minRestartBackoff, maxRestartBackoff)
 	for {
 		w.mu.Lock()
 		exited, started := w.exited, time.Now()
@@ -157,12 +159,11 @@ func (w *worker) supervise() {
 		w.host = nil
 		w.mu.Unlock()
 		if time.Since(started) > healthyAfter {
-			backoff = minRestartBackoff
+			restart.Reset()
 		}
 		for {
-			w.logger.Warn("worker process exited; restarting it", slog.Duration("backoff", backoff))
-			time.Sleep(backoff)
-			backoff = min(backoff*2, maxRestartBackoff)
+			w.logger.Warn("worker process exited; restarting it", slog.Duration("backoff", restart.Delay()))
+			time.Sleep(restart.Next())
 			w.mu.Lock()
 			closing := w.closing
 			w.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Cluster is a named pool of runners; jobs are submitted to one.
@@ -15,8 +16,8 @@ type Cluster = queue.Cluster
 var (
 	ErrClusterNotFound = queue.ErrClusterNotFound
 	ErrClusterExists   = queue.ErrClusterExists
-	ErrInvalidSlug     = queue.ErrInvalidSlug
-	ErrInvalidTask     = queue.ErrInvalidIdentifier
+	ErrInvalidSlug     = rftype.ErrInvalidSlug
+	ErrInvalidTask     = rftype.ErrInvalidIdentifier
 	ErrJobNotFound     = queue.ErrJobNotFound
 	ErrJobCompleted    = queue.ErrJobCompleted
 )
@@ -54,7 +55,7 @@ func (cc *ClusterClient) Declare(ctx context.Context, slug string, ids ...TaskId
 	}
 	qids := make([]queue.Identifier, 0, len(ids))
 	for _, id := range ids {
-		q, err := id.parse()
+		q, err := id.Parse()
 		if err != nil {
 			return err
 		}
@@ -75,7 +76,7 @@ func (cc *ClusterClient) Tasks(ctx context.Context, slug string) ([]TaskIdentifi
 	}
 	out := make([]TaskIdentifier, len(ids))
 	for i, id := range ids {
-		out[i] = NewTaskIdentifier(id.Name, id.Version())
+		out[i] = id.TaskIdentifier()
 	}
 	slices.SortFunc(out, func(a, b TaskIdentifier) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil

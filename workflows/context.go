@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // execution is what a running task's context carries: who it is and what it
@@ -134,7 +135,7 @@ func SubmitSubtasks(ctx context.Context, tasks []Task, opts ...SubtaskOption) ([
 }
 
 func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
-	if err := queue.ValidateSlug(cfg.cluster); err != nil {
+	if err := rftype.ValidateSlug("cluster", cfg.cluster); err != nil {
 		return fmt.Errorf("submit subtask: %w", err)
 	}
 	if cfg.maxRetries < 0 {

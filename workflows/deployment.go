@@ -61,7 +61,7 @@ func (dc *DeploymentClient) Deploy(ctx context.Context, cluster string, d Deploy
 		qd.By = whoAmI()
 	}
 	for _, t := range d.Tasks {
-		id, err := t.parse()
+		id, err := t.Parse()
 		if err != nil {
 			return "", fmt.Errorf("deploy workflow %q: %w", d.Workflow, err)
 		}
@@ -94,7 +94,7 @@ func (dc *DeploymentClient) List(ctx context.Context, cluster string) (revision 
 		d := Deployment{Workflow: qd.Workflow, Release: qd.Release, DeployedAt: qd.DeployedAt, By: qd.By,
 			Tasks: make([]TaskIdentifier, len(qd.Tasks))}
 		for j, id := range qd.Tasks {
-			d.Tasks[j] = TaskIdentifier{Name: id.Name, Version: id.Version()}
+			d.Tasks[j] = id.TaskIdentifier()
 		}
 		out[i] = d
 	}

@@ -3,12 +3,11 @@ package workflows
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/runfleet/runfleet/internal/backoff"
 	"github.com/runfleet/runfleet/queue"
 )
 
@@ -29,7 +28,7 @@ func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat,
 	host, _ := os.Hostname()
 	info := queue.RunnerInfo{ID: r.id, Streams: r.streams, Host: host, PID: os.Getpid(), Started: time.Now()}
 	h := &heartbeat{r: r, ttl: cfg.heartbeatTTL, done: make(chan struct{})}
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(50*time.Millisecond, 5*time.Second)
 	for {
 		err := r.client.q.Heartbeat(ctx, r.cluster, info, h.ttl, true)
 		if err == nil {
@@ -38,9 +37,8 @@ func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat,
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		r.logger.Warn("first heartbeat failed; retrying", slog.Any("error", err), slog.Duration("backoff", backoff))
-		sleepCtx(ctx, jitter(backoff))
-		backoff = min(2*backoff, 5*time.Second)
+		r.logger.Warn("first heartbeat failed; retrying", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+		retry.Sleep(ctx)
 	}
 	h.lastBeat.Store(time.Now().UnixNano())
 	// The heartbeat outlives the fetch context: a stopping runner still
@@ -54,7 +52,7 @@ func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat,
 func (h *heartbeat) loop(ctx context.Context, info queue.RunnerInfo) {
 	defer close(h.done)
 	every := h.ttl / 5
-	t := time.NewTimer(jitter(every))
+	t := time.NewTimer(backoff.Jitter(every))
 	defer t.Stop()
 	failing := false
 	for beats := 1; ; beats++ {
@@ -80,7 +78,7 @@ func (h *heartbeat) loop(ctx context.Context, info queue.RunnerInfo) {
 			failing = false
 			h.lastBeat.Store(start.UnixNano())
 		}
-		t.Reset(jitter(every))
+		t.Reset(backoff.Jitter(every))
 	}
 }
 
@@ -110,7 +108,7 @@ func (h *heartbeat) stop(ctx context.Context, settled bool) {
 func (r *Runner) maintain(ctx context.Context, cfg runConfig) {
 	trim := time.NewTicker(trimEvery)
 	defer trim.Stop()
-	reclaim := time.NewTimer(jitter(cfg.reclaimEvery))
+	reclaim := time.NewTimer(backoff.Jitter(cfg.reclaimEvery))
 	defer reclaim.Stop()
 	for {
 		select {
@@ -129,20 +127,7 @@ func (r *Runner) maintain(ctx context.Context, cfg runConfig) {
 				r.logger.Info("reclaimed dead runners", slog.Int("runners", rep.Runners),
 					slog.Int("requeued", rep.Requeued), slog.Int("failed", rep.Failed), slog.Int("republished", rep.Republish))
 			}
-			reclaim.Reset(jitter(cfg.reclaimEvery))
+			reclaim.Reset(backoff.Jitter(cfg.reclaimEvery))
 		}
 	}
-}
-
-var jitterMu sync.Mutex
-
-// jitter spreads d by ±20% so a fleet that lost Redis does not come back in
-// lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	jitterMu.Lock()
-	defer jitterMu.Unlock()
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
 }

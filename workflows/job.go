@@ -163,7 +163,7 @@ func (jc *JobClient) SubmitOnce(ctx context.Context, r SubmitRequest) (Job, bool
 }
 
 func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error) {
-	id, err := r.Task.parse()
+	id, err := r.Task.Parse()
 	if err != nil {
 		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
 	}

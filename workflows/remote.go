@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/runfleet/runfleet/protocol"
 	"github.com/runfleet/runfleet/queue"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // RemoteExecutor runs task executions in another process. The release
@@ -50,7 +51,7 @@ func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []Ta
 	}
 	reg := newEmptyRegistry()
 	for _, t := range tasks {
-		id, err := t.parse()
+		id, err := t.Parse()
 		if err != nil {
 			return nil, fmt.Errorf("new remote runner: %w", err)
 		}
@@ -65,7 +66,7 @@ func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []Ta
 func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome {
 	x := protocol.Execute{Type: protocol.TypeExecute, JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt,
 		Cluster: r.cluster, RunnerID: r.id, Release: r.release,
-		Task: protocol.TaskID{Name: c.Task.Name, Version: c.Task.Version()}, Input: c.Input}
+		Task: c.Task.TaskIdentifier(), Input: c.Input}
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}
@@ -93,14 +94,14 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome
 		pi.Done(p.Done)
 	}
 	if res.Error != "" {
-		return r.settle(workCtx, c, e, errors.New(res.Error))
+		return r.outcomeOf(workCtx, c, e, errors.New(res.Error))
 	}
 	subs, err := r.remoteSubtasks(res.Subtasks)
 	if err != nil {
-		return r.settle(workCtx, c, e, fmt.Errorf("worker returned an invalid subtask: %w", err))
+		return r.outcomeOf(workCtx, c, e, fmt.Errorf("worker returned an invalid subtask: %w", err))
 	}
 	e.subtasks = subs
-	return r.settle(workCtx, c, e, nil)
+	return r.outcomeOf(workCtx, c, e, nil)
 }
 
 // remoteSubtasks checks what a worker submitted as strictly as
@@ -109,7 +110,7 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome
 func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, error) {
 	out := make([]queue.SubtaskSpec, len(in))
 	for i, s := range in {
-		id, err := queue.ParseIdentifier(s.Task.Name, s.Task.Version)
+		id, err := s.Task.Parse()
 		if err != nil {
 			return nil, fmt.Errorf("subtask %d: %w", i, err)
 		}
@@ -117,7 +118,7 @@ func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, err
 		if cluster == "" {
 			cluster = r.cluster
 		}
-		if err := queue.ValidateSlug(cluster); err != nil {
+		if err := rftype.ValidateSlug("cluster", cluster); err != nil {
 			return nil, fmt.Errorf("subtask %d: %w", i, err)
 		}
 		if s.MaxRetries < 0 {

@@ -117,7 +117,7 @@ func newRegistry(tasks []Task) (*registry, error) {
 		if _, ok := reflect.New(typ).Interface().(Task); !ok {
 			return nil, fmt.Errorf("*%s does not implement Task", typ)
 		}
-		id, err := IdentifierOf(t).parse()
+		id, err := IdentifierOf(t).Parse()
 		if err != nil {
 			return nil, fmt.Errorf("task type %s: %w", typ, err)
 		}

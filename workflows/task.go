@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/runfleet/runfleet/queue"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Task is a unit of work. Its exported fields are its input, encoded as JSON;
@@ -26,26 +27,14 @@ type IdentifiableTask interface {
 // A runner may execute a task when the names and majors are equal and the
 // runner's minor is at least the task's: a v1.3 task runs on v1.3 or v1.5
 // runners, never on v1.2 or v2.0.
-type TaskIdentifier struct {
-	Name    string `json:"name"`
-	Version string `json:"version"`
-}
+//
+// It is rftype.TaskIdentifier, the identifier every runfleet package shares:
+// fields Name and Version, methods Validate, Parse and String.
+type TaskIdentifier = rftype.TaskIdentifier
 
 // NewTaskIdentifier is a convenience for TaskIdentifier{name, version}.
 func NewTaskIdentifier(name, version string) TaskIdentifier {
 	return TaskIdentifier{Name: name, Version: version}
-}
-
-// Validate reports a malformed name or version.
-func (id TaskIdentifier) Validate() error {
-	_, err := queue.ParseIdentifier(id.Name, id.Version)
-	return err
-}
-
-func (id TaskIdentifier) String() string { return id.Name + "@" + id.Version }
-
-func (id TaskIdentifier) parse() (queue.Identifier, error) {
-	return queue.ParseIdentifier(id.Name, id.Version)
 }
 
 // IdentifierOf returns the identifier of a task value.
@@ -69,7 +58,7 @@ func encodeInput(t Task, limit int) (queue.Identifier, []byte, error) {
 	if t == nil {
 		return queue.Identifier{}, nil, fmt.Errorf("task is nil")
 	}
-	id, err := IdentifierOf(t).parse()
+	id, err := IdentifierOf(t).Parse()
 	if err != nil {
 		return queue.Identifier{}, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/runfleet/runfleet/internal/backoff"
 	"github.com/runfleet/runfleet/queue"
 )
 
@@ -90,7 +91,7 @@ type jobWatch struct {
 // to waitRetryFor. A job gone from Redis is read from its archive.
 func (w *jobWatch) read(ctx context.Context) (Job, string, error) {
 	var failing time.Time
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(50*time.Millisecond, time.Second)
 	for {
 		j, last, err := w.jc.c.q.WatchJob(ctx, w.id)
 		w.readAt = time.Now()
@@ -108,10 +109,9 @@ func (w *jobWatch) read(ctx context.Context) (Job, string, error) {
 		} else if time.Since(failing) > waitRetryFor {
 			return Job{}, "", err
 		}
-		if err := pauseCtx(ctx, backoff); err != nil {
+		if err := pauseCtx(ctx, retry.Next()); err != nil {
 			return Job{}, "", err
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 }
 

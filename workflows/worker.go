@@ -12,8 +12,8 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/runfleet/runfleet/queue"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // ServeReleaseModes makes a program usable as a workflow release. Call it
@@ -29,7 +29,7 @@ import (
 // with RUNFLEET_MODE set; ServeReleaseModes then serves that mode and exits
 // the process: "describe" prints the task identifiers as JSON, "worker"
 // executes tasks for runnerd over the worker protocol (package
-// runnerd/protocol) until runnerd closes its pipe.
+// protocol) until runnerd closes its pipe.
 func ServeReleaseModes(tasks ...Task) {
 	mode := os.Getenv(protocol.ModeEnv)
 	if mode == "" {
@@ -79,10 +79,10 @@ func serveMode(mode string, tasks []Task, stdout, stderr io.Writer) int {
 }
 
 // describe lists the registered identifiers in registration order.
-func (reg *registry) describe() []protocol.TaskID {
-	out := make([]protocol.TaskID, len(reg.ids))
+func (reg *registry) describe() []rftype.TaskIdentifier {
+	out := make([]rftype.TaskIdentifier, len(reg.ids))
 	for i, id := range reg.ids {
-		out[i] = protocol.TaskID{Name: id.Name, Version: id.Version()}
+		out[i] = id.TaskIdentifier()
 	}
 	return out
 }
@@ -195,7 +195,7 @@ func (w *workerConn) err() error {
 // result; it never fails the conversation, only the execution.
 func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) protocol.Result {
 	res := protocol.Result{Type: protocol.TypeResult, ID: x.ID}
-	id, err := queue.ParseIdentifier(x.Task.Name, x.Task.Version)
+	id, err := x.Task.Parse()
 	if err != nil {
 		res.Error = fmt.Sprintf("worker: %v", err)
 		return res
@@ -212,7 +212,7 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 	}
 	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
 		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
-		Identifier: TaskIdentifier{Name: id.Name, Version: id.Version()}}}
+		Identifier: id.TaskIdentifier()}}
 	err = runTask(context.WithValue(ctx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
@@ -233,7 +233,7 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 	}
 	res.Subtasks = make([]protocol.Subtask, len(e.subtasks))
 	for i, s := range e.subtasks {
-		res.Subtasks[i] = protocol.Subtask{Task: protocol.TaskID{Name: s.Task.Name, Version: s.Task.Version()},
+		res.Subtasks[i] = protocol.Subtask{Task: s.Task.TaskIdentifier(),
 			Cluster: s.Cluster, Input: s.Input, MaxRetries: s.MaxRetries, Optional: s.Optional, Deps: s.Deps}
 	}
 	return res

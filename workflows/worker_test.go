@@ -14,7 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/examples/bench/benchtask"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -26,7 +27,7 @@ func TestDescribeMode(t *testing.T) {
 	dec := json.NewDecoder(&out)
 	dec.DisallowUnknownFields()
 	require.NoError(t, dec.Decode(&d))
-	require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []protocol.TaskID{{Name: "Step", Version: "v1.0"}, {Name: "WhoAmI", Version: "v1.2"}}}, d)
+	require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []rftype.TaskIdentifier{{Name: "Step", Version: "v1.0"}, {Name: "WhoAmI", Version: "v1.2"}}}, d)
 
 	errOut.Reset()
 	require.Equal(t, 2, workflows.ServeMode("serve", []workflows.Task{&Step{}}, &out, &errOut))
@@ -180,7 +181,7 @@ func TestRemoteRunnerStopHandsBack(t *testing.T) {
 func TestRemoteRunnerRefusesBadSubtasks(t *testing.T) {
 	b := setup(t)
 	tasks := []workflows.Task{&benchtask.Noop{}}
-	bad := protocol.Result{Subtasks: []protocol.Subtask{{Task: protocol.TaskID{Name: "Noop", Version: "v1.0"}, Input: json.RawMessage(`{}`), Deps: []int{0}}}}
+	bad := protocol.Result{Subtasks: []protocol.Subtask{{Task: rftype.TaskIdentifier{Name: "Noop", Version: "v1.0"}, Input: json.RawMessage(`{}`), Deps: []int{0}}}}
 	r := remoteRunner(t, b, tasks, fixedResult(bad))
 	j := b.submit(t, &benchtask.Noop{})
 	require.NoError(t, r.RunAll(b.ctx))

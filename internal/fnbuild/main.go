@@ -33,6 +33,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/runfleet/runfleet/internal/atomicfile"
 )
 
 // zipTime is the modification time of every zip entry: the earliest an
@@ -178,35 +180,23 @@ func writeZip(zipPath, bin string) (string, error) {
 	}
 	defer src.Close()
 
-	f, err := os.CreateTemp(filepath.Dir(zipPath), ".fnbuild-*.zip")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(f.Name()) // fails harmlessly once renamed
-
 	h := sha256.New()
-	zw := zip.NewWriter(io.MultiWriter(f, h))
-	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
-		return flate.NewWriter(w, flate.BestCompression)
+	err = atomicfile.Write(zipPath, filepath.Join(filepath.Dir(zipPath), ".fnbuild-*.zip"), func(f *os.File) error {
+		zw := zip.NewWriter(io.MultiWriter(f, h))
+		zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
+			return flate.NewWriter(w, flate.BestCompression)
+		})
+		hdr := &zip.FileHeader{Name: "bootstrap", Method: zip.Deflate, Modified: zipTime}
+		hdr.SetMode(0o755)
+		w, err := zw.CreateHeader(hdr)
+		if err == nil {
+			_, err = io.Copy(w, src)
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		return err
 	})
-	hdr := &zip.FileHeader{Name: "bootstrap", Method: zip.Deflate, Modified: zipTime}
-	hdr.SetMode(0o755)
-	w, err := zw.CreateHeader(hdr)
-	if err == nil {
-		_, err = io.Copy(w, src)
-	}
-	if err == nil {
-		err = zw.Close()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), zipPath)
-	}
 	if err != nil {
 		return "", err
 	}

@@ -19,7 +19,8 @@ import (
 	"time"
 
 	"github.com/runfleet/runfleet/artifacts"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/internal/atomicfile"
+	"github.com/runfleet/runfleet/protocol"
 )
 
 // DefaultDescribeTimeout bounds how long a release binary may take to print
@@ -173,9 +174,7 @@ func Build(ctx context.Context, cfg Config, opts BuildOptions) (BuildResult, err
 			SDKVersion:     sdk,
 		},
 	}
-	for _, t := range desc.Tasks {
-		m.Tasks = append(m.Tasks, artifacts.TaskID{Name: t.Name, Version: t.Version})
-	}
+	m.Tasks = append(m.Tasks, desc.Tasks...)
 	// The order Pack writes them in.
 	slices.SortFunc(m.Tasks, func(a, b artifacts.TaskID) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Version, b.Version))
@@ -386,48 +385,31 @@ func sdkVersion(bin string) string {
 
 // packAtomic packs the artifact into a temporary file next to out and
 // renames it into place, returning the release id and size.
-func packAtomic(out string, m artifacts.Manifest, files map[string]artifacts.File) (string, int64, error) {
+func packAtomic(out string, m artifacts.Manifest, files map[string]artifacts.File) (id string, size int64, err error) {
 	dir := filepath.Dir(out)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", 0, err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
-	if err != nil {
-		return "", 0, err
-	}
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(f.Name())
+	err = atomicfile.Write(out, filepath.Join(dir, "."+filepath.Base(out)+".tmp-*"), func(f *os.File) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		var err error
+		if id, err = artifacts.Pack(bw, m, files); err != nil {
+			return err
 		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	id, err := artifacts.Pack(bw, m, files)
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		size = st.Size()
+		return nil
+	})
 	if err != nil {
 		return "", 0, err
 	}
-	if err := bw.Flush(); err != nil {
-		return "", 0, fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("sync %s: %w", f.Name(), err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	if err := f.Close(); err != nil {
-		return "", 0, fmt.Errorf("close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), out); err != nil {
-		return "", 0, fmt.Errorf("write %s: %w", out, err)
-	}
-	done = true
-	return id, st.Size(), nil
+	return id, size, nil
 }
 
 // cappedBuffer keeps the first max bytes written and notes any overflow.

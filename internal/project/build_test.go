@@ -14,7 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/artifacts"
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // fixtureProject copies testdata/describe, a stdlib-only main package that
@@ -210,7 +211,7 @@ case "$RUNFLEET_REDIS_URL" in *.invalid:*) ;; *) exit 9;; esac
 echo '`+good+`'`)
 		d, err := describe(context.Background(), bin, "the binary", time.Minute)
 		require.NoError(t, err)
-		require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []protocol.TaskID{{Name: "Greet", Version: "v1.0"}}}, d)
+		require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []rftype.TaskIdentifier{{Name: "Greet", Version: "v1.0"}}}, d)
 	})
 
 	for _, tc := range []struct{ name, body, want string }{
@@ -235,7 +236,7 @@ func TestDecodeDescribe(t *testing.T) {
 	t.Parallel()
 	d, err := decodeDescribe([]byte(" {\"protocol\":1,\"tasks\":[{\"name\":\"A\",\"version\":\"v0.1\"}]}\n\n"))
 	require.NoError(t, err)
-	require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []protocol.TaskID{{Name: "A", Version: "v0.1"}}}, d)
+	require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []rftype.TaskIdentifier{{Name: "A", Version: "v0.1"}}}, d)
 
 	for in, want := range map[string]string{
 		"":     "printed nothing",

@@ -24,7 +24,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/runfleet/runfleet/artifacts"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // ConfigFile is the name of a workflow project's config file.
@@ -50,14 +50,10 @@ var (
 	ErrNoTarget = errors.New("unknown deploy target")
 )
 
-var slugRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,99}$`)
-
-// ValidSlug reports whether s is a valid workflow, cluster or target slug:
-// 1 to 100 lowercase letters, digits and dashes, starting with a letter or
-// digit.
-func ValidSlug(s string) bool { return slugRE.MatchString(s) }
-
-const slugRule = "use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit"
+// ValidSlug reports whether s is a valid workflow, cluster or target slug
+// (rftype.ValidSlug): 1 to 100 lowercase letters, digits and dashes,
+// starting with a letter or digit.
+func ValidSlug(s string) bool { return rftype.ValidSlug(s) }
 
 // Config is a workflow project: the decoded runfleet.workflow.toml.
 type Config struct {
@@ -170,11 +166,11 @@ func invalid(format string, args ...any) error {
 
 // validate reports the first thing wrong with c, naming the field.
 func (c Config) validate() error {
-	switch {
-	case c.Workflow == "":
+	if c.Workflow == "" {
 		return invalid(`workflow is missing: name the workflow, e.g. workflow = "bench"`)
-	case !ValidSlug(c.Workflow):
-		return invalid("workflow %q: %s", c.Workflow, slugRule)
+	}
+	if err := rftype.ValidateSlug("workflow", c.Workflow); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	m := filepath.FromSlash(c.Main)
 	switch {
@@ -199,15 +195,15 @@ func (c Config) validate() error {
 		seen[p] = true
 	}
 	for _, name := range sortedKeys(c.Targets) {
-		if !ValidSlug(name) {
-			return invalid("targets.%s: target name %q: %s", name, name, slugRule)
+		if err := rftype.ValidateSlug("target", name); err != nil {
+			return fmt.Errorf("%w: targets.%s: %w", ErrInvalidConfig, name, err)
 		}
 		cl := c.Targets[name].Cluster
-		switch {
-		case cl == "":
+		if cl == "" {
 			return invalid(`targets.%s.cluster is missing: name the cluster it deploys to, e.g. cluster = "dev"`, name)
-		case !ValidSlug(cl):
-			return invalid("targets.%s.cluster %q: %s", name, cl, slugRule)
+		}
+		if err := rftype.ValidateSlug("cluster", cl); err != nil {
+			return fmt.Errorf("%w: targets.%s.cluster: %w", ErrInvalidConfig, name, err)
 		}
 	}
 	return nil

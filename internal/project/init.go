@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // SDKModule is the module path of the runfleet SDK.
@@ -52,8 +54,8 @@ type InitOptions struct {
 // overwrites: it refuses a dir that already has any of the first three
 // files (wrapping ErrExists). It returns the paths of the files written.
 func Init(dir, slug string, opts InitOptions) ([]string, error) {
-	if !ValidSlug(slug) {
-		return nil, invalid("workflow slug %q: %s", slug, slugRule)
+	if err := rftype.ValidateSlug("workflow", slug); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if opts.Module == "" {
 		opts.Module = slug
@@ -64,8 +66,8 @@ func Init(dir, slug string, opts InitOptions) ([]string, error) {
 	if opts.Cluster == "" {
 		opts.Cluster = "dev"
 	}
-	if !ValidSlug(opts.Cluster) {
-		return nil, invalid("cluster %q: %s", opts.Cluster, slugRule)
+	if err := rftype.ValidateSlug("cluster", opts.Cluster); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	logw := opts.Log
 	if logw == nil {

@@ -13,7 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/runfleet/runfleet/runnerd/protocol"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // sdkRoot is the runfleet module's source directory, found from the test's
@@ -79,7 +80,7 @@ func TestInit(t *testing.T) {
 		// The scaffold is a release binary: it serves describe mode.
 		d, err := describe(context.Background(), bin, "the binary", time.Minute)
 		require.NoError(t, err)
-		require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []protocol.TaskID{{Name: "Greet", Version: "v1.0"}}}, d)
+		require.Equal(t, protocol.Describe{Protocol: 1, Tasks: []rftype.TaskIdentifier{{Name: "Greet", Version: "v1.0"}}}, d)
 
 		// And without a cluster it is a direct runner asking for one.
 		out, err := exec.Command(bin).CombinedOutput()
@@ -161,7 +162,7 @@ func TestInitBadArguments(t *testing.T) {
 		want       string
 	}{
 		{"Slug", "My_Flow", InitOptions{}, `workflow slug "My_Flow"`},
-		{"Cluster", "flow", InitOptions{Cluster: "Dev"}, `cluster "Dev"`},
+		{"Cluster", "flow", InitOptions{Cluster: "Dev"}, `invalid cluster slug "Dev"`},
 		{"Module", "flow", InitOptions{Module: "example.com/my flow"}, `module path "example.com/my flow"`},
 		{"ModuleDots", "flow", InitOptions{Module: "example.com/../x"}, `module path "example.com/../x"`},
 	} {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/runfleet/runfleet/internal/backoff"
 	"github.com/runfleet/runfleet/queue"
 )
 
@@ -84,14 +85,14 @@ func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.
 			fails = append(fails, f)
 		}
 	}
-	backoff := 10 * time.Millisecond
+	retry := backoff.New(10*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
 		var err error
 		if len(comps) > 0 {
 			var res []error
 			res, err = r.client.q.Complete(ctx, r.id, comps)
 			if err == nil {
-				r.settleLost(ctx, comps, res)
+				r.republishRefused(ctx, comps, res)
 				comps = nil
 			}
 		}
@@ -116,16 +117,15 @@ func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.
 			return false
 		}
 		r.logger.Warn("commit task results failed; retrying", slog.Any("error", err))
-		sleepCtx(ctx, jitter(backoff))
-		backoff = min(2*backoff, 2*time.Second)
+		retry.Sleep(ctx)
 	}
 }
 
-// settleLost handles completions Redis refused because the task is no longer
-// held at this attempt. That is also what a retried call sees when its first
-// reply was lost after the commit landed, so the job's outbox is republished:
-// whatever that commit made ready is published, at worst twice.
-func (r *Runner) settleLost(ctx context.Context, comps []queue.Completion, res []error) {
+// republishRefused handles completions Redis refused because the task is no
+// longer held at this attempt. That is also what a retried call sees when its
+// first reply was lost after the commit landed, so the job's outbox is
+// republished: whatever that commit made ready is published, at worst twice.
+func (r *Runner) republishRefused(ctx context.Context, comps []queue.Completion, res []error) {
 	for i, e := range res {
 		if e == nil {
 			continue

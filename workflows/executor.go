@@ -48,7 +48,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	if err == nil {
 		err = e.err
 	}
-	return r.settle(workCtx, c, e, err)
+	return r.outcomeOf(workCtx, c, e, err)
 }
 
 // taskLog is the logger for one execution. Built only when something is
@@ -58,9 +58,9 @@ func (r *Runner) taskLog(c queue.Claimed) *slog.Logger {
 		slog.Int("attempt", c.Attempt), slog.String("task", c.Task.String()))
 }
 
-// settle turns a finished execution into what to commit: checks its
+// outcomeOf turns a finished execution into what to commit: checks its
 // subtasks and stages them, or records why it failed.
-func (r *Runner) settle(workCtx context.Context, c queue.Claimed, e *execution, err error) outcome {
+func (r *Runner) outcomeOf(workCtx context.Context, c queue.Claimed, e *execution, err error) outcome {
 	out := outcome{claim: c, exec: e}
 	if err == nil {
 		err = r.checkSubtaskClusters(workCtx, e.subtasks)

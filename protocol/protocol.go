@@ -45,6 +45,13 @@
 //     a lost runner, so a task that kills its worker every time fails after
 //     its 11th loss) and starts the worker again with backoff.
 //
+// # Task identifiers
+//
+// A task identifier travels as a JSON object {"name": "Resize", "version":
+// "v1.2"} (rftype.TaskIdentifier): a name of 1 to 256 bytes and a
+// vMAJOR.MINOR version. A worker serving v1.5 of a task may be sent
+// executions of v1.3, never of v1.2 or v2.0.
+//
 // A Result must fit in one frame: a worker whose result is larger answers
 // with an error Result instead (the Go SDK does), failing that execution.
 //
@@ -59,6 +66,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Version is the protocol version this package speaks.
@@ -92,39 +101,31 @@ const (
 	TypeResult  = "result"
 )
 
-// TaskID is a task identifier: name and vMAJOR.MINOR version.
-type TaskID struct {
-	Name    string `json:"name"`
-	Version string `json:"version"`
-}
-
-func (id TaskID) String() string { return id.Name + "@" + id.Version }
-
 // Describe is what a release binary prints in describe mode.
 type Describe struct {
-	Protocol int      `json:"protocol"`
-	Tasks    []TaskID `json:"tasks"`
+	Protocol int                     `json:"protocol"`
+	Tasks    []rftype.TaskIdentifier `json:"tasks"`
 }
 
 // Hello is the worker's first message.
 type Hello struct {
-	Type     string   `json:"type"` // "hello"
-	Protocol int      `json:"protocol"`
-	Tasks    []TaskID `json:"tasks"`
+	Type     string                  `json:"type"` // "hello"
+	Protocol int                     `json:"protocol"`
+	Tasks    []rftype.TaskIdentifier `json:"tasks"`
 }
 
 // Execute asks the worker to run one task execution.
 type Execute struct {
-	Type     string          `json:"type"` // "execute"
-	ID       uint64          `json:"id"`
-	JobID    string          `json:"job_id"`
-	TaskID   int64           `json:"task_id"`
-	Attempt  int             `json:"attempt"`
-	Cluster  string          `json:"cluster"`
-	RunnerID string          `json:"runner_id"`
-	Release  string          `json:"release,omitempty"`
-	Task     TaskID          `json:"task"`
-	Input    json.RawMessage `json:"input"`
+	Type     string                `json:"type"` // "execute"
+	ID       uint64                `json:"id"`
+	JobID    string                `json:"job_id"`
+	TaskID   int64                 `json:"task_id"`
+	Attempt  int                   `json:"attempt"`
+	Cluster  string                `json:"cluster"`
+	RunnerID string                `json:"runner_id"`
+	Release  string                `json:"release,omitempty"`
+	Task     rftype.TaskIdentifier `json:"task"`
+	Input    json.RawMessage       `json:"input"`
 }
 
 // Cancel asks the worker to interrupt execution ID.
@@ -146,7 +147,7 @@ type Result struct {
 // Subtask is a subtask submitted by an execution, committed only if the
 // execution succeeds.
 type Subtask struct {
-	Task TaskID `json:"task"`
+	Task rftype.TaskIdentifier `json:"task"`
 	// Cluster is the subtask's cluster; empty means the parent's.
 	Cluster    string          `json:"cluster,omitempty"`
 	Input      json.RawMessage `json:"input"`

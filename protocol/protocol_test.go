@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
-	x := Execute{Type: TypeExecute, ID: 7, JobID: "j1", TaskID: 3, Attempt: 2, Task: TaskID{Name: "Resize", Version: "v1.2"},
+	x := Execute{Type: TypeExecute, ID: 7, JobID: "j1", TaskID: 3, Attempt: 2, Task: rftype.TaskIdentifier{Name: "Resize", Version: "v1.2"},
 		Input: []byte(`{"w":640}`)}
 	require.NoError(t, WriteFrame(&buf, x))
 	require.NoError(t, WriteFrame(&buf, Cancel{Type: TypeCancel, ID: 7}))
@@ -51,7 +53,7 @@ func TestReadFrameRefusesBadFrames(t *testing.T) {
 
 func FuzzReadFrame(f *testing.F) {
 	var buf bytes.Buffer
-	_ = WriteFrame(&buf, Result{Type: TypeResult, ID: 1, Error: "x", Subtasks: []Subtask{{Task: TaskID{"A", "v1.0"}, Input: []byte(`{}`), Deps: []int{0}}}})
+	_ = WriteFrame(&buf, Result{Type: TypeResult, ID: 1, Error: "x", Subtasks: []Subtask{{Task: rftype.TaskIdentifier{Name: "A", Version: "v1.0"}, Input: []byte(`{}`), Deps: []int{0}}}})
 	f.Add(buf.Bytes())
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
@@ -79,11 +81,11 @@ func pipePair(t *testing.T) (toWorker *io.PipeReader, fromWorker *io.PipeWriter,
 func TestHostMatchesResultsAndReportsAGoneWorker(t *testing.T) {
 	toWorker, fromWorker, hostIn, hostOut := pipePair(t)
 	go func() {
-		_ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: Version, Tasks: []TaskID{{"A", "v1.0"}}})
+		_ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: Version, Tasks: []rftype.TaskIdentifier{{Name: "A", Version: "v1.0"}}})
 	}()
 	h, hello, err := NewHost(hostIn, hostOut, time.Second)
 	require.NoError(t, err)
-	require.Equal(t, []TaskID{{"A", "v1.0"}}, hello.Tasks)
+	require.Equal(t, []rftype.TaskIdentifier{{Name: "A", Version: "v1.0"}}, hello.Tasks)
 
 	// The worker answers two executions in reverse order.
 	go func() {

@@ -1,0 +1,208 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EnsureGroups creates the consumer group on every stream (and the stream if
+// needed). Reading from ID 0 is safe: entries are hints.
+func (q *Queue) EnsureGroups(ctx context.Context, streams []string) error {
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(streams))
+	for i, s := range streams {
+		cmds[i] = pipe.XGroupCreateMkStream(ctx, s, Group, "0")
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		if err := c.Err(); err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create consumer group on %s: %w", streams[i], err)
+		}
+	}
+	return nil
+}
+
+// Hint is one stream entry naming a task that may be ready.
+type Hint struct {
+	Stream string
+	ID     string
+	JobID  string
+	Seq    int64
+}
+
+// Read blocks up to block for at most count hints on streams. It returns
+// no hints and no error when the block time passes.
+func (q *Queue) Read(ctx context.Context, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
+	return readHints(ctx, q.rdb, consumer, streams, count, block)
+}
+
+func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, ">")
+	}
+	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read task streams: %w", err)
+	}
+	return parseHints(res), nil
+}
+
+func parseHints(res []redis.XStream) []Hint {
+	var out []Hint
+	for _, s := range res {
+		for _, m := range s.Messages {
+			j, _ := m.Values["j"].(string)
+			t, _ := m.Values["t"].(string)
+			seq, err := strconv.ParseInt(t, 10, 64)
+			if err != nil || j == "" {
+				seq = -1 // malformed (or deleted): acknowledged and dropped by Claim
+			}
+			out = append(out, Hint{Stream: s.Stream, ID: m.ID, JobID: j, Seq: seq})
+		}
+	}
+	return out
+}
+
+// ReadPending returns up to count hints this consumer read earlier and has
+// not acknowledged, per stream, without blocking.
+func (q *Queue) ReadPending(ctx context.Context, consumer string, streams []string, count int) ([]Hint, error) {
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, "0")
+	}
+	res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: -1,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read pending task hints: %w", err)
+	}
+	return parseHints(res), nil
+}
+
+// Reader reads hints on a connection of its own, so that a read blocked in
+// Redis can be woken at once (CLIENT UNBLOCK) when its runner stops:
+// go-redis does not interrupt a blocking command when its context ends.
+type Reader struct {
+	node     *redis.Client // the server holding the streams
+	conn     *redis.Conn
+	id       int64
+	consumer string
+	streams  []string
+}
+
+// NewReader opens a dedicated connection to the server holding streams (all
+// of one cluster, so one hash tag and one server).
+func (q *Queue) NewReader(ctx context.Context, consumer string, streams []string) (*Reader, error) {
+	var node *redis.Client
+	switch c := q.rdb.(type) {
+	case *redis.Client:
+		node = c
+	case *redis.ClusterClient:
+		n, err := c.MasterForKey(ctx, streams[0])
+		if err != nil {
+			return nil, fmt.Errorf("find the redis node of %s: %w", streams[0], err)
+		}
+		node = n
+	default:
+		return nil, fmt.Errorf("stream reader: unsupported redis client %T", q.rdb)
+	}
+	conn := node.Conn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("open stream reader: %w", err)
+	}
+	return &Reader{node: node, conn: conn, id: id, consumer: consumer, streams: streams}, nil
+}
+
+// Read is Queue.Read on the reader's connection.
+func (r *Reader) Read(ctx context.Context, count int, block time.Duration) ([]Hint, error) {
+	return readHints(ctx, r.conn, r.consumer, r.streams, count, block)
+}
+
+// Unblock wakes a Read blocked in Redis; it returns no hints. Safe to call
+// from another goroutine.
+func (r *Reader) Unblock(ctx context.Context) error {
+	return r.node.ClientUnblock(ctx, r.id).Err()
+}
+
+// Close releases the reader's connection.
+func (r *Reader) Close() error { return r.conn.Close() }
+
+// TrimStreams drops stream entries every consumer has acknowledged: those
+// before both the group's last delivered entry and its oldest pending one.
+// Approximate trimming frees whole stream nodes, so it stays cheap.
+func (q *Queue) TrimStreams(ctx context.Context, streams []string) error {
+	pipe := q.rdb.Pipeline()
+	groups := make([]*redis.XInfoGroupsCmd, len(streams))
+	pending := make([]*redis.XPendingCmd, len(streams))
+	for i, s := range streams {
+		groups[i] = pipe.XInfoGroups(ctx, s)
+		pending[i] = pipe.XPending(ctx, s, Group)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("inspect task streams: %w", err)
+	}
+	pipe = q.rdb.Pipeline()
+	for i, s := range streams {
+		var last string
+		for _, g := range groups[i].Val() {
+			if g.Name == Group {
+				last = g.LastDeliveredID
+			}
+		}
+		minID := nextID(last)
+		if p := pending[i].Val(); p != nil && p.Count > 0 && p.Lower != "" && lessID(p.Lower, minID) {
+			minID = p.Lower
+		}
+		if minID != "" {
+			pipe.XTrimMinIDApprox(ctx, s, minID, 0)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("trim task streams: %w", err)
+	}
+	return nil
+}
+
+// nextID is the stream ID right after id ("" when id is empty or "0-0").
+func nextID(id string) string {
+	ms, seq, ok := parseID(id)
+	if !ok || (ms == 0 && seq == 0) {
+		return ""
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
+}
+
+func lessID(a, b string) bool {
+	am, as, _ := parseID(a)
+	bm, bs, _ := parseID(b)
+	return am < bm || (am == bm && as < bs)
+}
+
+func parseID(id string) (ms, seq uint64, ok bool) {
+	l, r, found := strings.Cut(id, "-")
+	if !found {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(l, 10, 64)
+	seq, err2 := strconv.ParseUint(r, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
+}

@@ -1,0 +1,306 @@
+package workflows
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/runfleet/runfleet/internal/backoff"
+	"github.com/runfleet/runfleet/queue"
+)
+
+// How often a running runner does its upkeep.
+const (
+	trimEvery   = time.Second     // drop acknowledged stream entries
+	orphanEvery = 5 * time.Second // re-claim own pending hints nothing local holds
+)
+
+// abandonAfter is how long tasks get to return after their context is
+// canceled at the end of a grace period.
+const abandonAfter = 2 * time.Second
+
+// producer is one run of a runner: it owns what the runner holds, reads hints
+// for free slots only, claims them and hands them to a fixed pool of
+// executors (execute). A single completer goroutine (complete) commits
+// results in batches, and the upkeep goroutine (maintain) trims streams and
+// reclaims dead runners' tasks.
+type producer struct {
+	r    *Runner
+	cfg  runConfig
+	held *holdings
+
+	// Work outlives the fetch context by the grace period; reads, claims and
+	// commits use commitCtx: hints a read returned are this runner's to
+	// claim even while it stops, or they would sit unacknowledged.
+	workCtx    context.Context
+	cancelWork context.CancelFunc
+	commitCtx  context.Context
+	stopNow    <-chan struct{} // closed by StopNow
+
+	beat    *heartbeat
+	settled bool // set once this runner's pending entries are settled
+
+	work    chan queue.Claimed // claimed tasks, to the executors
+	execs   sync.WaitGroup     // the executors
+	results chan outcome       // executed tasks, to the completer
+
+	stopCompleter chan struct{}
+	completerDone chan struct{}
+
+	stopUpkeep context.CancelFunc
+	upkeepDone chan struct{}
+}
+
+// run starts the heartbeat, the completer, the executors and the upkeep,
+// then fetches and runs tasks until ctx ends (or, with untilIdle, until
+// there is nothing left to run), and shuts them down in order.
+func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	p := &producer{r: r, cfg: cfg, workCtx: workCtx, cancelWork: cancelWork,
+		commitCtx: context.WithoutCancel(ctx), stopNow: r.resetStop()}
+
+	// The heartbeat runs from the first moment the runner may hold a task
+	// until it holds none; results are written while its lease holds.
+	beat, err := r.startHeartbeat(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p.beat = beat
+	defer func() { beat.stop(p.commitCtx, p.settled) }()
+
+	p.held = newHoldings()
+	p.startCompleter()
+	p.startExecutors()
+	p.startUpkeep(ctx)
+	defer p.stopUpkeep()
+	defer p.finalizeShutdown(ctx)
+	return p.fetchAndRunLoop(ctx, untilIdle)
+}
+
+// startCompleter starts the goroutine that commits results; it ends when
+// results is closed or stopCompleter closes.
+func (p *producer) startCompleter() {
+	p.results = make(chan outcome, p.cfg.concurrency)
+	p.completerDone = make(chan struct{})
+	p.stopCompleter = make(chan struct{})
+	go func() {
+		defer close(p.completerDone)
+		p.r.complete(p.commitCtx, p.results, p.held, p.beat.lease, p.stopCompleter)
+	}()
+}
+
+// startExecutors starts a fixed pool of executors: goroutines that live
+// across tasks keep the stacks they have grown, where one goroutine per task
+// grows a new one. They end when work is closed.
+func (p *producer) startExecutors() {
+	p.work = make(chan queue.Claimed, p.cfg.concurrency+maxClaim)
+	for range p.cfg.concurrency {
+		p.execs.Add(1)
+		go func() {
+			defer p.execs.Done()
+			for c := range p.work {
+				p.results <- p.r.execute(p.workCtx, c)
+			}
+		}()
+	}
+}
+
+// startUpkeep starts the runner's share of fleet upkeep; stopUpkeep ends it.
+func (p *producer) startUpkeep(ctx context.Context) {
+	maintCtx, stop := context.WithCancel(ctx)
+	p.stopUpkeep = stop
+	p.upkeepDone = make(chan struct{})
+	go func() {
+		defer close(p.upkeepDone)
+		p.r.maintain(maintCtx, p.cfg)
+	}()
+}
+
+// finalizeShutdown waits for the tasks in flight (see drain), stops the
+// executors, the completer and the upkeep, and settles what is still pending
+// under this runner.
+func (p *producer) finalizeShutdown(ctx context.Context) {
+	r := p.r
+	abandoned := r.drain(ctx, p.cfg, p.held, p.cancelWork, p.stopNow)
+	close(p.work)
+	if abandoned {
+		// Executors that ignore their canceled context are left to
+		// finish on their own; what they held is handed back now.
+		close(p.stopCompleter)
+		<-p.completerDone
+		r.handBack(p.commitCtx, p.held)
+	} else {
+		p.execs.Wait()
+		close(p.results)
+		<-p.completerDone
+	}
+	p.stopUpkeep()
+	<-p.upkeepDone
+	// Hints still pending under this runner (read but never claimed,
+	// or claimed by a call whose reply was lost) are settled like a
+	// dead runner's: acknowledging them blindly could strand a task
+	// that such a claim left running under this runner.
+	if _, err := r.client.q.SettleOwn(p.commitCtx, r.cluster, r.id, r.streams); err != nil {
+		r.logger.Warn("settle this runner's pending hints failed; they are reclaimed once it is gone", slog.Any("error", err))
+	} else {
+		p.settled = true
+	}
+}
+
+// fetchAndRunLoop reads hints for free slots, claims them and hands the
+// claimed tasks to the executors until ctx ends, or, with untilIdle, until
+// a read finds nothing and the runner holds nothing.
+func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
+	r, cfg, held, commitCtx := p.r, p.cfg, p.held, p.commitCtx
+	block := time.Second
+	if untilIdle {
+		block = cfg.idleWait
+	}
+	// The waker ends a read blocked in Redis as soon as ctx is done.
+	rd := &hintReader{r: r}
+	defer rd.close()
+	stopWaker := make(chan struct{})
+	defer close(stopWaker)
+	go rd.wakeOnCancel(ctx, commitCtx, stopWaker)
+
+	retry := backoff.New(10*time.Millisecond, 5*time.Second)
+	lastOrphans := time.Now()
+	for ctx.Err() == nil {
+		if time.Since(lastOrphans) > orphanEvery {
+			lastOrphans = time.Now()
+			p.recoverOrphans()
+		}
+		if gate, ok := r.remote.(ReadyGate); ok {
+			// Claim nothing the executor could not start now.
+			select {
+			case <-gate.Ready():
+			case <-ctx.Done():
+				continue
+			}
+		}
+		before := held.count.Load()
+		free := int(int64(cfg.concurrency) - before)
+		if free <= 0 {
+			select {
+			case <-held.freed:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		// At most maxClaim per claim keeps each call short in Redis.
+		n := min(free, maxClaim)
+		batch := held.take(n)
+		read := 0
+		if len(batch) == 0 {
+			got, err := rd.read(commitCtx, n, block)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+				retry.Sleep(ctx)
+				continue
+			}
+			// COUNT applies per stream: a read can return more than n.
+			read = len(got)
+			batch = got[:min(n, len(got))]
+			held.remember(batch, got[len(batch):])
+		}
+		if err := p.claimAndStart(batch); err != nil {
+			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+			retry.Sleep(ctx)
+			continue
+		}
+		retry.Reset()
+		if untilIdle && read == 0 && len(batch) == 0 && before == 0 && held.backlogLen() == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// recoverOrphans queues the pending hints of this runner that nothing local
+// holds, to be claimed again.
+func (p *producer) recoverOrphans() {
+	r := p.r
+	if pending, err := r.client.q.ReadPending(p.commitCtx, r.id, r.streams, 1000); err == nil {
+		if n := p.held.orphans(pending); n > 0 {
+			r.logger.Info("recovering pending task hints of this runner", slog.Int("hints", n))
+		}
+	}
+}
+
+// claimAndStart claims the tasks batch names and hands those not already
+// running to the executors. Tasks claimed before an error still start.
+func (p *producer) claimAndStart(batch []queue.Hint) error {
+	r := p.r
+	claimed, err := r.client.q.Claim(p.commitCtx, r.id, batch)
+	start, dup := p.held.admit(batch, claimed)
+	if len(dup) > 0 {
+		_ = r.client.q.Ack(p.commitCtx, dup)
+	}
+	for _, c := range start {
+		p.work <- c
+	}
+	return err
+}
+
+// drain waits for tasks in flight: without limit while ctx is live (RunAll
+// finished), else up to the grace period, or until StopNow. Then it cancels
+// the tasks' context and gives them a moment to return; it reports whether
+// some did not, so the caller hands them back.
+func (r *Runner) drain(ctx context.Context, cfg runConfig, held *holdings, cancelWork context.CancelFunc, stopNow <-chan struct{}) (abandoned bool) {
+	var deadline <-chan time.Time
+	if ctx.Err() != nil {
+		t := time.NewTimer(cfg.grace)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for held.count.Load() > 0 {
+		select {
+		case <-held.freed:
+			continue
+		case <-deadline:
+		case <-stopNow:
+		}
+		r.logger.Warn("stopping: handing back running tasks", slog.Int64("tasks", held.count.Load()))
+		cancelWork()
+		// Tasks that honour their context return now and are handed back by
+		// the completer; the rest are abandoned.
+		wait := time.NewTimer(abandonAfter)
+		defer wait.Stop()
+		for held.count.Load() > 0 {
+			select {
+			case <-held.freed:
+			case <-wait.C:
+				return true
+			}
+		}
+		return false
+	}
+	return false
+}
+
+// handBack re-queues every task still held, without counting a retry, and
+// acknowledges their hints.
+func (r *Runner) handBack(ctx context.Context, held *holdings) {
+	tasks := held.runningTasks()
+	if len(tasks) == 0 {
+		return
+	}
+	fails := make([]queue.Failure, len(tasks))
+	hints := make([]queue.Hint, len(tasks))
+	for i, c := range tasks {
+		fails[i] = queue.Failure{JobID: c.JobID, Seq: c.Seq, Attempt: c.Attempt, HandBack: true,
+			Error: "handed back: the runner stopped before the task finished"}
+		hints[i] = c.Hint
+	}
+	if _, err := r.client.q.Fail(ctx, r.id, fails); err != nil {
+		r.logger.Error("hand back running tasks failed; they are reclaimed when this runner's heartbeat expires", slog.Any("error", err))
+		return
+	}
+	_ = r.client.q.Ack(ctx, hints)
+	held.finish(tasks)
+}
