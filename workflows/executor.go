@@ -43,7 +43,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	}
 	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
-		Identifier: TaskIdentifier{Name: c.Task.Name, Version: c.Task.Version()}}}
+		Identifier: c.Task.TaskIdentifier()}}
 	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runfleet/runfleet/internal/project"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 func (a *app) workflowCmd() *cobra.Command {
@@ -63,8 +64,8 @@ func findProject() (cfg project.Config, found bool, err error) {
 // resolveWorkflow is the --workflow flag, else the project's workflow.
 func resolveWorkflow(flag string) (string, error) {
 	if flag != "" {
-		if !project.ValidSlug(flag) {
-			return "", usageErrorf("invalid --workflow %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", flag)
+		if err := rftype.ValidateSlug("workflow", flag); err != nil {
+			return "", usageErrorf("--workflow: %v", err)
 		}
 		return flag, nil
 	}

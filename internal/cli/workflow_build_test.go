@@ -76,7 +76,7 @@ func TestWorkflowInit(t *testing.T) {
 	}{
 		{[]string{"init"}, "missing SLUG"},
 		{[]string{"init", "Tiles"}, `invalid workflow slug "Tiles"`},
-		{[]string{"init", "tiles", "--cluster", "Dev"}, `invalid --cluster "Dev"`},
+		{[]string{"init", "tiles", "--cluster", "Dev"}, `--cluster: invalid cluster slug "Dev"`},
 		{[]string{"init", "tiles", "--module", "bad module", "--dir", filepath.Join(t.TempDir(), "m")}, `module path "bad module"`},
 		{[]string{"init", "tiles", "--bogus"}, "unknown flag: --bogus"},
 	} {

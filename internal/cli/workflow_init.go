@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runfleet/runfleet/internal/project"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 func (a *app) workflowInitCmd() *cobra.Command {
@@ -38,11 +39,13 @@ it. --tidy then runs go mod tidy, which fetches the dependencies.`,
 		Args: exactArgs("SLUG"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			slug := args[0]
-			if !project.ValidSlug(slug) {
-				return usageErrorf("invalid workflow slug %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", slug)
+			if err := rftype.ValidateSlug("workflow", slug); err != nil {
+				return usageErrorf("%v", err)
 			}
-			if opts.Cluster != "" && !project.ValidSlug(opts.Cluster) {
-				return usageErrorf("invalid --cluster %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", opts.Cluster)
+			if opts.Cluster != "" {
+				if err := rftype.ValidateSlug("cluster", opts.Cluster); err != nil {
+					return usageErrorf("--cluster: %v", err)
+				}
 			}
 			opts.Log = a.err
 			files, err := project.Init(dir, slug, opts)

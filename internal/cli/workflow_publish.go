@@ -11,6 +11,7 @@ import (
 
 	"github.com/runfleet/runfleet/artifacts"
 	"github.com/runfleet/runfleet/internal/project"
+	"github.com/runfleet/runfleet/rftype"
 )
 
 func (a *app) workflowPublishCmd(so *storeOptions) *cobra.Command {
@@ -38,8 +39,10 @@ $` + signingKeyEnv + ` (base64); without either it is published unsigned.`,
   RUNFLEET_SIGNING_KEY="$(cat release.key)" runfleet workflow publish build/tiles.tar.zst --store s3://releases/prod --json`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if workflow != "" && !project.ValidSlug(workflow) {
-				return usageErrorf("invalid --workflow %q: use 1 to 100 lowercase letters, digits and dashes, starting with a letter or digit", workflow)
+			if workflow != "" {
+				if err := rftype.ValidateSlug("workflow", workflow); err != nil {
+					return usageErrorf("--workflow: %v", err)
+				}
 			}
 			path := ""
 			if len(args) == 1 {

@@ -310,7 +310,7 @@ func TestWorkflowUsageErrors(t *testing.T) {
 	}{
 		{[]string{"workflow", "bogus"}, `unknown command "bogus" for "runfleet workflow"`},
 		{[]string{"workflow", "publish", "a", "b"}, `unexpected argument "b"`},
-		{[]string{"workflow", "publish", "a", "--workflow", "Bad"}, `invalid --workflow "Bad"`},
+		{[]string{"workflow", "publish", "a", "--workflow", "Bad"}, `--workflow: invalid workflow slug "Bad"`},
 		{[]string{"workflow", "keygen"}, "missing required flag --out"},
 		{[]string{"workflow", "deploy", "--cluster", "dev", "--workflow", "wf"}, "missing --release ID or --latest"},
 		{[]string{"workflow", "deploy", "--cluster", "dev", "--workflow", "wf", "--latest", "--release", "ab"}, "--release and --latest are mutually exclusive"},

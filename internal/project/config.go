@@ -50,10 +50,6 @@ var (
 	ErrNoTarget = errors.New("unknown deploy target")
 )
 
-// ValidSlug reports whether s is a valid workflow, cluster or target slug
-// (rftype.ValidSlug): 1 to 100 lowercase letters, digits and dashes,
-// starting with a letter or digit.
-func ValidSlug(s string) bool { return rftype.ValidSlug(s) }
 
 // Config is a workflow project: the decoded runfleet.workflow.toml.
 type Config struct {
