@@ -50,7 +50,6 @@ var (
 	ErrNoTarget = errors.New("unknown deploy target")
 )
 
-
 // Config is a workflow project: the decoded runfleet.workflow.toml.
 type Config struct {
 	// Workflow is the workflow slug, ^[a-z0-9][a-z0-9-]{0,99}$. Required.
