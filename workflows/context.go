@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -158,9 +159,17 @@ func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
 	deps = slices.Compact(deps)
 	specs := make([]queue.SubtaskSpec, len(tasks))
 	for i, t := range tasks {
+		if v := reflect.ValueOf(t); v.Kind() == reflect.Pointer && v.IsNil() {
+			// Refused before encodeInput, which may call a value method
+			// through the nil pointer.
+			return markErr(ErrInvalidInput, "submit subtask %d: input must be a JSON object: got null (a nil %T)", i, t)
+		}
 		id, input, err := encodeInput(t, e.maxInput)
 		if err != nil {
 			return fmt.Errorf("submit subtask: %w", err)
+		}
+		if input[0] != '{' { // json.Marshal output has no leading space
+			return markErr(ErrInvalidInput, "submit subtask %d (%s): input must be a JSON object, not %s", i, id, input)
 		}
 		specs[i] = queue.SubtaskSpec{Task: id, Cluster: cfg.cluster, Input: input,
 			MaxRetries: cfg.maxRetries, Optional: cfg.optional, Deps: deps}

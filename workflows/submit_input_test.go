@@ -80,3 +80,41 @@ func TestSubmitRefusesInputThatIsNotAnObject(t *testing.T) {
 	_, err = jobs.Submit(b.ctx, "x", b.cluster, &Scalar{raw: `{"a":1}`})
 	require.NoError(t, err)
 }
+
+// BadChild submits a subtask whose input is not a JSON object and fails
+// with SubmitSubtask's error.
+type BadChild struct{ Kind string }
+
+func (*BadChild) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("BadChild", "v1.0")
+}
+
+func (b *BadChild) Execute(ctx context.Context) error {
+	var child workflows.Task = &Scalar{raw: "42"}
+	if b.Kind == "nil" {
+		child = (*ValueNamed)(nil)
+	}
+	if _, err := workflows.SubmitSubtask(ctx, &benchtask.Noop{}); err != nil {
+		return err
+	}
+	_, err := workflows.SubmitSubtask(ctx, child)
+	return err
+}
+
+func TestSubmitSubtaskRefusesInputThatIsNotAnObject(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r, err := b.client.NewRunner(b.ctx, b.cluster, append(benchtask.All(), &Scalar{}, &BadChild{})...)
+	require.NoError(t, err)
+	for _, kind := range []string{"nil", "number"} {
+		j, err := b.client.Jobs().Submit(b.ctx, "bad "+kind, b.cluster, &BadChild{Kind: kind})
+		require.NoError(t, err)
+		require.NoError(t, r.RunAll(b.ctx))
+		j = b.job(t, j.ID)
+		require.Equal(t, workflows.JobFailed, j.State, kind)
+		tasks, err := b.client.Jobs().Tasks(b.ctx, j.ID)
+		require.NoError(t, err)
+		require.Len(t, tasks, 1, "%s: a failed execution commits none of its subtasks", kind)
+		require.Contains(t, tasks[0].Error, "input must be a JSON object", kind)
+	}
+}
