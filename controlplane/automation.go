@@ -139,11 +139,8 @@ func (a *Automation) validate() error {
 	if a.MaxRetries < 0 {
 		return fmt.Errorf("max retries %d is negative", a.MaxRetries)
 	}
-	if a.Notify != "" {
-		u, err := url.Parse(a.Notify)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("notify URL %q is not an absolute http:// or https:// URL", a.Notify)
-		}
+	if err := workflows.CheckNotifyURL(a.Notify); err != nil {
+		return err
 	}
 	switch {
 	case a.Cron != "" && a.Storage != "":
@@ -200,12 +197,9 @@ func CreateAutomation(ctx context.Context, c *workflows.Client, a Automation) (A
 	if err := a.validate(); err != nil {
 		return Automation{}, fmt.Errorf("create automation %q: %w", a.Name, err)
 	}
-	if _, err := c.Clusters().Get(ctx, a.Cluster); err != nil {
-		return Automation{}, fmt.Errorf("create automation %q: %w", a.Name, err)
-	}
-	served, err := c.Clusters().Tasks(ctx, a.Cluster)
+	served, err := c.Clusters().Tasks(ctx, a.Cluster) // ErrClusterNotFound for an unknown cluster
 	if err != nil {
-		return Automation{}, err
+		return Automation{}, fmt.Errorf("create automation %q: %w", a.Name, err)
 	}
 	want, _ := rftype.ParseIdentifier(a.Task, a.Version)
 	if !slices.ContainsFunc(served, func(t workflows.TaskIdentifier) bool {

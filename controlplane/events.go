@@ -23,10 +23,6 @@ type ObjectRef struct {
 	EventTime time.Time `json:"event_time"`
 }
 
-func (s *Server) handleS3Event(ctx context.Context, ev events.S3Event) (EventReport, error) {
-	return s.handleS3EventAs(ctx, ev, nil)
-}
-
 // handleS3EventAs handles an S3 notification; tok, when set, is the API
 // token that delivered it, and limits the clusters it may submit to.
 func (s *Server) handleS3EventAs(ctx context.Context, ev events.S3Event, tok *Token) (EventReport, error) {
@@ -137,7 +133,8 @@ func (s *Server) submitFor(ctx context.Context, a Automation, input []byte, key,
 	return EventJob{Automation: a.ID, JobID: j.ID, Created: created}, nil
 }
 
-func (s *Server) handleSchedule(ctx context.Context, ev ScheduleEvent) (EventReport, error) {
+// HandleSchedule submits the job of one cron tick of an automation.
+func (s *Server) HandleSchedule(ctx context.Context, ev ScheduleEvent) (EventReport, error) {
 	rep := EventReport{Submitted: []EventJob{}}
 	if ev.Automation == "" {
 		return rep, errors.New("schedule event: field \"automation\" is empty")

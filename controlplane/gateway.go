@@ -64,7 +64,7 @@ func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
 		return err
 	})
 	every(g.NotifyEvery, "job notifications", func(ctx context.Context) error {
-		_, _, err := s.deliverNotifications(ctx)
+		_, _, err := s.DeliverNotifications(ctx)
 		return err
 	})
 	if g.SweepEvery > 0 {

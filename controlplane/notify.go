@@ -118,11 +118,8 @@ func notifyBackoff(attempts int) time.Duration {
 // once each, and reports how many were delivered and how many failed (and
 // stay pending).
 func (s *Server) DeliverNotifications(ctx context.Context) (delivered, failed int, err error) {
-	return s.deliverNotifications(ctx)
-}
-
-func (s *Server) deliverNotifications(ctx context.Context) (delivered, failed int, err error) {
 	q := s.cfg.Client.Queue()
+	secret := ""   // read once per pass, when the first delivery needs it
 	for range 10 { // at most 1,000 per pass
 		now := s.cfg.Now()
 		due, err := q.DueNotifications(ctx, now, 100)
@@ -151,7 +148,12 @@ func (s *Server) deliverNotifications(ctx context.Context) (delivered, failed in
 					continue // another deliverer has it
 				}
 				progressed = true
-				if derr := s.deliver(ctx, n.JobID, n.URL, n.Pending); derr == nil {
+				if secret == "" {
+					if secret, err = q.NotifySecret(ctx); err != nil {
+						return delivered, failed, err
+					}
+				}
+				if derr := s.deliver(ctx, secret, n.JobID, n.URL, n.Pending); derr == nil {
 					delivered++
 					err = q.NotificationDelivered(ctx, n.JobID, n.Pending)
 				} else {
@@ -187,7 +189,7 @@ func finishTime(pending string) time.Time {
 }
 
 // deliver POSTs one notification and succeeds on a 2xx answer.
-func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error {
+func (s *Server) deliver(ctx context.Context, secret, jobID, url, pending string) error {
 	j, err := s.cfg.Client.Jobs().Get(ctx, jobID)
 	if err != nil {
 		return err
@@ -199,10 +201,6 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 		j.State, j.FinishedAt = state, time.UnixMilli(n).UTC()
 	}
 	body, _ := json.Marshal(Notification{Event: "job.finished", Job: j})
-	secret, err := s.cfg.Client.Queue().NotifySecret(ctx)
-	if err != nil {
-		return err
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("notify %s: %s", redactURL(url), withoutURL(err))
@@ -211,11 +209,7 @@ func (s *Server) deliver(ctx context.Context, jobID, url, pending string) error 
 	req.Header.Set("User-Agent", "runfleet-notify/1")
 	req.Header.Set(SignatureHeader, Sign(secret, s.cfg.Now(), body))
 	req.Header.Set(DeliveryHeader, jobID+"/"+ms)
-	hc := s.cfg.HTTPClient
-	if hc == nil {
-		hc = notifyClient()
-	}
-	resp, err := hc.Do(req)
+	resp, err := s.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("notify %s: %s", redactURL(url), withoutURL(err))
 	}

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -143,20 +144,13 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what stri
 // readBody reads a JSON body of at most MaxBodyBytes into v, refusing
 // unknown fields. It writes the problem itself and returns false on error.
 func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		writeProblem(w, r, http.StatusRequestEntityTooLarge, "body-too-large", "Content Too Large",
-			fmt.Sprintf("the request body is over %d bytes", MaxBodyBytes), "")
+	body, ok := readLimited(w, r)
+	if !ok {
 		return false
 	}
-	if err != nil {
-		writeProblem(w, r, http.StatusBadRequest, "bad-body", "Bad Request", "read body: "+err.Error(), "")
-		return false
-	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
+	err := dec.Decode(v)
 	if err == nil && dec.More() {
 		err = errors.New("unexpected data after the JSON object")
 	}
@@ -166,6 +160,23 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// readLimited reads a body of at most MaxBodyBytes. It writes the problem
+// itself (413 beyond the limit) and returns false on error.
+func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeProblem(w, r, http.StatusRequestEntityTooLarge, "body-too-large", "Content Too Large",
+			fmt.Sprintf("the request body is over %d bytes", MaxBodyBytes), "")
+		return nil, false
+	}
+	if err != nil {
+		writeProblem(w, r, http.StatusBadRequest, "bad-body", "Bad Request", "read body: "+err.Error(), "")
+		return nil, false
+	}
+	return body, true
 }
 
 // describeJSONError turns a decoding error into a message and the field it
@@ -417,15 +428,8 @@ func (s *Server) listClusters(w http.ResponseWriter, r *http.Request, tok Token)
 // s3Webhook takes S3 event notifications as MinIO's webhook target (or an
 // S3-to-HTTP bridge) posts them.
 func (s *Server) s3Webhook(w http.ResponseWriter, r *http.Request, tok Token) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		writeProblem(w, r, http.StatusRequestEntityTooLarge, "body-too-large", "Content Too Large",
-			fmt.Sprintf("the request body is over %d bytes", MaxBodyBytes), "")
-		return
-	}
-	if err != nil {
-		writeProblem(w, r, http.StatusBadRequest, "bad-body", "Bad Request", "read body: "+err.Error(), "")
+	body, ok := readLimited(w, r)
+	if !ok {
 		return
 	}
 	var ev events.S3Event

@@ -64,6 +64,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HTTPClient == nil {
+		// One client for every delivery, so connections to receivers are
+		// reused across passes.
+		cfg.HTTPClient = notifyClient()
+	}
 	return &Server{cfg: cfg, log: cfg.Logger}, nil
 }
 
@@ -124,10 +129,5 @@ func (s *Server) Handler() http.Handler { return s.routes() }
 // HandleS3Event submits one job per created object that a storage
 // automation watches. Records no automation watches are ignored and logged.
 func (s *Server) HandleS3Event(ctx context.Context, ev events.S3Event) (EventReport, error) {
-	return s.handleS3Event(ctx, ev)
-}
-
-// HandleSchedule submits the job of one cron tick of an automation.
-func (s *Server) HandleSchedule(ctx context.Context, ev ScheduleEvent) (EventReport, error) {
-	return s.handleSchedule(ctx, ev)
+	return s.handleS3EventAs(ctx, ev, nil)
 }

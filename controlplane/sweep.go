@@ -59,7 +59,7 @@ func (s *Server) Sweep(ctx context.Context) (SweepReport, error) {
 		step("archive jobs", err)
 	}
 
-	rep.Notified, rep.NotifyFailed, err = s.deliverNotifications(ctx)
+	rep.Notified, rep.NotifyFailed, err = s.DeliverNotifications(ctx)
 	step("deliver notifications", err)
 
 	if s.cfg.Metrics != nil {

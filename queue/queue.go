@@ -120,6 +120,10 @@ func (q *Queue) CreateCluster(ctx context.Context, slug, name string) (Cluster, 
 	return c, nil
 }
 
+func clusterNotFound(slug string) error {
+	return fmt.Errorf("%w: %q (create it with `runfleet cluster create %s`)", ErrClusterNotFound, slug, slug)
+}
+
 // GetCluster returns one cluster or ErrClusterNotFound.
 func (q *Queue) GetCluster(ctx context.Context, slug string) (Cluster, error) {
 	if err := rftype.ValidateSlug("cluster", slug); err != nil {
@@ -127,7 +131,7 @@ func (q *Queue) GetCluster(ctx context.Context, slug string) (Cluster, error) {
 	}
 	b, err := q.rdb.HGet(ctx, keyClusters, slug).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return Cluster{}, fmt.Errorf("%w: %q (create it with `runfleet cluster create %s`)", ErrClusterNotFound, slug, slug)
+		return Cluster{}, clusterNotFound(slug)
 	}
 	if err != nil {
 		return Cluster{}, fmt.Errorf("get cluster: %w", err)
@@ -212,6 +216,30 @@ func (q *Queue) RegisteredIdentifiers(ctx context.Context, cluster string) ([]Id
 	if err != nil {
 		return nil, fmt.Errorf("list registered tasks: %w", err)
 	}
+	return parseIdents(ms), nil
+}
+
+// ServedIdentifiers is RegisteredIdentifiers of a cluster that must exist
+// (else ErrClusterNotFound), in one round trip: every submission checks
+// both.
+func (q *Queue) ServedIdentifiers(ctx context.Context, cluster string) ([]Identifier, error) {
+	if err := rftype.ValidateSlug("cluster", cluster); err != nil {
+		return nil, err
+	}
+	pipe := q.rdb.Pipeline()
+	exists := pipe.HExists(ctx, keyClusters, cluster)
+	members := pipe.SMembers(ctx, identsKey(cluster))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("list served tasks: %w", err)
+	}
+	if !exists.Val() {
+		return nil, clusterNotFound(cluster)
+	}
+	return parseIdents(members.Val()), nil
+}
+
+// parseIdents decodes members of an idents set ("name\x00vM.m").
+func parseIdents(ms []string) []Identifier {
 	out := make([]Identifier, 0, len(ms))
 	for _, m := range ms {
 		name, ver, ok := strings.Cut(m, "\x00")
@@ -222,5 +250,5 @@ func (q *Queue) RegisteredIdentifiers(ctx context.Context, cluster string) ([]Id
 			out = append(out, id)
 		}
 	}
-	return out, nil
+	return out
 }

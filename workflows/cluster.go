@@ -67,10 +67,7 @@ func (cc *ClusterClient) Declare(ctx context.Context, slug string, ids ...TaskId
 // Tasks lists the task identifiers the cluster serves: those its runners
 // registered, its deployments expose, or it declared.
 func (cc *ClusterClient) Tasks(ctx context.Context, slug string) ([]TaskIdentifier, error) {
-	if _, err := cc.c.q.GetCluster(ctx, slug); err != nil {
-		return nil, err
-	}
-	ids, err := cc.c.q.RegisteredIdentifiers(ctx, slug)
+	ids, err := cc.c.q.ServedIdentifiers(ctx, slug)
 	if err != nil {
 		return nil, err
 	}

@@ -177,7 +177,7 @@ func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error)
 	if jc.c.maxInput > 0 && len(input) > jc.c.maxInput {
 		return id, nil, markErr(ErrInputTooLarge, "submit job %q: input is %d bytes, over the %d byte limit", r.Name, len(input), jc.c.maxInput)
 	}
-	if err := checkNotifyURL(r.Notify); err != nil {
+	if err := CheckNotifyURL(r.Notify); err != nil {
 		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
 	}
 	return id, input, nil
@@ -193,8 +193,9 @@ func inputObjectErr(name string, input []byte) error {
 	return nil
 }
 
-// checkNotifyURL accepts "" or an absolute http(s) URL.
-func checkNotifyURL(raw string) error {
+// CheckNotifyURL accepts "" (no notification) or an absolute http(s) URL,
+// as SubmitRequest.Notify must be.
+func CheckNotifyURL(raw string) error {
 	if raw == "" {
 		return nil
 	}
@@ -245,12 +246,9 @@ func (jc *JobClient) submit(ctx context.Context, s submission) (Job, bool, error
 	if s.maxRetries < 0 {
 		return Job{}, false, fmt.Errorf("submit job %q: max retries %d is negative", name, s.maxRetries)
 	}
-	if _, err := jc.c.q.GetCluster(ctx, cluster); err != nil {
-		return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
-	}
-	known, err := jc.c.q.RegisteredIdentifiers(ctx, cluster)
+	known, err := jc.c.q.ServedIdentifiers(ctx, cluster)
 	if err != nil {
-		return Job{}, false, err
+		return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
 	}
 	if err := runnable(known, id, cluster); err != nil {
 		return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)

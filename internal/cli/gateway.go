@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"syscall"
@@ -62,11 +61,7 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 	if o.sweep < 0 || o.tick <= 0 {
 		return usageErrorf("--sweep-interval must not be negative and --tick must be positive")
 	}
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: level}))
+	logger := a.daemonLogger(o.verbose)
 	client, err := a.client(ctx)
 	if err != nil {
 		return err

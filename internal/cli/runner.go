@@ -118,11 +118,7 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	if err != nil {
 		return err
 	}
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: level}))
+	logger := a.daemonLogger(o.verbose)
 	// The daemon logs its own progress; the CLI's client logs warnings only.
 	client, err := a.client(ctx)
 	if err != nil {
@@ -177,4 +173,14 @@ func RunnerdMain(ctx context.Context, args []string, s Streams) int {
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	return a.report(cmd, err)
+}
+
+// daemonLogger is the logger of a long-running command (runner, gateway):
+// info on stderr, debug with --verbose.
+func (a *app) daemonLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(a.err, &slog.HandlerOptions{Level: level}))
 }
