@@ -30,50 +30,15 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 	if len(hints) == 0 {
 		return nil, nil
 	}
-	byJob := map[string][]any{}
-	var jobs []string
-	var done []Hint // hints to acknowledge now
-	for _, h := range hints {
-		if h.Seq < 0 {
-			done = append(done, h)
-			continue
-		}
-		if _, ok := byJob[h.JobID]; !ok {
-			jobs = append(jobs, h.JobID)
-			byJob[h.JobID] = []any{owner, nowMS()}
-		}
-		byJob[h.JobID] = append(byJob[h.JobID], h.Seq)
-	}
-	pipe := q.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(jobs))
-	for i, j := range jobs {
-		cmds[i] = pipe.FCall(ctx, "rf_claim", []string{jobKey(j)}, byJob[j]...)
-	}
-	_, _ = pipe.Exec(ctx)
-	var out []Claimed
-	var firstErr error
-	failed := map[string]bool{}
-	for i, c := range cmds {
-		if err := c.Err(); err != nil {
-			failed[jobs[i]] = true
-			if firstErr == nil {
-				firstErr = fmt.Errorf("claim tasks: %w", err)
-			}
-			continue
-		}
-		rows, _ := c.Val().([]any)
-		if len(rows) == 0 {
-			continue
-		}
-		if pub := toStrings(rows[0]); len(pub) > 0 {
-			if err := q.Publish(ctx, jobs[i], pub); err != nil && firstErr == nil {
-				firstErr = err
-			}
-		}
-		out = appendClaimed(out, jobs[i], rows[1:])
-	}
-	// Match each handed-out task to one of its hints; that hint stays
-	// pending until the result is committed.
+	res, err := q.CommitAndClaim(ctx, owner, Commit{Claims: hints})
+	return res.Claimed, err
+}
+
+// matchHints pairs each handed-out task with one of its hints, which stays
+// pending until the result is committed, and returns the hints that need no
+// more work (stale, duplicates, skipped): acknowledge those. Hints of jobs
+// whose call failed are in neither: they stay pending, to be claimed again.
+func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (done []Hint) {
 	type key struct {
 		job string
 		seq int64
@@ -92,10 +57,7 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 		}
 		done = append(done, h)
 	}
-	if err := q.Ack(ctx, done); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return out, firstErr
+	return done
 }
 
 // appendClaimed appends the tasks of job that rf_claim handed out: rows
@@ -124,16 +86,25 @@ func (q *Queue) Ack(ctx context.Context, hints []Hint) error {
 	if len(hints) == 0 {
 		return nil
 	}
-	byStream := map[string][]string{}
-	for _, h := range hints {
-		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
-	}
 	pipe := q.rdb.Pipeline()
-	for s, ids := range byStream {
-		pipe.XAck(ctx, s, Group, ids...)
-	}
+	queueAcks(ctx, pipe, hints)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("acknowledge task hints: %w", err)
 	}
 	return nil
+}
+
+// queueAcks adds one XACK per stream for hints to pipe.
+func queueAcks(ctx context.Context, pipe redis.Pipeliner, hints []Hint) {
+	byStream := map[string][]string{}
+	var order []string
+	for _, h := range hints {
+		if _, ok := byStream[h.Stream]; !ok {
+			order = append(order, h.Stream)
+		}
+		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
+	}
+	for _, s := range order {
+		pipe.XAck(ctx, s, Group, byStream[s]...)
+	}
 }

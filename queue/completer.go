@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SubtaskSpec is a subtask buffered by an execution, committed with it.
@@ -102,53 +104,175 @@ func (q *Queue) Stage(ctx context.Context, owner string, c *Completion) error {
 // Complete commits successful executions: each task becomes computed and its
 // subtasks appear, atomically. The result per completion is nil or ErrLost.
 func (q *Queue) Complete(ctx context.Context, owner string, cs []Completion) ([]error, error) {
-	results := make([]error, len(cs))
-	return results, q.batchByJob(len(cs), func(i int) (string, int) {
+	res, err := q.CommitAndClaim(ctx, owner, Commit{Completions: cs})
+	return res.Completed, err
+}
+
+// Commit is what a busy runner sends in one round trip: the results of
+// finished executions, hints to claim in their place, and hints of results
+// committed by an earlier round trip, now to acknowledge.
+type Commit struct {
+	Completions []Completion
+	Claims      []Hint
+	Acks        []Hint
+}
+
+// CommitResult is what CommitAndClaim did.
+type CommitResult struct {
+	// Completed holds per completion nil (committed), ErrLost (no longer
+	// held by this runner at this attempt) or the error of its call, in
+	// which case it may or may not have been committed: commit it again.
+	Completed []error
+	// Claimed are the tasks handed out for Claims, as Claim returns them.
+	Claimed []Claimed
+	// Unclaimed are the Claims whose call failed: still pending under the
+	// runner, to be claimed again.
+	Unclaimed []Hint
+}
+
+// CommitAndClaim sends one pipeline: XACKs for c.Acks, then per job one
+// rf_complete that commits the job's completions and claims the job's hints
+// in the same atomic step, and an rf_claim for hints of jobs with nothing to
+// commit. A runner whose tasks are short thus costs one round trip and one
+// function call per job per batch. Hints are handled as Claim handles them.
+// Acks go first and only for results whose commit has been confirmed: an
+// acknowledged hint no longer shows a reclaimer what this runner holds.
+func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (CommitResult, error) {
+	res := CommitResult{Completed: make([]error, len(c.Completions))}
+	cs := c.Completions
+	claims := map[string][]any{}
+	var done []Hint // hints to acknowledge once the calls are in
+	for _, h := range c.Claims {
+		if h.Seq < 0 {
+			done = append(done, h)
+			continue
+		}
+		claims[h.JobID] = append(claims[h.JobID], h.Seq)
+	}
+	type call struct {
+		job   string
+		items []int // completions carried; nil for an rf_claim
+		cmd   *redis.Cmd
+	}
+	var calls []*call
+	withItems := map[string]bool{}
+	groupByJob(len(cs), func(i int) (string, int) {
 		w := 1
 		if !cs[i].staged {
 			w += len(cs[i].Subtasks)
 		}
 		return cs[i].JobID, w
-	}, func(job string, idx []int) error {
-		args := []any{owner, nowMS(), len(idx)}
-		for _, i := range idx {
-			c := cs[i]
-			staged, inline := "0", 0
-			if c.staged {
-				staged = "1"
-			} else {
-				inline = len(c.Subtasks)
-			}
-			args = append(args, c.Seq, c.Attempt, c.Display, c.Progress, len(c.Subtasks), staged, c.base, inline)
-			if inline > 0 {
-				args = encodeSubtasks(c.Subtasks, dependentsOf(c.Subtasks), 0, inline, args)
-			}
+	}, func(job string, idx []int) {
+		calls = append(calls, &call{job: job, items: idx})
+		withItems[job] = true
+	})
+	pipe := q.rdb.Pipeline()
+	queueAcks(ctx, pipe, c.Acks)
+	for k, cl := range calls {
+		args := []any{owner, nowMS(), len(cl.items)}
+		for _, i := range cl.items {
+			args = appendCompletion(args, &cs[i])
 		}
-		res, err := q.rdb.FCall(ctx, "rf_complete", []string{jobKey(job)}, args...).Result()
+		// A job's claims ride on its last call.
+		if k == len(calls)-1 || calls[k+1].job != cl.job {
+			args = append(args, claims[cl.job]...)
+		}
+		cl.cmd = pipe.FCall(ctx, "rf_complete", []string{jobKey(cl.job)}, args...)
+	}
+	for _, h := range c.Claims {
+		if seqs, ok := claims[h.JobID]; ok && !withItems[h.JobID] {
+			cl := &call{job: h.JobID}
+			cl.cmd = pipe.FCall(ctx, "rf_claim", []string{jobKey(h.JobID)}, append([]any{owner, nowMS()}, seqs...)...)
+			calls = append(calls, cl)
+			withItems[h.JobID] = true // one rf_claim per job
+		}
+	}
+	_, _ = pipe.Exec(ctx)
+
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	failedJobs := map[string]bool{}
+	for _, cl := range calls {
+		v, err := cl.cmd.Result()
 		if err != nil {
-			return fmt.Errorf("complete tasks: %w", err)
-		}
-		parts, _ := res.([]any)
-		if len(parts) != 2 {
-			return fmt.Errorf("complete tasks: unexpected reply %v", res)
-		}
-		for k, r := range toStrings(parts[0]) {
-			if r == "lost" {
-				results[idx[k]] = ErrLost
+			failedJobs[cl.job] = true
+			for _, i := range cl.items {
+				res.Completed[i] = fmt.Errorf("commit tasks: %w", err)
 			}
+			if cl.items == nil {
+				fail(fmt.Errorf("claim tasks: %w", err))
+			} else {
+				fail(fmt.Errorf("complete tasks: %w", err))
+			}
+			continue
 		}
-		if err := q.Publish(ctx, job, toStrings(parts[1])); err != nil {
-			return err
+		var pub []string
+		var rows []any
+		if cl.items == nil {
+			all, _ := v.([]any)
+			if len(all) > 0 {
+				pub, rows = toStrings(all[0]), all[1:]
+			}
+		} else {
+			parts, _ := v.([]any)
+			if len(parts) != 3 {
+				failedJobs[cl.job] = true
+				fail(fmt.Errorf("complete tasks: unexpected reply %v", v))
+				for _, i := range cl.items {
+					res.Completed[i] = fmt.Errorf("complete tasks: unexpected reply")
+				}
+				continue
+			}
+			for k, r := range toStrings(parts[0]) {
+				if r == "lost" && k < len(cl.items) {
+					res.Completed[cl.items[k]] = ErrLost
+				}
+			}
+			pub = toStrings(parts[1])
+			rows, _ = parts[2].([]any)
 		}
-		for _, i := range idx {
-			if cs[i].staged && results[i] == nil {
+		if err := q.Publish(ctx, cl.job, pub); err != nil {
+			fail(err)
+		}
+		res.Claimed = appendClaimed(res.Claimed, cl.job, rows)
+		for _, i := range cl.items {
+			if cs[i].staged && res.Completed[i] == nil {
 				if err := q.publishStaged(ctx, &cs[i]); err != nil {
-					return err
+					fail(err)
 				}
 			}
 		}
-		return nil
-	})
+	}
+	done = append(done, matchHints(res.Claimed, c.Claims, failedJobs)...)
+	for _, h := range c.Claims {
+		if h.Seq >= 0 && failedJobs[h.JobID] {
+			res.Unclaimed = append(res.Unclaimed, h)
+		}
+	}
+	if err := q.Ack(ctx, done); err != nil {
+		fail(err)
+	}
+	return res, firstErr
+}
+
+// appendCompletion appends one rf_complete item: its 8-field header, then
+// its inline subtask records.
+func appendCompletion(args []any, c *Completion) []any {
+	staged, inline := "0", 0
+	if c.staged {
+		staged = "1"
+	} else {
+		inline = len(c.Subtasks)
+	}
+	args = append(args, c.Seq, c.Attempt, c.Display, c.Progress, len(c.Subtasks), staged, c.base, inline)
+	if inline > 0 {
+		args = encodeSubtasks(c.Subtasks, dependentsOf(c.Subtasks), 0, inline, args)
+	}
+	return args
 }
 
 // publishStaged XADDs the dependency-free subtasks of a committed, staged
@@ -265,6 +389,18 @@ func (q *Queue) Fail(ctx context.Context, owner string, fs []Failure) ([]string,
 // batchByJob groups items by job and splits each group into calls whose
 // summed weight stays within callBudget, so no call runs long.
 func (q *Queue) batchByJob(n int, key func(i int) (string, int), call func(job string, idx []int) error) error {
+	var firstErr error
+	groupByJob(n, key, func(job string, idx []int) {
+		if err := call(job, idx); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	})
+	return firstErr
+}
+
+// groupByJob hands fn the items of each job, in calls whose summed weight
+// stays within callBudget; a job's calls come one after another.
+func groupByJob(n int, key func(i int) (string, int), fn func(job string, idx []int)) {
 	var order []string
 	groups := map[string][]int{}
 	for i := 0; i < n; i++ {
@@ -274,26 +410,20 @@ func (q *Queue) batchByJob(n int, key func(i int) (string, int), call func(job s
 		}
 		groups[j] = append(groups[j], i)
 	}
-	var firstErr error
 	for _, j := range order {
 		var batch []int
 		weight := 0
 		for _, i := range groups[j] {
 			_, w := key(i)
 			if len(batch) > 0 && weight+w > callBudget {
-				if err := call(j, batch); err != nil && firstErr == nil {
-					firstErr = err
-				}
+				fn(j, batch)
 				batch, weight = nil, 0
 			}
 			batch = append(batch, i)
 			weight += w
 		}
 		if len(batch) > 0 {
-			if err := call(j, batch); err != nil && firstErr == nil {
-				firstErr = err
-			}
+			fn(j, batch)
 		}
 	}
-	return firstErr
 }

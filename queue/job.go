@@ -507,6 +507,15 @@ func parseTask(seq int64, vals []any) (Task, bool) {
 	if s[19] != "" {
 		t.Parent = atoi(s[19])
 	}
+	// Fields left out to save writes on the hot path: a first attempt's
+	// start is its only start, and a computed task without children is
+	// complete.
+	if t.FirstStartedAt.IsZero() {
+		t.FirstStartedAt = t.StartedAt
+	}
+	if t.State == TaskComputed && t.childCount == 0 {
+		t.Complete = true
+	}
 	for _, d := range strings.Split(s[15], ",") {
 		if d != "" {
 			t.Dependents = append(t.Dependents, atoi(d))

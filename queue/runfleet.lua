@@ -39,9 +39,11 @@
 --   opt  "1" when Optional()    oas  comma list of optional ancestors incl. self
 --   d    unresolved dependency count    dn  comma list of dependent seqs
 --   k    unresolved children    kb kn  first seq and count of committed children
---   done "1" when complete (computed/failed_optional and every child resolved)
+--   done "1" when complete (computed/failed_optional and every child resolved);
+--        left out for a computed task without children, which is complete
 --   own  runner holding (or last holding) it    disp  display text    err  last error
---   tq ts te  queued / (last) started / ended unix ms    ts1  first started
+--   tq ts te  queued / (last) started / ended unix ms
+--   ts1  first started, written from the second attempt on (else ts)
 --   lost times the task lost its runner and was queued again
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
@@ -104,20 +106,28 @@ local EVENTS_MAXLEN = 64
 -- EVENT_TICK_MS is the least time between two "tasks" events of a job.
 local EVENT_TICK_MS = 250
 
+-- last_event is the time of the last event job_event added. A function that
+-- passes a job's "ev" it read at its start to job_updated clears it first:
+-- an event added since makes that read stale.
+local last_event = nil
+
 -- job_event adds an event to the job's stream; the caller stamps "ev".
 local function job_event(jk, kind, state, now)
+  last_event = now
   redis.call('XADD', prefix_of(jk) .. 'events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', kind, 's', state, 't', now)
 end
 
 -- job_updated ends a call that changed some task of the job: it stamps
 -- "updated" and adds one event, a progress event when the call changed
 -- committed progress, else a tasks event unless the job had an event in the
--- last EVENT_TICK_MS.
-local function job_updated(jk, now, progressed)
+-- last EVENT_TICK_MS. ev is the job's "ev" field when the caller read it
+-- already (false when missing), nil to read it here.
+local function job_updated(jk, now, progressed, ev)
   local kind = 'progress'
   if not progressed then
     kind = 'tasks'
-    if math.abs(tonumber(now) - tonumber(redis.call('HGET', jk, 'ev') or 0)) < EVENT_TICK_MS then
+    if ev == nil then ev = redis.call('HGET', jk, 'ev') end
+    if math.abs(tonumber(now) - tonumber(ev or 0)) < EVENT_TICK_MS then
       redis.call('HSET', jk, 'updated', now)
       return
     end
@@ -304,21 +314,16 @@ end)
 
 -- ---- claiming (queue/claimer.go: Claim) ----
 
--- rf_claim hands queued tasks of one job to a runner.
--- KEYS[1] job hash. ARGV: owner, now, seq...
+-- claim_tasks hands the queued tasks named by args[from..] to owner,
+-- appending per task handed out: seq, name, version, input, attempt to out.
 -- A task already running under this owner is handed out again (idempotent
--- claims). Hints for tasks that are not queued (duplicates, old hints) are
+-- claims). Seqs of tasks that are not queued (duplicates, old hints) are
 -- dropped; those of a failed or canceled job go to the held hash for a
--- retry; tasks under a failed optional ancestor become skipped.
--- Returns {publish list, then per task handed out: seq, name, version,
--- input, attempt} as one flat list.
-redis.register_function('rf_claim', function(keys, args)
-  local jk = keys[1]
-  local pre = prefix_of(jk)
-  local owner, now = args[1], args[2]
-  local jstate = redis.call('HGET', jk, 'state')
-  local out, pub, cnt, started, seen = {false}, {}, new_counts(), false, {}
-  for i = 3, #args do
+-- retry; tasks under a failed optional ancestor become skipped. jstate is
+-- the job's state; a submitted job becomes running with its first start.
+local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cnt)
+  local started, seen = false, {}
+  for i = from, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
     local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl', 'own')
@@ -336,8 +341,10 @@ redis.register_function('rf_claim', function(keys, args)
       redis.call('HSET', pre .. 'held', seq, stream_key(t[8], t[4], t[5]))
     else
       local skip = false
-      for _, a in ipairs(split_csv(t[3])) do
-        if redis.call('HGET', tkey(pre, a), 'st') == 'failed_optional' then skip = true break end
+      if t[3] and t[3] ~= '' then
+        for _, a in ipairs(split_csv(t[3])) do
+          if redis.call('HGET', tkey(pre, a), 'st') == 'failed_optional' then skip = true break end
+        end
       end
       if skip then
         redis.call('HSET', tk, 'st', 'skipped', 'te', now)
@@ -346,9 +353,12 @@ redis.register_function('rf_claim', function(keys, args)
       else
         local att = tonumber(t[7] or 0) + 1
         if att == 1 then
-          redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now, 'ts1', now)
-        else
+          -- ts1 (first started) is left out while it equals ts: readers
+          -- default it, and the second attempt writes it below.
           redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now)
+        else
+          local first = redis.call('HMGET', tk, 'ts1', 'ts')
+          redis.call('HSET', tk, 'st', 'running', 'own', owner, 'att', att, 'ts', now, 'ts1', first[1] or first[2] or now)
         end
         move(cnt, 'queued', 'running')
         started = true
@@ -362,6 +372,17 @@ redis.register_function('rf_claim', function(keys, args)
     redis.call('HSET', jk, 'state', 'running', 'started', now, 'updated', now, 'ev', now)
     job_event(jk, 'state', 'running', now)
   end
+end
+
+-- rf_claim hands queued tasks of one job to a runner (see claim_tasks).
+-- KEYS[1] job hash. ARGV: owner, now, seq...
+-- Returns {publish list, then per task handed out: seq, name, version,
+-- input, attempt} as one flat list.
+redis.register_function('rf_claim', function(keys, args)
+  local jk = keys[1]
+  local pre = prefix_of(jk)
+  local out, pub, cnt = {false}, {}, new_counts()
+  claim_tasks(jk, pre, args[1], args[2], redis.call('HGET', jk, 'state'), args, 3, out, pub, cnt)
   flush_counts(jk, cnt)
   out[1] = pub
   return out
@@ -397,8 +418,11 @@ end)
 -- 8 fields: seq, attempt, display, progress, subtask count, staged ("1" when
 -- the subtasks were written by rf_stage at base), base, inline count; then
 -- inline count subtask records.
--- Returns {results, publish list} where results holds "ok" or "lost" per
--- item. A staged set gets a cursor "x:<seq>" in the outbox (the caller
+-- Then, optionally, seqs to claim once the items are committed: a runner
+-- refills the slots its results free in the same call (see claim_tasks).
+-- Returns {results, publish list, claimed} where results holds "ok" or
+-- "lost" per item and claimed is per task handed out: seq, name, version,
+-- input, attempt. A staged set gets a cursor "x:<seq>" in the outbox (the caller
 -- publishes the set and acknowledges it with rf_expand) and leaves the
 -- staged hash: it is linked now, never to be dropped.
 redis.register_function('rf_complete', function(keys, args)
@@ -406,6 +430,9 @@ redis.register_function('rf_complete', function(keys, args)
   local pre = prefix_of(jk)
   local owner, now, n = args[1], args[2], tonumber(args[3])
   local res, pub, cnt, parents = {}, {}, new_counts(), {}
+  -- One read of the job serves the claims and the event throttle.
+  local js = redis.call('HMGET', jk, 'state', 'ev')
+  last_event = nil
   local o, committed, progressed = 3, false, false
   for _ = 1, n do
     local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
@@ -426,7 +453,6 @@ redis.register_function('rf_complete', function(keys, args)
         f[#f + 1] = 'k'; f[#f + 1] = nsub; f[#f + 1] = 'kb'; f[#f + 1] = base; f[#f + 1] = 'kn'; f[#f + 1] = nsub
       end
       if disp ~= '' then f[#f + 1] = 'disp'; f[#f + 1] = disp end
-      if nsub == 0 then f[#f + 1] = 'done'; f[#f + 1] = '1' end
       redis.call('HSET', tk, unpack(f))
       if pg ~= '' or t[6] then
         apply_progress(pre, tk, pg, t[6])
@@ -446,13 +472,17 @@ redis.register_function('rf_complete', function(keys, args)
     o = o + inline * SUB_STRIDE
   end
   settle_parents(jk, pre, parents, now, pub)
+  local claimed = {}
+  if o < #args then
+    claim_tasks(jk, pre, owner, now, js[1], args, o + 1, claimed, pub, cnt)
+  end
   flush_counts(jk, cnt)
   if committed then
-    job_updated(jk, now, progressed)
+    job_updated(jk, now, progressed, last_event or js[2])
   else
     redis.call('HSET', jk, 'updated', now)
   end
-  return {res, pub}
+  return {res, pub, claimed}
 end)
 
 -- rf_expand publishes a committed, staged subtask set chunk by chunk. The

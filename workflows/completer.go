@@ -4,35 +4,68 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/runfleet/runfleet/internal/backoff"
 	"github.com/runfleet/runfleet/queue"
 )
 
-// complete is the completer: it gathers whatever results are ready (at least
-// one, at most 512), commits them in one call per job, acknowledges their
-// hints and frees their slots.
-func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *holdings, lease func() time.Time, stop <-chan struct{}) {
-	var acks sync.WaitGroup
-	defer acks.Wait()
+// A completer whose tasks average under lingerBelow waits up to lingerFor
+// for the rest of a batch (see linger).
+const (
+	lingerBelow = time.Millisecond
+	lingerFor   = 200 * time.Microsecond
+)
+
+// ackDelay is how long the completer keeps the hints of committed results
+// to acknowledge them with its next round trip, before it sends them alone.
+const ackDelay = 2 * time.Millisecond
+
+// complete is the completer. It gathers whatever results are ready (at least
+// one, at most 512) and sends them in one round trip that also claims tasks
+// for the slots they free (hints from the backlog, see producer) and
+// acknowledges the hints of the previous commit. A runner whose tasks are
+// short thus costs one round trip per batch; the slots of a batch are
+// refilled by the call that commits it.
+func (p *producer) complete() {
+	r, ctx, held := p.r, p.commitCtx, p.held
+	var acks []queue.Hint // hints of committed results, not acknowledged yet
+	flush := func() {
+		if len(acks) == 0 {
+			return
+		}
+		if err := r.client.q.Ack(ctx, acks); err != nil {
+			r.logger.Warn("acknowledge committed tasks failed; the orphan scan will settle them", slog.Any("error", err))
+		}
+		held.forget(acks)
+		acks = nil
+	}
+	defer flush()
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
 	for {
 		var first outcome
+		if len(acks) > 0 {
+			ackTimer.Reset(ackDelay)
+		}
 		select {
-		case o, ok := <-results:
+		case o, ok := <-p.results:
 			if !ok {
 				return
 			}
 			first = o
-		case <-stop:
+		case <-ackTimer.C:
+			flush()
+			continue
+		case <-p.stopCompleter:
 			return
 		}
+		ackTimer.Stop()
 		batch := []outcome{first}
 	gather:
 		for len(batch) < 512 {
 			select {
-			case o, ok := <-results:
+			case o, ok := <-p.results:
 				if !ok {
 					break gather
 				}
@@ -41,34 +74,104 @@ func (r *Runner) complete(ctx context.Context, results <-chan outcome, held *hol
 				break gather
 			}
 		}
-		if r.commit(ctx, batch, lease) {
-			hints := make([]queue.Hint, len(batch))
-			for i, o := range batch {
-				hints[i] = o.claim.Hint
-			}
-			// The results are in: acknowledging can overlap the next batch.
-			acks.Add(1)
-			go func() {
-				defer acks.Done()
-				if err := r.client.q.Ack(ctx, hints); err != nil {
-					r.logger.Warn("acknowledge committed tasks failed; the orphan scan will settle them", slog.Any("error", err))
-				}
-			}()
-		}
+		batch = p.linger(batch)
+		claims := p.claimsFor(len(batch))
+		claimed, unclaimed, ok := p.commit(batch, claims, acks)
+		held.forget(acks)
+		acks = nil
 		done := make([]queue.Claimed, len(batch))
 		for i, o := range batch {
 			done[i] = o.claim
 		}
-		held.finish(done)
+		if ok {
+			for _, o := range batch {
+				acks = append(acks, o.claim.Hint)
+			}
+		} else {
+			held.forget(hintsOf(done)) // pending: the orphan scan settles them
+		}
+		start, dup := held.swap(done, claims, claimed)
+		held.unread(unclaimed)
+		acks = append(acks, dup...)
+		p.dispatch(start)
 	}
 }
 
-// commit writes a batch of results, retrying while Redis is unreachable
-// until the runner's lease runs out (then other runners may have taken the
-// tasks). It reports whether everything was written; if not, the tasks stay
-// running under this runner with their hints pending, and the orphan scan
-// (or, once the lease is gone, another runner) runs them again.
-func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.Time) bool {
+// dispatch hands claimed tasks to the executors. Once the executors are
+// shut down, tasks stay held and are handed back with the rest.
+func (p *producer) dispatch(start []queue.Claimed) {
+	p.workMu.Lock()
+	defer p.workMu.Unlock()
+	if p.workClosed {
+		return
+	}
+	for _, c := range start {
+		p.work <- c
+	}
+}
+
+// linger waits a moment for the rest of a batch of short tasks: tasks
+// claimed together finish together, and one call for all of them costs Redis
+// far less than one per few. It waits only while the runner's executions
+// average under lingerBelow, at most lingerFor, and only for tasks that are
+// executing now.
+func (p *producer) linger(batch []outcome) []outcome {
+	avg := time.Duration(p.execAvg.Load())
+	want := min(int(p.held.count.Load()), 512)
+	if len(batch) >= want || avg == 0 || avg >= lingerBelow {
+		return batch
+	}
+	t := time.NewTimer(lingerFor)
+	defer t.Stop()
+	for len(batch) < want {
+		select {
+		case o, ok := <-p.results:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// claimsFor takes up to n hints from the backlog for the slots a batch of n
+// results frees, unless the runner is stopping or the executor cannot start
+// tasks now.
+func (p *producer) claimsFor(n int) []queue.Hint {
+	if p.stopClaims.Load() {
+		return nil
+	}
+	if gate, ok := p.r.remote.(ReadyGate); ok {
+		select {
+		case <-gate.Ready():
+		default:
+			return nil
+		}
+	}
+	return p.held.take(n)
+}
+
+func hintsOf(cs []queue.Claimed) []queue.Hint {
+	out := make([]queue.Hint, len(cs))
+	for i, c := range cs {
+		out[i] = c.Hint
+	}
+	return out
+}
+
+// commit writes a batch of results, claims for claims and acknowledges
+// acks in one round trip, then retries what did not land while Redis is
+// unreachable, until the runner's lease runs out (then other runners may
+// have taken the tasks). It returns the tasks claimed and reports whether
+// every result was written; if not, the tasks stay running under this
+// runner with their hints pending, and the orphan scan (or, once the lease
+// is gone, another runner) runs them again. Claims of a failed call are
+// returned as unclaimed: their hints are still pending under this runner.
+func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed []queue.Claimed, unclaimed []queue.Hint, ok bool) {
+	r, ctx, lease := p.r, p.commitCtx, p.beat.lease
 	var comps []queue.Completion
 	var fails []queue.Failure
 	for _, o := range batch {
@@ -88,13 +191,27 @@ func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.
 	retry := backoff.New(10*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
 		var err error
-		if len(comps) > 0 {
-			var res []error
-			res, err = r.client.q.Complete(ctx, r.id, comps)
-			if err == nil {
-				r.republishRefused(ctx, comps, res)
-				comps = nil
+		if len(comps) > 0 || len(claims) > 0 || len(acks) > 0 {
+			var res queue.CommitResult
+			res, err = r.client.q.CommitAndClaim(ctx, r.id, queue.Commit{Completions: comps, Claims: claims, Acks: acks})
+			claimed = append(claimed, res.Claimed...)
+			unclaimed = append(unclaimed, res.Unclaimed...)
+			claims, acks = nil, nil
+			var again []queue.Completion
+			for i, e := range res.Completed {
+				switch {
+				case e == nil && err != nil:
+					// Committed, but something after it failed (publishing
+					// what it made ready): the job's outbox still holds that.
+					r.republish(ctx, comps[i].JobID)
+				case e == nil:
+				case errors.Is(e, queue.ErrLost):
+					r.refused(ctx, comps[i])
+				default:
+					again = append(again, comps[i])
+				}
 			}
+			comps = again
 		}
 		if err == nil && len(fails) > 0 {
 			var res []string
@@ -108,32 +225,30 @@ func (r *Runner) commit(ctx context.Context, batch []outcome, lease func() time.
 				fails = nil
 			}
 		}
+		if err == nil && len(comps) == 0 {
+			return claimed, unclaimed, true
+		}
 		if err == nil {
-			return true
+			err = errors.New("some results were not committed")
 		}
 		if attempt >= 3 && time.Now().After(lease()) {
 			r.logger.Error("giving up committing task results: this runner's lease ran out; the tasks will run again",
 				slog.Any("error", err))
-			return false
+			return claimed, unclaimed, false
 		}
 		r.logger.Warn("commit task results failed; retrying", slog.Any("error", err))
 		retry.Sleep(ctx)
 	}
 }
 
-// republishRefused handles completions Redis refused because the task is no
-// longer held at this attempt. That is also what a retried call sees when its
-// first reply was lost after the commit landed, so the job's outbox is
+// refused handles a completion Redis refused because the task is no longer
+// held at this attempt. That is also what a retried call sees when its first
+// reply was lost after the commit landed, so the job's outbox is
 // republished: whatever that commit made ready is published, at worst twice.
-func (r *Runner) republishRefused(ctx context.Context, comps []queue.Completion, res []error) {
-	for i, e := range res {
-		if e == nil {
-			continue
-		}
-		r.logger.Warn("completion refused: task no longer held by this runner at this attempt",
-			slog.String("job_id", comps[i].JobID), slog.Int64("task_id", comps[i].Seq))
-		r.republish(ctx, comps[i].JobID)
-	}
+func (r *Runner) refused(ctx context.Context, c queue.Completion) {
+	r.logger.Warn("completion refused: task no longer held by this runner at this attempt",
+		slog.String("job_id", c.JobID), slog.Int64("task_id", c.Seq))
+	r.republish(ctx, c.JobID)
 }
 
 func (r *Runner) republish(ctx context.Context, jobID string) {

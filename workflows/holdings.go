@@ -82,6 +82,70 @@ func (l *holdings) admit(batch []queue.Hint, claimed []queue.Claimed) (start []q
 	return start, dup
 }
 
+// swap records a commit round trip: done executions are forgotten (their
+// hints stay held until acknowledged, see forget), the hints taken for the
+// claims are no longer held as hints, and the claimed tasks not already
+// running start running. It returns the tasks to execute and the hints of
+// duplicates to acknowledge. A batch that claims as many tasks as it
+// commits leaves the count unchanged, so the producer sees no free slot.
+func (l *holdings) swap(done []queue.Claimed, taken []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, dup []queue.Hint) {
+	l.mu.Lock()
+	for _, c := range done {
+		delete(l.running, taskRef{c.JobID, c.Seq, c.Attempt})
+	}
+	for _, h := range taken {
+		delete(l.hints, hintKey(h))
+	}
+	for _, c := range claimed {
+		ref := taskRef{c.JobID, c.Seq, c.Attempt}
+		if _, ok := l.running[ref]; ok {
+			dup = append(dup, c.Hint)
+			continue
+		}
+		l.running[ref] = c
+		l.hints[hintKey(c.Hint)] = struct{}{}
+		start = append(start, c)
+	}
+	l.count.Store(int64(len(l.running)))
+	l.mu.Unlock()
+	l.signal()
+	return start, dup
+}
+
+// forget drops acknowledged hints (or hints left to the orphan scan).
+func (l *holdings) forget(hints []queue.Hint) {
+	if len(hints) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range hints {
+		delete(l.hints, hintKey(h))
+	}
+}
+
+// unread puts hints taken from the backlog back at its front: their claim
+// failed and they are still pending under this runner.
+func (l *holdings) unread(hints []queue.Hint) {
+	if len(hints) == 0 {
+		return
+	}
+	l.mu.Lock()
+	for _, h := range hints {
+		l.hints[hintKey(h)] = struct{}{}
+	}
+	l.backlog = append(append([]queue.Hint(nil), hints...), l.backlog...)
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *holdings) signal() {
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
+}
+
 // finish forgets committed tasks and frees their slots.
 func (l *holdings) finish(done []queue.Claimed) {
 	l.mu.Lock()
@@ -91,10 +155,7 @@ func (l *holdings) finish(done []queue.Claimed) {
 	}
 	l.count.Store(int64(len(l.running)))
 	l.mu.Unlock()
-	select {
-	case l.freed <- struct{}{}:
-	default:
-	}
+	l.signal()
 }
 
 // orphans keeps the pending hints nothing local holds (a claim whose reply

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runfleet/runfleet/internal/backoff"
@@ -19,6 +20,18 @@ const (
 // abandonAfter is how long tasks get to return after their context is
 // canceled at the end of a grace period.
 const abandonAfter = 2 * time.Second
+
+// noBlock makes a hint read return at once.
+const noBlock = -1
+
+// A runner whose executions take less than readAheadBelow on average reads
+// up to two batches of hints beyond its free slots, so that the call that
+// commits a batch also claims the next one while a read tops the backlog up. Slower runners read only for
+// free slots: they would sit on hints another runner could start.
+const readAheadBelow = 10 * time.Millisecond
+
+// emptyReadPause spaces read-aheads that found nothing.
+const emptyReadPause = time.Millisecond
 
 // producer is one run of a runner: it owns what the runner holds, reads hints
 // for free slots only, claims them and hands them to a fixed pool of
@@ -41,9 +54,16 @@ type producer struct {
 	beat    *heartbeat
 	settled bool // set once this runner's pending entries are settled
 
-	work    chan queue.Claimed // claimed tasks, to the executors
-	execs   sync.WaitGroup     // the executors
-	results chan outcome       // executed tasks, to the completer
+	work chan queue.Claimed // claimed tasks, to the executors
+	// workMu guards sending on work against its closing (workClosed).
+	workMu     sync.Mutex
+	workClosed bool
+	// stopClaims stops the completer claiming once fetching has ended.
+	stopClaims atomic.Bool
+	execs      sync.WaitGroup // the executors
+	results    chan outcome   // executed tasks, to the completer
+	// execAvg is a moving average of execution times (nanoseconds).
+	execAvg atomic.Int64
 
 	stopCompleter chan struct{}
 	completerDone chan struct{}
@@ -87,7 +107,7 @@ func (p *producer) startCompleter() {
 	p.stopCompleter = make(chan struct{})
 	go func() {
 		defer close(p.completerDone)
-		p.r.complete(p.commitCtx, p.results, p.held, p.beat.lease, p.stopCompleter)
+		p.complete()
 	}()
 }
 
@@ -101,10 +121,35 @@ func (p *producer) startExecutors() {
 		go func() {
 			defer p.execs.Done()
 			for c := range p.work {
-				p.results <- p.r.execute(p.workCtx, c)
+				start := time.Now()
+				o := p.r.execute(p.workCtx, c)
+				p.noteExecTime(time.Since(start))
+				p.results <- o
 			}
 		}()
 	}
+}
+
+// noteExecTime folds one execution time into execAvg (weight 1/8).
+func (p *producer) noteExecTime(d time.Duration) {
+	for {
+		old := p.execAvg.Load()
+		avg := old + (int64(d)-old)/8
+		if old == 0 {
+			avg = int64(d)
+		}
+		if p.execAvg.CompareAndSwap(old, avg) {
+			return
+		}
+	}
+}
+
+// readAhead is how many hints to hold beyond free slots (see readAheadBelow).
+func (p *producer) readAhead() int {
+	if avg := time.Duration(p.execAvg.Load()); avg == 0 || avg >= readAheadBelow {
+		return 0 // nothing known yet, or slow tasks
+	}
+	return min(2*p.cfg.concurrency, maxClaim)
 }
 
 // startUpkeep starts the runner's share of fleet upkeep; stopUpkeep ends it.
@@ -123,8 +168,12 @@ func (p *producer) startUpkeep(ctx context.Context) {
 // under this runner.
 func (p *producer) finalizeShutdown(ctx context.Context) {
 	r := p.r
+	p.stopClaims.Store(true)
 	abandoned := r.drain(ctx, p.cfg, p.held, p.cancelWork, p.stopNow)
+	p.workMu.Lock()
+	p.workClosed = true
 	close(p.work)
+	p.workMu.Unlock()
 	if abandoned {
 		// Executors that ignore their canceled context are left to
 		// finish on their own; what they held is handed back now.
@@ -167,6 +216,7 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 
 	retry := backoff.New(10*time.Millisecond, 5*time.Second)
 	lastOrphans := time.Now()
+	var lastEmpty time.Time // when a read ahead last found nothing
 	for ctx.Err() == nil {
 		if time.Since(lastOrphans) > orphanEvery {
 			lastOrphans = time.Now()
@@ -182,7 +232,18 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		}
 		before := held.count.Load()
 		free := int(int64(cfg.concurrency) - before)
+		ahead := p.readAhead()
 		if free <= 0 {
+			// Busy: keep the backlog the completer claims from filled,
+			// without blocking, when tasks are short.
+			if want := ahead - held.backlogLen(); want > 0 && time.Since(lastEmpty) > emptyReadPause {
+				got, err := rd.read(commitCtx, want, noBlock)
+				if err == nil && len(got) > 0 {
+					held.remember(nil, got)
+					continue
+				}
+				lastEmpty = time.Now()
+			}
 			select {
 			case <-held.freed:
 			case <-ctx.Done():
@@ -194,7 +255,8 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		batch := held.take(n)
 		read := 0
 		if len(batch) == 0 {
-			got, err := rd.read(commitCtx, n, block)
+			// Idle slots and no backlog: block until hints arrive.
+			got, err := rd.read(commitCtx, n+ahead, block)
 			if err != nil {
 				if ctx.Err() != nil {
 					break
