@@ -70,7 +70,7 @@ func (q *Queue) Stopped(ctx context.Context, cluster, id string) error {
 }
 
 // Gone removes every trace of a runner that stopped and settled its own
-// pending entries (SettleOwn): there is nothing left for a reclaimer to do.
+// pending entries (ReclaimOwn): there is nothing left for a reclaimer to do.
 func (q *Queue) Gone(ctx context.Context, cluster, id string) error {
 	pipe := q.rdb.TxPipeline()
 	pipe.Del(ctx, heartbeatKey(cluster, id), runnerKey(cluster, id))
@@ -138,12 +138,12 @@ func (q *Queue) ReclaimDead(ctx context.Context, cluster, self string, fallbackS
 	return total, nil
 }
 
-// SettleOwn is what a stopping runner does with the stream entries it still
+// ReclaimOwn is what a stopping runner does with the stream entries it still
 // has pending (hints it read but never claimed, or claimed through a call
 // whose reply was lost): it settles them as a reclaimer would settle a dead
 // runner's, so queued tasks are published again and a task left running
 // under it is queued again. Call it only once nothing of the runner runs.
-func (q *Queue) SettleOwn(ctx context.Context, cluster, id string, streams []string) (ReclaimReport, error) {
+func (q *Queue) ReclaimOwn(ctx context.Context, cluster, id string, streams []string) (ReclaimReport, error) {
 	return q.reclaimRunner(ctx, cluster, id, streams)
 }
 
@@ -171,7 +171,7 @@ func (q *Queue) reclaimRunner(ctx context.Context, cluster, id string, fallback 
 			if len(pend) == 0 {
 				break
 			}
-			r, err := q.settleEntries(ctx, s, id, pend)
+			r, err := q.reclaimEntries(ctx, s, id, pend)
 			rep.add(r)
 			if err != nil {
 				return rep, err
@@ -193,11 +193,11 @@ func isNoGroup(err error) bool {
 		strings.Contains(err.Error(), "no such key"))
 }
 
-// settleEntries applies rf_reclaim to the tasks behind one batch of a dead
+// reclaimEntries applies rf_reclaim to the tasks behind one batch of a dead
 // runner's pending entries, publishes what it made ready, republishes the
 // outboxes of the jobs involved (the runner may have died between a commit
 // and its publish), and only then acknowledges the entries.
-func (q *Queue) settleEntries(ctx context.Context, stream, dead string, pend []redis.XPendingExt) (ReclaimReport, error) {
+func (q *Queue) reclaimEntries(ctx context.Context, stream, dead string, pend []redis.XPendingExt) (ReclaimReport, error) {
 	var rep ReclaimReport
 	pipe := q.rdb.Pipeline()
 	cmds := make([]*redis.XMessageSliceCmd, len(pend))

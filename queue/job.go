@@ -426,7 +426,7 @@ func (q *Queue) RetryJob(ctx context.Context, id string) error {
 		return err
 	}
 	for {
-		res, err := q.rdb.FCall(ctx, "rf_release", []string{jobKey(id)}, publishChunk).Result()
+		res, err := q.rdb.FCall(ctx, "rf_unhold", []string{jobKey(id)}, publishChunk).Result()
 		if err != nil {
 			return fmt.Errorf("release held tasks: %w", err)
 		}

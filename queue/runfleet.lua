@@ -164,7 +164,7 @@ end
 -- child, and a parent that was waiting only on children becomes complete too.
 -- known = {dn, p} when the caller already read them and wrote done=1. With
 -- parents (a table), the parent's decrement is gathered there instead, so a
--- batch of siblings costs one HINCRBY; settle_parents applies it.
+-- batch of siblings costs one HINCRBY; apply_parent_counts applies it.
 local resolve
 
 -- Dependent lists longer than this many bytes (about 300 seqs) are walked
@@ -218,7 +218,7 @@ resolve = function(jk, pre, seq, now, pub, known, parents)
   parent_done(jk, pre, parent, redis.call('HINCRBY', tkey(pre, parent), 'k', -1), now, pub)
 end
 
-local function settle_parents(jk, pre, parents, now, pub)
+local function apply_parent_counts(jk, pre, parents, now, pub)
   for parent, n in pairs(parents) do
     parent_done(jk, pre, parent, redis.call('HINCRBY', tkey(pre, parent), 'k', -n), now, pub)
   end
@@ -471,7 +471,7 @@ redis.register_function('rf_complete', function(keys, args)
     end
     o = o + inline * SUB_STRIDE
   end
-  settle_parents(jk, pre, parents, now, pub)
+  apply_parent_counts(jk, pre, parents, now, pub)
   local claimed = {}
   if o < #args then
     claim_tasks(jk, pre, owner, now, js[1], args, o + 1, claimed, pub, cnt)
@@ -629,7 +629,7 @@ end)
 -- rf_retry puts every failed task of a failed or canceled job back to queued
 -- and the job back to running; computed work is untouched.
 -- KEYS[1] job hash. ARGV: now. Returns a publish list for the re-queued
--- failed tasks; the caller then releases the held hash with rf_release.
+-- failed tasks; the caller then releases the held hash with rf_unhold.
 -- Fails with "ERR job is archived" once rf_purge has started on the job.
 redis.register_function('rf_retry', function(keys, args)
   local jk = keys[1]
@@ -675,11 +675,11 @@ redis.register_function('rf_cancel', function(keys, args)
   return redis.call('HGET', jk, 'state')
 end)
 
--- rf_release moves up to a chunk of held hints (read while the job was
+-- rf_unhold moves up to a chunk of held hints (read while the job was
 -- stopped) back to the outbox, if the job runs again.
 -- KEYS[1] job hash. ARGV: chunk size. Returns a publish list, empty when
 -- nothing is held or the job is stopped.
-redis.register_function('rf_release', function(keys, args)
+redis.register_function('rf_unhold', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
   local state = redis.call('HGET', jk, 'state')

@@ -88,46 +88,17 @@ func (h *heartbeat) lease() time.Time {
 	return time.Unix(0, h.lastBeat.Load()).Add(h.ttl)
 }
 
-// stop ends the heartbeat. A runner that settled its own pending entries
+// stop ends the heartbeat. A runner that reclaimed its own pending entries
 // leaves no trace; otherwise it is marked gone at once, so whatever it still
 // holds is reclaimed without waiting for its heartbeat to expire.
-func (h *heartbeat) stop(ctx context.Context, settled bool) {
+func (h *heartbeat) stop(ctx context.Context, reclaimedOwn bool) {
 	h.cancel()
 	<-h.done
 	unregister := h.r.client.q.Stopped
-	if settled {
+	if reclaimedOwn {
 		unregister = h.r.client.q.Gone
 	}
 	if err := unregister(ctx, h.r.cluster, h.r.id); err != nil {
 		h.r.logger.Warn("unregister runner failed; its heartbeat expires on its own", slog.Any("error", err))
-	}
-}
-
-// maintain does the runner's share of fleet upkeep until ctx ends: trimming
-// its streams and reclaiming the tasks of dead runners of its cluster.
-func (r *Runner) maintain(ctx context.Context, cfg runConfig) {
-	trim := time.NewTicker(trimEvery)
-	defer trim.Stop()
-	reclaim := time.NewTimer(backoff.Jitter(cfg.reclaimEvery))
-	defer reclaim.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-trim.C:
-			if err := r.client.q.TrimStreams(ctx, r.streams); err != nil && ctx.Err() == nil {
-				r.logger.Warn("trim task streams failed", slog.Any("error", err))
-			}
-		case <-reclaim.C:
-			rep, err := r.client.q.ReclaimDead(ctx, r.cluster, r.id, r.streams, 20)
-			if err != nil && ctx.Err() == nil {
-				r.logger.Warn("reclaim dead runners failed", slog.Any("error", err))
-			}
-			if rep.Runners > 0 {
-				r.logger.Info("reclaimed dead runners", slog.Int("runners", rep.Runners),
-					slog.Int("requeued", rep.Requeued), slog.Int("failed", rep.Failed), slog.Int("republished", rep.Republish))
-			}
-			reclaim.Reset(backoff.Jitter(cfg.reclaimEvery))
-		}
 	}
 }

@@ -51,8 +51,8 @@ type producer struct {
 	commitCtx  context.Context
 	stopNow    <-chan struct{} // closed by StopNow
 
-	beat    *heartbeat
-	settled bool // set once this runner's pending entries are settled
+	beat         *heartbeat
+	reclaimedOwn bool // set once this runner has reclaimed its own pending entries
 
 	work chan queue.Claimed // claimed tasks, to the executors
 	// workMu guards sending on work against its closing (workClosed).
@@ -88,7 +88,7 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 		return err
 	}
 	p.beat = beat
-	defer func() { beat.stop(p.commitCtx, p.settled) }()
+	defer func() { beat.stop(p.commitCtx, p.reclaimedOwn) }()
 
 	p.held = newHoldings()
 	p.startCompleter()
@@ -191,10 +191,10 @@ func (p *producer) finalizeShutdown(ctx context.Context) {
 	// or claimed by a call whose reply was lost) are settled like a
 	// dead runner's: acknowledging them blindly could strand a task
 	// that such a claim left running under this runner.
-	if _, err := r.client.q.SettleOwn(p.commitCtx, r.cluster, r.id, r.streams); err != nil {
+	if _, err := r.client.q.ReclaimOwn(p.commitCtx, r.cluster, r.id, r.streams); err != nil {
 		r.logger.Warn("settle this runner's pending hints failed; they are reclaimed once it is gone", slog.Any("error", err))
 	} else {
-		p.settled = true
+		p.reclaimedOwn = true
 	}
 }
 
