@@ -23,22 +23,34 @@ type Claimed struct {
 // Claim turns hints into held tasks with one rf_claim per job. A hint whose
 // task is handed out stays pending in the stream until the task's result is
 // committed (see Ack): if the runner dies first, its pending hints show what
-// it held. Other hints (stale, held for a stopped job, skipped) are
-// acknowledged at once. Hints of a job whose claim call failed stay pending
-// and unacknowledged, so they are claimed again later, never lost.
+// it held. Whole hints of which no task was handed out (stale, held for a
+// stopped job, skipped) are acknowledged at once; parts of an entry are left
+// to the caller, who knows what else of the entry it holds. Hints of a job
+// whose claim call failed stay pending and unacknowledged, so they are
+// claimed again later, never lost.
 func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claimed, error) {
 	if len(hints) == 0 {
 		return nil, nil
 	}
 	res, err := q.CommitAndClaim(ctx, owner, Commit{Claims: hints})
+	var done []Hint
+	for _, h := range res.Stale {
+		if h.Whole() {
+			done = append(done, h)
+		}
+	}
+	if aerr := q.Ack(ctx, done); aerr != nil && err == nil {
+		err = aerr
+	}
 	return res.Claimed, err
 }
 
-// matchHints pairs each handed-out task with one of its hints, which stays
-// pending until the result is committed, and returns the hints that need no
-// more work (stale, duplicates, skipped): acknowledge those. Hints of jobs
-// whose call failed are in neither: they stay pending, to be claimed again.
-func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (done []Hint) {
+// matchHints gives each handed-out task the hint (or part) naming it, which
+// stays pending until the result is committed, and returns the hints of
+// which no task was handed out (stale, duplicates, skipped, malformed).
+// Hints of jobs whose call failed are in neither: they stay pending, to be
+// claimed again.
+func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (stale []Hint) {
 	type key struct {
 		job string
 		seq int64
@@ -48,16 +60,25 @@ func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (done []Hin
 		idx[key{c.JobID, c.Seq}] = i
 	}
 	for _, h := range hints {
-		if h.Seq < 0 || failed[h.JobID] {
+		if h.Seq < 0 {
+			stale = append(stale, h)
 			continue
 		}
-		if i, ok := idx[key{h.JobID, h.Seq}]; ok && out[i].Hint.ID == "" {
-			out[i].Hint = h
+		if failed[h.JobID] {
 			continue
 		}
-		done = append(done, h)
+		used := false
+		for seq := h.Seq; seq < h.Seq+h.N; seq++ {
+			if i, ok := idx[key{h.JobID, seq}]; ok && out[i].Hint.ID == "" {
+				out[i].Hint = h
+				used = true
+			}
+		}
+		if !used {
+			stale = append(stale, h)
+		}
 	}
-	return done
+	return stale
 }
 
 // appendClaimed appends the tasks of job that rf_claim handed out: rows

@@ -61,9 +61,10 @@ func TestCommitAndClaimInOneTrip(t *testing.T) {
 		require.Equal(t, bySeq[c.Seq].StartedAt, bySeq[c.Seq].FirstStartedAt)
 	}
 	require.True(t, bySeq[first[0].Seq].Complete, "a computed leaf is complete")
-	// hints[0] was acknowledged as stale, hints[1] (its task still held)
-	// and the two claimed ones stay pending.
-	require.Equal(t, int64(3), b.pending(t, b.stream(b.child)))
+	// hints[0] is reported stale, for the caller to acknowledge; nothing
+	// is acknowledged without being asked.
+	require.Equal(t, []Hint{hints[0]}, res.Stale)
+	require.Equal(t, int64(4), b.pending(t, b.stream(b.child)))
 
 	j, err := b.q.GetJob(b.ctx, "j")
 	require.NoError(t, err)
@@ -78,10 +79,10 @@ func TestCommitAndClaimInOneTrip(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.NoError(t, res.Completed[0])
-	require.Equal(t, int64(3), b.pending(t, b.stream(b.child)))
+	require.Equal(t, int64(4), b.pending(t, b.stream(b.child)))
 	res, err = b.q.CommitAndClaim(b.ctx, "r1", Commit{
 		Completions: []Completion{{JobID: "j", Seq: claimedNow[0].Seq, Attempt: claimedNow[0].Attempt}},
-		Acks:        []Hint{first[1].Hint},
+		Acks:        []Hint{first[1].Hint, hints[0]},
 	})
 	require.NoError(t, err)
 	require.NoError(t, res.Completed[0])
@@ -143,4 +144,58 @@ func TestCommitAndClaimFailureKeepsEverythingPending(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, res.Completed[0])
 	require.Len(t, res.Claimed, 1)
+}
+
+func TestRunHintsNameSeveralTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	root := b.rootClaimed(t, "j", "r1")
+	const n = InlineSubtasks + 40 // staged, so published in runs
+	subs := make([]SubtaskSpec, n)
+	for i := range subs {
+		subs[i] = SubtaskSpec{Task: b.child, Cluster: "c", Input: []byte(`{}`)}
+	}
+	subs[20].Deps = []int{3} // not ready: splits the run around it
+	c := Completion{JobID: "j", Seq: root.Seq, Attempt: root.Attempt, Subtasks: subs}
+	require.NoError(t, b.q.Stage(b.ctx, "r1", &c))
+	res, err := b.q.Complete(b.ctx, "r1", []Completion{c})
+	require.NoError(t, err)
+	require.NoError(t, res[0])
+
+	hints, err := b.q.Read(b.ctx, "r1", []string{b.stream(b.child)}, 1000, -1)
+	require.NoError(t, err)
+	var named int64
+	for _, h := range hints {
+		require.LessOrEqual(t, h.N, int64(HintRun))
+		require.True(t, h.Whole())
+		require.False(t, h.Has(21), "the task with a dependency is not named")
+		named += h.N
+	}
+	require.Equal(t, int64(n-1), named)
+	require.Less(t, len(hints), n/HintRun+4, "runs, not one entry per task")
+
+	// A part of an entry claims only its own tasks.
+	first, rest := hints[0].Split(3)
+	require.Equal(t, int64(3), first.N)
+	require.False(t, first.Whole())
+	claimed, err := b.q.Claim(b.ctx, "r2", []Hint{first})
+	require.NoError(t, err)
+	require.Len(t, claimed, 3)
+	for _, cl := range claimed {
+		require.True(t, first.Has(cl.Seq))
+		require.Equal(t, hints[0].ID, cl.Hint.ID)
+	}
+	claimed, err = b.q.Claim(b.ctx, "r2", []Hint{rest})
+	require.NoError(t, err)
+	require.Len(t, claimed, int(rest.N))
+
+	// A dead runner's entry is reclaimed task by task: what r1 claimed from
+	// the second entry is queued again; the first entry's tasks, held by
+	// r2, are left alone.
+	_, err = b.q.Claim(b.ctx, "r1", hints[1:2])
+	require.NoError(t, err)
+	require.NoError(t, b.q.Stopped(b.ctx, "c", "r1"))
+	rep, err := b.q.ReclaimOwn(b.ctx, "c", "r1", []string{b.stream(b.parent), b.stream(b.child)})
+	require.NoError(t, err)
+	require.Equal(t, int(hints[1].N), rep.Requeued)
 }

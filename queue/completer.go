@@ -128,6 +128,10 @@ type CommitResult struct {
 	// Unclaimed are the Claims whose call failed: still pending under the
 	// runner, to be claimed again.
 	Unclaimed []Hint
+	// Stale are the Claims of which no task was handed out (malformed,
+	// stale or duplicate hints, tasks skipped or held for a stopped job):
+	// nothing to run. The caller acknowledges them (see Claim).
+	Stale []Hint
 }
 
 // CommitAndClaim sends one pipeline: XACKs for c.Acks, then per job one
@@ -137,17 +141,15 @@ type CommitResult struct {
 // function call per job per batch. Hints are handled as Claim handles them.
 // Acks go first and only for results whose commit has been confirmed: an
 // acknowledged hint no longer shows a reclaimer what this runner holds.
+// Nothing else is acknowledged here (see CommitResult.Stale).
 func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (CommitResult, error) {
 	res := CommitResult{Completed: make([]error, len(c.Completions))}
 	cs := c.Completions
 	claims := map[string][]any{}
-	var done []Hint // hints to acknowledge once the calls are in
 	for _, h := range c.Claims {
-		if h.Seq < 0 {
-			done = append(done, h)
-			continue
+		for seq := h.Seq; h.Seq >= 0 && seq < h.Seq+h.N; seq++ {
+			claims[h.JobID] = append(claims[h.JobID], seq)
 		}
-		claims[h.JobID] = append(claims[h.JobID], h.Seq)
 	}
 	type call struct {
 		job   string
@@ -247,14 +249,11 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 			}
 		}
 	}
-	done = append(done, matchHints(res.Claimed, c.Claims, failedJobs)...)
+	res.Stale = matchHints(res.Claimed, c.Claims, failedJobs)
 	for _, h := range c.Claims {
 		if h.Seq >= 0 && failedJobs[h.JobID] {
 			res.Unclaimed = append(res.Unclaimed, h)
 		}
-	}
-	if err := q.Ack(ctx, done); err != nil {
-		fail(err)
 	}
 	return res, firstErr
 }
@@ -276,17 +275,25 @@ func appendCompletion(args []any, c *Completion) []any {
 }
 
 // publishStaged XADDs the dependency-free subtasks of a committed, staged
-// set straight from memory, then clears the set's cursor; a republisher after
-// a crash reads the set back from Redis instead.
+// set straight from memory, in runs of up to HintRun consecutive tasks per
+// entry, then clears the set's cursor; a republisher after a crash reads the
+// set back from Redis instead.
 func (q *Queue) publishStaged(ctx context.Context, c *Completion) error {
 	err := inParallel(ctx, len(c.Subtasks), publishChunk, func(ctx context.Context, first, end int) error {
-		pub := make([]string, 0, 2*(end-first))
+		var runs []hintRun
 		for i := first; i < end; i++ {
-			if s := c.Subtasks[i]; len(s.Deps) == 0 {
-				pub = append(pub, StreamKey(s.Cluster, s.Task), strconv.FormatInt(c.base+int64(i), 10))
+			s := c.Subtasks[i]
+			if len(s.Deps) > 0 {
+				continue
 			}
+			stream, seq := StreamKey(s.Cluster, s.Task), c.base+int64(i)
+			if k := len(runs) - 1; k >= 0 && runs[k].stream == stream && runs[k].first+runs[k].n == seq && runs[k].n < HintRun {
+				runs[k].n++
+				continue
+			}
+			runs = append(runs, hintRun{stream: stream, job: c.JobID, first: seq, n: 1})
 		}
-		return q.publish(ctx, c.JobID, pub, false)
+		return q.publishRuns(ctx, runs)
 	})
 	if err != nil {
 		return err
@@ -297,6 +304,46 @@ func (q *Queue) publishStaged(ctx context.Context, c *Completion) error {
 		return fmt.Errorf("acknowledge published subtasks: %w", err)
 	}
 	return nil
+}
+
+// hintRun is one stream entry to add: n consecutive tasks of job from first.
+type hintRun struct {
+	stream, job string
+	first, n    int64
+}
+
+// publishRuns XADDs one entry per run, in one pipeline.
+func (q *Queue) publishRuns(ctx context.Context, runs []hintRun) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	pipe := q.rdb.Pipeline()
+	for _, r := range runs {
+		values := []string{"j", r.job, "t", strconv.FormatInt(r.first, 10)}
+		if r.n > 1 {
+			values = append(values, "n", strconv.FormatInt(r.n, 10))
+		}
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: r.stream, Values: values})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("publish ready tasks: %w", err)
+	}
+	return nil
+}
+
+// Repost publishes parts of entries again, each as an entry of its own, for
+// another runner to take: a runner hands on the tasks of an entry it read
+// beyond what it will hold, rather than sit on them. The original entry
+// still names them; a reclaimer of it leaves alone tasks another runner
+// holds, and duplicate hints are harmless.
+func (q *Queue) Repost(ctx context.Context, parts []Hint) error {
+	runs := make([]hintRun, 0, len(parts))
+	for _, h := range parts {
+		if h.Seq >= 0 && h.N > 0 {
+			runs = append(runs, hintRun{stream: h.Stream, job: h.JobID, first: h.Seq, n: h.N})
+		}
+	}
+	return q.publishRuns(ctx, runs)
 }
 
 // inParallel calls fn for consecutive [first, end) chunks of n items, on up

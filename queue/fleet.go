@@ -209,7 +209,7 @@ func (q *Queue) reclaimEntries(ctx context.Context, stream, dead string, pend []
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return rep, fmt.Errorf("read pending entries: %w", err)
 	}
-	byJob := map[string][]any{}
+	byJob := map[string][]int64{}
 	var jobs []string
 	for _, c := range cmds {
 		for _, h := range parseHints([]redis.XStream{{Stream: stream, Messages: c.Val()}}) {
@@ -218,13 +218,34 @@ func (q *Queue) reclaimEntries(ctx context.Context, stream, dead string, pend []
 			}
 			if _, ok := byJob[h.JobID]; !ok {
 				jobs = append(jobs, h.JobID)
-				byJob[h.JobID] = []any{dead, nowMS()}
 			}
-			byJob[h.JobID] = append(byJob[h.JobID], h.Seq)
+			// Every task the entry names: rf_reclaim leaves alone what the
+			// dead runner did not hold.
+			for seq := h.Seq; seq < h.Seq+h.N; seq++ {
+				byJob[h.JobID] = append(byJob[h.JobID], seq)
+			}
 		}
 	}
+	type call struct {
+		job  string
+		args []any
+	}
+	var calls []call
 	for _, j := range jobs {
-		res, err := q.rdb.FCall(ctx, "rf_reclaim", []string{jobKey(j)}, byJob[j]...).Result()
+		seqs := byJob[j]
+		for len(seqs) > 0 {
+			n := min(len(seqs), callBudget)
+			args := []any{dead, nowMS()}
+			for _, seq := range seqs[:n] {
+				args = append(args, seq)
+			}
+			calls = append(calls, call{job: j, args: args})
+			seqs = seqs[n:]
+		}
+	}
+	for _, cl := range calls {
+		j := cl.job
+		res, err := q.rdb.FCall(ctx, "rf_reclaim", []string{jobKey(j)}, cl.args...).Result()
 		if err != nil {
 			return rep, fmt.Errorf("reclaim tasks of job %s: %w", j, err)
 		}
@@ -245,6 +266,8 @@ func (q *Queue) reclaimEntries(ctx context.Context, stream, dead string, pend []
 		if err := q.Publish(ctx, j, toStrings(parts[1])); err != nil {
 			return rep, err
 		}
+	}
+	for _, j := range jobs {
 		if err := q.Republish(ctx, j); err != nil {
 			return rep, err
 		}

@@ -26,7 +26,7 @@ func FuzzParseHints(f *testing.F) {
 		}
 		h := hints[0]
 		n, err := strconv.ParseInt(seq, 10, 64)
-		valid := err == nil && job != ""
+		valid := err == nil && job != "" && n >= 0
 		if valid && (h.Seq != n || h.JobID != job) {
 			t.Fatalf("valid entry %q/%q decoded as %+v", job, seq, h)
 		}

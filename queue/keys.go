@@ -9,7 +9,8 @@ import "strconv"
 //	rf:clusters                      hash slug -> cluster JSON
 //	rf:jobs                          sorted set job id -> created unix ms
 //	rf:{c:<slug>}:idents             set of "name\x00vM.m" registered by runners
-//	rf:{c:<slug>}:q:<name>:vM.m      stream of ready-task hints (fields j, t)
+//	rf:{c:<slug>}:q:<name>:vM.m      stream of ready-task hints (fields j job, t first seq,
+//	                                 n task count when above 1: see Hint)
 //	rf:{c:<slug>}:deploys            hash workflow -> deployment JSON (deploy.go)
 //	rf:{c:<slug>}:deployrev          deployment revision counter, bumped by every change
 //	rf:{c:<slug>}:deployed           pub/sub channel (not a key): the new revision after each change

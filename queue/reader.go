@@ -28,13 +28,42 @@ func (q *Queue) EnsureGroups(ctx context.Context, streams []string) error {
 	return nil
 }
 
-// Hint is one stream entry naming a task that may be ready.
+// Hint is a stream entry naming tasks of one job that may be ready: N
+// consecutive tasks from Seq. Most entries name one task; a large subtask set
+// is published in runs of up to HintRun tasks per entry, so a fan-out costs
+// Redis one entry (XADD, delivery, XACK) per run, not per task. A runner may
+// split an entry into parts (Split); every part keeps the entry's Stream and
+// ID, and the entry stays pending until every task of it this runner holds
+// is done.
 type Hint struct {
 	Stream string
 	ID     string
 	JobID  string
-	Seq    int64
+	Seq    int64 // first task named; -1 for a malformed entry
+	N      int64 // tasks named: Seq .. Seq+N-1
+	Total  int64 // tasks the whole entry names (N of the entry as read)
 }
+
+// HintRun is the most tasks one stream entry names.
+const HintRun = 16
+
+// Key identifies the stream entry a hint (or part) comes from.
+func (h Hint) Key() string { return h.Stream + "\x00" + h.ID }
+
+// Whole reports whether h is a whole entry, not a part of one.
+func (h Hint) Whole() bool { return h.N == h.Total }
+
+// Split returns the first k tasks of h and the rest (N 0 when none is left).
+func (h Hint) Split(k int64) (Hint, Hint) {
+	k = min(max(k, 0), h.N)
+	first, rest := h, h
+	first.N = k
+	rest.Seq, rest.N = h.Seq+k, h.N-k
+	return first, rest
+}
+
+// Has reports whether h names task seq.
+func (h Hint) Has(seq int64) bool { return h.Seq >= 0 && seq >= h.Seq && seq < h.Seq+h.N }
 
 // Read blocks up to block for at most count hints on streams. It returns
 // no hints and no error when the block time passes.
@@ -60,6 +89,9 @@ func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []
 	return parseHints(res), nil
 }
 
+// parseHints decodes entries with fields j (job), t (first seq) and
+// optionally n (count, 1 when absent). An entry it cannot use is marked
+// malformed (Seq -1, N 1), to be acknowledged and dropped.
 func parseHints(res []redis.XStream) []Hint {
 	var out []Hint
 	for _, s := range res {
@@ -67,10 +99,17 @@ func parseHints(res []redis.XStream) []Hint {
 			j, _ := m.Values["j"].(string)
 			t, _ := m.Values["t"].(string)
 			seq, err := strconv.ParseInt(t, 10, 64)
-			if err != nil || j == "" {
-				seq = -1 // malformed (or deleted): acknowledged and dropped by Claim
+			n := int64(1)
+			if ns, ok := m.Values["n"].(string); ok {
+				var nerr error
+				if n, nerr = strconv.ParseInt(ns, 10, 64); nerr != nil || n < 1 || n > HintRun {
+					err = errors.New("bad count")
+				}
 			}
-			out = append(out, Hint{Stream: s.Stream, ID: m.ID, JobID: j, Seq: seq})
+			if err != nil || j == "" || seq < 0 {
+				seq, n = -1, 1 // malformed (or deleted): acknowledged and dropped
+			}
+			out = append(out, Hint{Stream: s.Stream, ID: m.ID, JobID: j, Seq: seq, N: n, Total: n})
 		}
 	}
 	return out

@@ -29,7 +29,7 @@ const ackDelay = 2 * time.Millisecond
 // refilled by the call that commits it.
 func (p *producer) complete() {
 	r, ctx, held := p.r, p.commitCtx, p.held
-	var acks []queue.Hint // hints of committed results, not acknowledged yet
+	var acks []queue.Hint // entries whose tasks are all accounted for, not acknowledged yet
 	flush := func() {
 		if len(acks) == 0 {
 			return
@@ -37,7 +37,6 @@ func (p *producer) complete() {
 		if err := r.client.q.Ack(ctx, acks); err != nil {
 			r.logger.Warn("acknowledge committed tasks failed; the orphan scan will settle them", slog.Any("error", err))
 		}
-		held.forget(acks)
 		acks = nil
 	}
 	defer flush()
@@ -77,24 +76,39 @@ func (p *producer) complete() {
 		batch = p.linger(batch)
 		claims := p.claimsFor(len(batch))
 		claimed, unclaimed, ok := p.commit(batch, claims, acks)
-		held.forget(acks)
-		acks = nil
 		done := make([]queue.Claimed, len(batch))
 		for i, o := range batch {
 			done[i] = o.claim
 		}
-		if ok {
-			for _, o := range batch {
-				acks = append(acks, o.claim.Hint)
-			}
-		} else {
-			held.forget(hintsOf(done)) // pending: the orphan scan settles them
-		}
-		start, dup := held.swap(done, claims, claimed)
+		// A commit that gave up leaves its tasks' entries pending: the
+		// orphan scan settles them.
+		var start []queue.Claimed
+		start, acks = held.swap(done, ok, without(claims, unclaimed), claimed)
 		held.unread(unclaimed)
-		acks = append(acks, dup...)
 		p.dispatch(start)
 	}
+}
+
+// without returns hints minus those in drop (the same parts).
+func without(hints, drop []queue.Hint) []queue.Hint {
+	if len(drop) == 0 {
+		return hints
+	}
+	type part struct {
+		key    string
+		seq, n int64
+	}
+	skip := map[part]bool{}
+	for _, h := range drop {
+		skip[part{h.Key(), h.Seq, h.N}] = true
+	}
+	var out []queue.Hint
+	for _, h := range hints {
+		if !skip[part{h.Key(), h.Seq, h.N}] {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // dispatch hands claimed tasks to the executors. Once the executors are
@@ -152,14 +166,6 @@ func (p *producer) claimsFor(n int) []queue.Hint {
 		}
 	}
 	return p.held.take(n)
-}
-
-func hintsOf(cs []queue.Claimed) []queue.Hint {
-	out := make([]queue.Hint, len(cs))
-	for i, c := range cs {
-		out[i] = c.Hint
-	}
-	return out
 }
 
 // commit writes a batch of results, claims for claims and acknowledges

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -16,112 +17,183 @@ type taskRef struct {
 	attempt int
 }
 
-// holdings is what a runner holds locally. Every hint in it is pending (read,
-// unacknowledged) in Redis under this runner's name, so if the process dies
-// its pending hints show what it held.
+// holdings is what a runner holds locally. Every stream entry it holds
+// tasks of is pending (read, unacknowledged) in Redis under this runner's
+// name, so if the process dies its pending entries show what it held. An
+// entry may name several tasks (queue.Hint); it is acknowledged only once
+// every task of it is accounted for: committed, found stale, or handed on.
 type holdings struct {
-	mu      sync.Mutex
-	running map[taskRef]queue.Claimed // tasks executing or awaiting commit
-	backlog []queue.Hint              // read beyond free slots, not claimed yet
-	hints   map[string]struct{}       // stream+id of every hint held above
-	count   atomic.Int64              // len(running), read without the lock
-	freed   chan struct{}             // signalled when running shrinks
+	mu           sync.Mutex
+	running      map[taskRef]queue.Claimed // tasks executing or awaiting commit
+	backlog      []queue.Hint              // read (whole entries or parts), not claimed yet
+	backlogTasks int                       // tasks the backlog names
+	entries      map[string]*heldEntry     // by queue.Hint.Key
+	count        atomic.Int64              // len(running), read without the lock
+	freed        chan struct{}             // signalled when running or the backlog changes
+}
+
+// heldEntry counts the tasks of one pending entry still held here, in the
+// backlog or running. At zero the entry is acknowledged, unless a commit of
+// one of its tasks gave up (keep): then it stays pending for the orphan scan
+// (or, once this runner is gone, a reclaimer) to settle.
+type heldEntry struct {
+	hint queue.Hint
+	left int64
+	keep bool
 }
 
 func newHoldings() *holdings {
-	return &holdings{running: map[taskRef]queue.Claimed{}, hints: map[string]struct{}{}, freed: make(chan struct{}, 1)}
+	return &holdings{running: map[taskRef]queue.Claimed{}, entries: map[string]*heldEntry{}, freed: make(chan struct{}, 1)}
 }
 
-func hintKey(h queue.Hint) string { return h.Stream + "\x00" + h.ID }
+// remember queues hints just read (or pending ones nothing here holds) in
+// the backlog, and returns the malformed ones, to acknowledge.
+func (l *holdings) remember(hints []queue.Hint) (acks []queue.Hint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range hints {
+		if _, ok := l.entries[h.Key()]; ok {
+			continue
+		}
+		if h.Seq < 0 {
+			acks = append(acks, h)
+			continue
+		}
+		l.entries[h.Key()] = &heldEntry{hint: h, left: h.N}
+		l.backlog = append(l.backlog, h)
+		l.backlogTasks += int(h.N)
+	}
+	return acks
+}
 
-// take removes up to n hints from the backlog.
+// take removes hints naming up to n tasks from the backlog, splitting an
+// entry when it names more than are wanted.
 func (l *holdings) take(n int) []queue.Hint {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n = min(n, len(l.backlog))
-	out := l.backlog[:n:n]
-	l.backlog = l.backlog[n:]
+	var out []queue.Hint
+	for n > 0 && len(l.backlog) > 0 {
+		h := l.backlog[0]
+		if h.N > int64(n) {
+			first, rest := h.Split(int64(n))
+			out = append(out, first)
+			l.backlog[0] = rest
+			l.backlogTasks -= n
+			break
+		}
+		out = append(out, h)
+		l.backlog = l.backlog[1:]
+		l.backlogTasks -= int(h.N)
+		n -= int(h.N)
+	}
 	return out
 }
 
-// remember records hints just read: batch is claimed now, extra waits.
-func (l *holdings) remember(batch, extra []queue.Hint) {
+// handOn removes from the backlog the tasks beyond keep and returns them as
+// hints (parts of their entries, still counted): this runner would sit on
+// them, so they are to be published again for other runners (queue.Repost);
+// then drop stops counting them.
+func (l *holdings) handOn(keep int) []queue.Hint {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, h := range batch {
-		l.hints[hintKey(h)] = struct{}{}
+	if l.backlogTasks <= keep {
+		return nil
 	}
-	for _, h := range extra {
-		l.hints[hintKey(h)] = struct{}{}
-	}
-	l.backlog = append(l.backlog, extra...)
-}
-
-// admit records the result of claiming batch: claimed tasks not already
-// running start running; the rest of the batch is no longer held here (the
-// claim acknowledged those hints, or left them pending after an error for
-// the orphan scan). It returns the tasks to execute and the hints of
-// duplicates to acknowledge.
-func (l *holdings) admit(batch []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, dup []queue.Hint) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, h := range batch {
-		delete(l.hints, hintKey(h))
-	}
-	for _, c := range claimed {
-		ref := taskRef{c.JobID, c.Seq, c.Attempt}
-		if _, ok := l.running[ref]; ok {
-			dup = append(dup, c.Hint)
+	var kept, parts []queue.Hint
+	left := keep
+	for _, h := range l.backlog {
+		if left >= int(h.N) {
+			kept = append(kept, h)
+			left -= int(h.N)
 			continue
 		}
-		l.running[ref] = c
-		l.hints[hintKey(c.Hint)] = struct{}{}
-		start = append(start, c)
+		first, rest := h.Split(int64(left))
+		if first.N > 0 {
+			kept = append(kept, first)
+		}
+		left = 0
+		parts = append(parts, rest)
 	}
-	l.count.Store(int64(len(l.running)))
-	return start, dup
+	l.backlog = kept
+	l.backlogTasks = keep
+	return parts
 }
 
-// swap records a commit round trip: done executions are forgotten (their
-// hints stay held until acknowledged, see forget), the hints taken for the
-// claims are no longer held as hints, and the claimed tasks not already
-// running start running. It returns the tasks to execute and the hints of
-// duplicates to acknowledge. A batch that claims as many tasks as it
-// commits leaves the count unchanged, so the producer sees no free slot.
-func (l *holdings) swap(done []queue.Claimed, taken []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, dup []queue.Hint) {
+// drop stops counting the tasks of parts handed on, and returns the
+// entries left with nothing, to acknowledge.
+func (l *holdings) drop(parts []queue.Hint) (acks []queue.Hint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range parts {
+		acks = l.release(h, h.N, acks)
+	}
+	return acks
+}
+
+// release stops counting n tasks of h's entry; an entry left with none is
+// forgotten and, unless kept, appended to acks.
+func (l *holdings) release(h queue.Hint, n int64, acks []queue.Hint) []queue.Hint {
+	e, ok := l.entries[h.Key()]
+	if !ok {
+		return acks
+	}
+	e.left -= n
+	if e.left > 0 {
+		return acks
+	}
+	delete(l.entries, h.Key())
+	if e.keep {
+		return acks
+	}
+	return append(acks, e.hint)
+}
+
+// swap records one round trip: done executions are forgotten (committed or
+// not), the tasks claimed for the taken hints start running unless they
+// already are, and every task of a taken hint that was not claimed stops
+// counting. It returns the tasks to execute and the entries to acknowledge.
+// A batch that claims as many tasks as it commits leaves the count
+// unchanged, so the producer sees no free slot.
+func (l *holdings) swap(done []queue.Claimed, committed bool, taken []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, acks []queue.Hint) {
 	l.mu.Lock()
 	for _, c := range done {
 		delete(l.running, taskRef{c.JobID, c.Seq, c.Attempt})
+		if !committed {
+			if e, ok := l.entries[c.Hint.Key()]; ok {
+				e.keep = true
+			}
+		}
+		acks = l.release(c.Hint, 1, acks)
 	}
-	for _, h := range taken {
-		delete(l.hints, hintKey(h))
-	}
+	started := map[string]int64{} // per taken part: tasks now running
+	partKey := func(h queue.Hint) string { return h.Key() + "\x00" + strconv.FormatInt(h.Seq, 10) }
 	for _, c := range claimed {
 		ref := taskRef{c.JobID, c.Seq, c.Attempt}
 		if _, ok := l.running[ref]; ok {
-			dup = append(dup, c.Hint)
-			continue
+			continue // a duplicate: counted as not claimed below
 		}
 		l.running[ref] = c
-		l.hints[hintKey(c.Hint)] = struct{}{}
 		start = append(start, c)
+		for _, h := range taken {
+			if h.Key() == c.Hint.Key() && h.Has(c.Seq) {
+				started[partKey(h)]++
+				break
+			}
+		}
+	}
+	for _, h := range taken {
+		if h.Seq < 0 {
+			acks = append(acks, h)
+			continue
+		}
+		if n := h.N - started[partKey(h)]; n > 0 {
+			acks = l.release(h, n, acks)
+		}
 	}
 	l.count.Store(int64(len(l.running)))
 	l.mu.Unlock()
 	l.signal()
-	return start, dup
-}
-
-// forget drops acknowledged hints (or hints left to the orphan scan).
-func (l *holdings) forget(hints []queue.Hint) {
-	if len(hints) == 0 {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, h := range hints {
-		delete(l.hints, hintKey(h))
-	}
+	return start, acks
 }
 
 // unread puts hints taken from the backlog back at its front: their claim
@@ -131,10 +203,12 @@ func (l *holdings) unread(hints []queue.Hint) {
 		return
 	}
 	l.mu.Lock()
+	n := 0
 	for _, h := range hints {
-		l.hints[hintKey(h)] = struct{}{}
+		n += int(h.N)
 	}
 	l.backlog = append(append([]queue.Hint(nil), hints...), l.backlog...)
+	l.backlogTasks += n
 	l.mu.Unlock()
 	l.signal()
 }
@@ -146,33 +220,19 @@ func (l *holdings) signal() {
 	}
 }
 
-// finish forgets committed tasks and frees their slots.
-func (l *holdings) finish(done []queue.Claimed) {
+// orphans queues the pending entries nothing here holds (a claim whose
+// reply was lost, a commit that gave up) in the backlog, and returns how
+// many it queued and the malformed ones to acknowledge.
+func (l *holdings) orphans(pending []queue.Hint) (int, []queue.Hint) {
 	l.mu.Lock()
-	for _, c := range done {
-		delete(l.running, taskRef{c.JobID, c.Seq, c.Attempt})
-		delete(l.hints, hintKey(c.Hint))
-	}
-	l.count.Store(int64(len(l.running)))
-	l.mu.Unlock()
-	l.signal()
-}
-
-// orphans keeps the pending hints nothing local holds (a claim whose reply
-// was lost, a commit that gave up) and queues them in the backlog.
-func (l *holdings) orphans(pending []queue.Hint) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := 0
 	for _, h := range pending {
-		if _, ok := l.hints[hintKey(h)]; ok {
-			continue
+		if _, ok := l.entries[h.Key()]; !ok && h.Seq >= 0 {
+			n++
 		}
-		l.hints[hintKey(h)] = struct{}{}
-		l.backlog = append(l.backlog, h)
-		n++
 	}
-	return n
+	l.mu.Unlock()
+	return n, l.remember(pending)
 }
 
 // runningTasks lists the tasks executing or awaiting commit.
@@ -186,8 +246,9 @@ func (l *holdings) runningTasks() []queue.Claimed {
 	return out
 }
 
+// backlogLen is how many tasks the backlog names.
 func (l *holdings) backlogLen() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.backlog)
+	return l.backlogTasks
 }

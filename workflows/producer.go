@@ -64,6 +64,8 @@ type producer struct {
 	results    chan outcome   // executed tasks, to the completer
 	// execAvg is a moving average of execution times (nanoseconds).
 	execAvg atomic.Int64
+	// perEntry is the tasks per stream entry of recent reads (fetch loop only).
+	perEntry float64
 
 	stopCompleter chan struct{}
 	completerDone chan struct{}
@@ -237,9 +239,9 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 			// Busy: keep the backlog the completer claims from filled,
 			// without blocking, when tasks are short.
 			if want := ahead - held.backlogLen(); want > 0 && time.Since(lastEmpty) > emptyReadPause {
-				got, err := rd.read(commitCtx, want, noBlock)
+				got, err := rd.read(commitCtx, p.entriesFor(want), noBlock)
 				if err == nil && len(got) > 0 {
-					held.remember(nil, got)
+					p.admitRead(got, ahead)
 					continue
 				}
 				lastEmpty = time.Now()
@@ -256,7 +258,7 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		read := 0
 		if len(batch) == 0 {
 			// Idle slots and no backlog: block until hints arrive.
-			got, err := rd.read(commitCtx, n+ahead, block)
+			got, err := rd.read(commitCtx, p.entriesFor(n+ahead), block)
 			if err != nil {
 				if ctx.Err() != nil {
 					break
@@ -265,10 +267,9 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 				retry.Sleep(ctx)
 				continue
 			}
-			// COUNT applies per stream: a read can return more than n.
 			read = len(got)
-			batch = got[:min(n, len(got))]
-			held.remember(batch, got[len(batch):])
+			p.admitRead(got, n+ahead)
+			batch = held.take(n)
 		}
 		if err := p.claimAndStart(batch); err != nil {
 			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
@@ -283,29 +284,69 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 	return nil
 }
 
+// entriesFor is how many stream entries to read for want tasks, from the
+// tasks per entry of recent reads (entries name up to queue.HintRun tasks).
+func (p *producer) entriesFor(want int) int {
+	per := max(p.perEntry, 1)
+	return max(1, int(float64(want)/per+0.999))
+}
+
+// admitRead queues hints just read in the backlog and hands on, to other
+// runners, the tasks beyond keep that entries naming several tasks brought:
+// COUNT counts entries (and applies per stream), so a read can bring more
+// than was asked for.
+func (p *producer) admitRead(got []queue.Hint, keep int) {
+	r := p.r
+	var tasks int64
+	for _, h := range got {
+		tasks += h.N
+	}
+	p.perEntry = (p.perEntry + float64(tasks)/float64(len(got))) / 2
+	acks := p.held.remember(got)
+	if parts := p.held.handOn(keep); len(parts) > 0 {
+		if err := r.client.q.Repost(p.commitCtx, parts); err != nil {
+			r.logger.Warn("hand on task hints failed; keeping them", slog.Any("error", err))
+			p.held.unread(parts)
+		} else {
+			acks = append(acks, p.held.drop(parts)...)
+		}
+	}
+	p.ack(acks)
+}
+
+// ack acknowledges entries nothing here needs any more.
+func (p *producer) ack(acks []queue.Hint) {
+	if len(acks) == 0 {
+		return
+	}
+	if err := p.r.client.q.Ack(p.commitCtx, acks); err != nil {
+		p.r.logger.Warn("acknowledge task hints failed; the orphan scan will settle them", slog.Any("error", err))
+	}
+}
+
 // recoverOrphans queues the pending hints of this runner that nothing local
 // holds, to be claimed again.
 func (p *producer) recoverOrphans() {
 	r := p.r
 	if pending, err := r.client.q.ReadPending(p.commitCtx, r.id, r.streams, 1000); err == nil {
-		if n := p.held.orphans(pending); n > 0 {
+		n, acks := p.held.orphans(pending)
+		if n > 0 {
 			r.logger.Info("recovering pending task hints of this runner", slog.Int("hints", n))
 		}
+		p.ack(acks)
 	}
 }
 
 // claimAndStart claims the tasks batch names and hands those not already
-// running to the executors. Tasks claimed before an error still start.
+// running to the executors. Tasks claimed before an error still start;
+// hints of a failed call go back to the backlog.
 func (p *producer) claimAndStart(batch []queue.Hint) error {
 	r := p.r
-	claimed, err := r.client.q.Claim(p.commitCtx, r.id, batch)
-	start, dup := p.held.admit(batch, claimed)
-	if len(dup) > 0 {
-		_ = r.client.q.Ack(p.commitCtx, dup)
-	}
-	for _, c := range start {
-		p.work <- c
-	}
+	res, err := r.client.q.CommitAndClaim(p.commitCtx, r.id, queue.Commit{Claims: batch})
+	start, acks := p.held.swap(nil, true, without(batch, res.Unclaimed), res.Claimed)
+	p.held.unread(res.Unclaimed)
+	p.ack(acks)
+	p.dispatch(start)
 	return err
 }
 
@@ -353,16 +394,14 @@ func (r *Runner) handBack(ctx context.Context, held *holdings) {
 		return
 	}
 	fails := make([]queue.Failure, len(tasks))
-	hints := make([]queue.Hint, len(tasks))
 	for i, c := range tasks {
 		fails[i] = queue.Failure{JobID: c.JobID, Seq: c.Seq, Attempt: c.Attempt, HandBack: true,
 			Error: "handed back: the runner stopped before the task finished"}
-		hints[i] = c.Hint
 	}
 	if _, err := r.client.q.Fail(ctx, r.id, fails); err != nil {
 		r.logger.Error("hand back running tasks failed; they are reclaimed when this runner's heartbeat expires", slog.Any("error", err))
 		return
 	}
-	_ = r.client.q.Ack(ctx, hints)
-	held.finish(tasks)
+	_, acks := held.swap(tasks, true, nil, nil)
+	_ = r.client.q.Ack(ctx, acks)
 }
