@@ -15,8 +15,9 @@ type Claimed struct {
 	Task    Identifier
 	Input   []byte
 	Attempt int
-	// Hint is the stream entry the task was claimed from, pending until the
-	// result is committed; Ack it then.
+	// Hint is the stream entry (or part of one) the task was claimed from,
+	// pending until the result is committed. An entry naming several tasks
+	// is acknowledged once all of them are (see Hint).
 	Hint Hint
 }
 
@@ -116,7 +117,7 @@ func (q *Queue) Ack(ctx context.Context, hints []Hint) error {
 }
 
 // queueAcks adds one XACK per stream for hints to pipe.
-func queueAcks(ctx context.Context, pipe redis.Pipeliner, hints []Hint) {
+func queueAcks(ctx context.Context, pipe redis.Pipeliner, hints []Hint) (cmds []*redis.IntCmd) {
 	byStream := map[string][]string{}
 	var order []string
 	for _, h := range hints {
@@ -126,6 +127,7 @@ func queueAcks(ctx context.Context, pipe redis.Pipeliner, hints []Hint) {
 		byStream[h.Stream] = append(byStream[h.Stream], h.ID)
 	}
 	for _, s := range order {
-		pipe.XAck(ctx, s, Group, byStream[s]...)
+		cmds = append(cmds, pipe.XAck(ctx, s, Group, byStream[s]...))
 	}
+	return cmds
 }

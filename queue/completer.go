@@ -128,6 +128,9 @@ type CommitResult struct {
 	// Unclaimed are the Claims whose call failed: still pending under the
 	// runner, to be claimed again.
 	Unclaimed []Hint
+	// AckErr is set when an XACK of c.Acks failed: those entries may
+	// still be pending.
+	AckErr error
 	// Stale are the Claims of which no task was handed out (malformed,
 	// stale or duplicate hints, tasks skipped or held for a stopped job):
 	// nothing to run. The caller acknowledges them (see Claim).
@@ -138,10 +141,11 @@ type CommitResult struct {
 // rf_complete that commits the job's completions and claims the job's hints
 // in the same atomic step, and an rf_claim for hints of jobs with nothing to
 // commit. A runner whose tasks are short thus costs one round trip and one
-// function call per job per batch. Hints are handled as Claim handles them.
-// Acks go first and only for results whose commit has been confirmed: an
-// acknowledged hint no longer shows a reclaimer what this runner holds.
-// Nothing else is acknowledged here (see CommitResult.Stale).
+// function call per job per batch. Acks go first and only for results whose
+// commit has been confirmed: an acknowledged hint no longer shows a
+// reclaimer what this runner holds. Nothing else is acknowledged here:
+// unlike Claim, stale hints are returned (CommitResult.Stale), since only
+// the caller knows what else of their entries it holds.
 func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (CommitResult, error) {
 	res := CommitResult{Completed: make([]error, len(c.Completions))}
 	cs := c.Completions
@@ -152,9 +156,10 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		}
 	}
 	type call struct {
-		job   string
-		items []int // completions carried; nil for an rf_claim
-		cmd   *redis.Cmd
+		job    string
+		items  []int // completions carried; nil for an rf_claim
+		claims bool  // carries the job's claims
+		cmd    *redis.Cmd
 	}
 	var calls []*call
 	withItems := map[string]bool{}
@@ -169,7 +174,7 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		withItems[job] = true
 	})
 	pipe := q.rdb.Pipeline()
-	queueAcks(ctx, pipe, c.Acks)
+	acks := queueAcks(ctx, pipe, c.Acks)
 	for k, cl := range calls {
 		args := []any{owner, nowMS(), len(cl.items)}
 		for _, i := range cl.items {
@@ -178,18 +183,24 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		// A job's claims ride on its last call.
 		if k == len(calls)-1 || calls[k+1].job != cl.job {
 			args = append(args, claims[cl.job]...)
+			cl.claims = true
 		}
 		cl.cmd = pipe.FCall(ctx, "rf_complete", []string{jobKey(cl.job)}, args...)
 	}
 	for _, h := range c.Claims {
 		if seqs, ok := claims[h.JobID]; ok && !withItems[h.JobID] {
-			cl := &call{job: h.JobID}
+			cl := &call{job: h.JobID, claims: true}
 			cl.cmd = pipe.FCall(ctx, "rf_claim", []string{jobKey(h.JobID)}, append([]any{owner, nowMS()}, seqs...)...)
 			calls = append(calls, cl)
 			withItems[h.JobID] = true // one rf_claim per job
 		}
 	}
 	_, _ = pipe.Exec(ctx)
+	for _, a := range acks {
+		if err := a.Err(); err != nil && res.AckErr == nil {
+			res.AckErr = fmt.Errorf("acknowledge committed hints: %w", err)
+		}
+	}
 
 	var firstErr error
 	fail := func(err error) {
@@ -197,11 +208,14 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 			firstErr = err
 		}
 	}
+	// Jobs whose claims were not made: their hints stay pending.
 	failedJobs := map[string]bool{}
 	for _, cl := range calls {
 		v, err := cl.cmd.Result()
 		if err != nil {
-			failedJobs[cl.job] = true
+			if cl.claims {
+				failedJobs[cl.job] = true
+			}
 			for _, i := range cl.items {
 				res.Completed[i] = fmt.Errorf("commit tasks: %w", err)
 			}
@@ -222,7 +236,9 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		} else {
 			parts, _ := v.([]any)
 			if len(parts) != 3 {
-				failedJobs[cl.job] = true
+				if cl.claims {
+					failedJobs[cl.job] = true
+				}
 				fail(fmt.Errorf("complete tasks: unexpected reply %v", v))
 				for _, i := range cl.items {
 					res.Completed[i] = fmt.Errorf("complete tasks: unexpected reply")

@@ -162,7 +162,8 @@ end
 -- a failure contained by an optional ancestor) and walks the consequences:
 -- dependents lose one unresolved dependency, the parent loses one unresolved
 -- child, and a parent that was waiting only on children becomes complete too.
--- known = {dn, p} when the caller already read them and wrote done=1. With
+-- known = {dn, p} when the caller already read them and the task needs no
+-- done field (rf_complete: a computed task without children). With
 -- parents (a table), the parent's decrement is gathered there instead, so a
 -- batch of siblings costs one HINCRBY; apply_parent_counts applies it.
 local resolve

@@ -34,9 +34,11 @@ func (p *producer) complete() {
 		if len(acks) == 0 {
 			return
 		}
-		if err := r.client.q.Ack(ctx, acks); err != nil {
+		err := r.client.q.Ack(ctx, acks)
+		if err != nil {
 			r.logger.Warn("acknowledge committed tasks failed; the orphan scan will settle them", slog.Any("error", err))
 		}
+		held.acked(acks, err == nil)
 		acks = nil
 	}
 	defer flush()
@@ -75,7 +77,8 @@ func (p *producer) complete() {
 		}
 		batch = p.linger(batch)
 		claims := p.claimsFor(len(batch))
-		claimed, unclaimed, ok := p.commit(batch, claims, acks)
+		claimed, unclaimed, ok, acksOK := p.commit(batch, claims, acks)
+		held.acked(acks, acksOK)
 		done := make([]queue.Claimed, len(batch))
 		for i, o := range batch {
 			done[i] = o.claim
@@ -176,7 +179,8 @@ func (p *producer) claimsFor(n int) []queue.Hint {
 // runner with their hints pending, and the orphan scan (or, once the lease
 // is gone, another runner) runs them again. Claims of a failed call are
 // returned as unclaimed: their hints are still pending under this runner.
-func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed []queue.Claimed, unclaimed []queue.Hint, ok bool) {
+// acksOK reports whether acks were acknowledged.
+func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed []queue.Claimed, unclaimed []queue.Hint, ok, acksOK bool) {
 	r, ctx, lease := p.r, p.commitCtx, p.beat.lease
 	var comps []queue.Completion
 	var fails []queue.Failure
@@ -194,6 +198,7 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 			fails = append(fails, f)
 		}
 	}
+	acksOK = len(acks) == 0
 	retry := backoff.New(10*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -202,20 +207,33 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 			res, err = r.client.q.CommitAndClaim(ctx, r.id, queue.Commit{Completions: comps, Claims: claims, Acks: acks})
 			claimed = append(claimed, res.Claimed...)
 			unclaimed = append(unclaimed, res.Unclaimed...)
+			if len(acks) > 0 {
+				acksOK = res.AckErr == nil
+			}
 			claims, acks = nil, nil
 			var again []queue.Completion
+			republish := map[string]bool{}
 			for i, e := range res.Completed {
 				switch {
 				case e == nil && err != nil:
 					// Committed, but something after it failed (publishing
 					// what it made ready): the job's outbox still holds that.
-					r.republish(ctx, comps[i].JobID)
+					republish[comps[i].JobID] = true
 				case e == nil:
 				case errors.Is(e, queue.ErrLost):
 					r.refused(ctx, comps[i])
 				default:
 					again = append(again, comps[i])
 				}
+			}
+			for job := range republish {
+				r.republish(ctx, job)
+			}
+			if err != nil && len(again) == 0 {
+				// Every result landed; what failed was a claim (its hints
+				// are back in the backlog) or a publish (republished).
+				r.logger.Warn("claim or publish after a commit failed", slog.Any("error", err))
+				err = nil
 			}
 			comps = again
 		}
@@ -232,7 +250,7 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 			}
 		}
 		if err == nil && len(comps) == 0 {
-			return claimed, unclaimed, true
+			return claimed, unclaimed, true, acksOK
 		}
 		if err == nil {
 			err = errors.New("some results were not committed")
@@ -240,7 +258,7 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 		if attempt >= 3 && time.Now().After(lease()) {
 			r.logger.Error("giving up committing task results: this runner's lease ran out; the tasks will run again",
 				slog.Any("error", err))
-			return claimed, unclaimed, false
+			return claimed, unclaimed, false, acksOK
 		}
 		r.logger.Warn("commit task results failed; retrying", slog.Any("error", err))
 		retry.Sleep(ctx)

@@ -29,21 +29,29 @@ type holdings struct {
 	backlogTasks int                       // tasks the backlog names
 	entries      map[string]*heldEntry     // by queue.Hint.Key
 	count        atomic.Int64              // len(running), read without the lock
-	freed        chan struct{}             // signalled when running or the backlog changes
+	freed        chan struct{}             // signalled when running changes or hints are put back
+	// gone records, per entry acknowledged lately, the ackGen its
+	// acknowledgement was confirmed at: an orphan scan whose read started
+	// before that may still list it as pending (see orphans).
+	gone   map[string]uint64
+	ackGen uint64
 }
 
 // heldEntry counts the tasks of one pending entry still held here, in the
-// backlog or running. At zero the entry is acknowledged, unless a commit of
-// one of its tasks gave up (keep): then it stays pending for the orphan scan
-// (or, once this runner is gone, a reclaimer) to settle.
+// backlog or running. At zero the entry is acknowledged (acking until that
+// is confirmed, see acked), unless a commit of one of its tasks gave up
+// (keep): then it stays pending for the orphan scan (or, once this runner is
+// gone, a reclaimer) to settle.
 type heldEntry struct {
-	hint queue.Hint
-	left int64
-	keep bool
+	hint   queue.Hint
+	left   int64
+	keep   bool
+	acking bool
 }
 
 func newHoldings() *holdings {
-	return &holdings{running: map[taskRef]queue.Claimed{}, entries: map[string]*heldEntry{}, freed: make(chan struct{}, 1)}
+	return &holdings{running: map[taskRef]queue.Claimed{}, entries: map[string]*heldEntry{},
+		gone: map[string]uint64{}, freed: make(chan struct{}, 1)}
 }
 
 // remember queues hints just read (or pending ones nothing here holds) in
@@ -89,33 +97,37 @@ func (l *holdings) take(n int) []queue.Hint {
 	return out
 }
 
-// handOn removes from the backlog the tasks beyond keep and returns them as
-// hints (parts of their entries, still counted): this runner would sit on
-// them, so they are to be published again for other runners (queue.Repost);
-// then drop stops counting them.
-func (l *holdings) handOn(keep int) []queue.Hint {
+// handOn removes from the backlog the tasks beyond keep of the entries in
+// fresh (those a read just returned) and returns them as hints (parts of
+// their entries, still counted): this runner would sit on them, so they are
+// to be published again for other runners (queue.Repost); then drop stops
+// counting them. Entries the orphan scan or a failed claim put back are never
+// handed on: their tasks may be running under this runner in Redis.
+func (l *holdings) handOn(keep int, fresh map[string]bool) []queue.Hint {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.backlogTasks <= keep {
 		return nil
 	}
 	var kept, parts []queue.Hint
-	left := keep
+	left, total := keep, 0
 	for _, h := range l.backlog {
-		if left >= int(h.N) {
+		if left >= int(h.N) || !fresh[h.Key()] {
 			kept = append(kept, h)
-			left -= int(h.N)
+			left = max(0, left-int(h.N))
+			total += int(h.N)
 			continue
 		}
 		first, rest := h.Split(int64(left))
 		if first.N > 0 {
 			kept = append(kept, first)
+			total += int(first.N)
 		}
 		left = 0
 		parts = append(parts, rest)
 	}
 	l.backlog = kept
-	l.backlogTasks = keep
+	l.backlogTasks = total
 	return parts
 }
 
@@ -138,14 +150,43 @@ func (l *holdings) release(h queue.Hint, n int64, acks []queue.Hint) []queue.Hin
 		return acks
 	}
 	e.left -= n
-	if e.left > 0 {
+	if e.left > 0 || e.acking {
 		return acks
 	}
-	delete(l.entries, h.Key())
 	if e.keep {
+		delete(l.entries, h.Key())
 		return acks
 	}
+	e.acking = true
 	return append(acks, e.hint)
+}
+
+// acked records the outcome of acknowledging entries. Confirmed ones are
+// forgotten and noted in gone; after a failure they are forgotten only, so
+// the orphan scan finds them still pending and settles them.
+func (l *holdings) acked(hints []queue.Hint, ok bool) {
+	if len(hints) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ackGen++
+	for _, h := range hints {
+		if e, found := l.entries[h.Key()]; found && e.acking {
+			delete(l.entries, h.Key())
+		}
+		if ok {
+			l.gone[h.Key()] = l.ackGen
+		}
+	}
+}
+
+// scanMark is taken before an orphan scan reads this runner's pending
+// entries; orphans uses it to skip entries acknowledged since.
+func (l *holdings) scanMark() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ackGen
 }
 
 // swap records one round trip: done executions are forgotten (committed or
@@ -156,8 +197,11 @@ func (l *holdings) release(h queue.Hint, n int64, acks []queue.Hint) []queue.Hin
 // unchanged, so the producer sees no free slot.
 func (l *holdings) swap(done []queue.Claimed, committed bool, taken []queue.Hint, claimed []queue.Claimed) (start []queue.Claimed, acks []queue.Hint) {
 	l.mu.Lock()
+	finished := make(map[taskRef]bool, len(done))
 	for _, c := range done {
-		delete(l.running, taskRef{c.JobID, c.Seq, c.Attempt})
+		ref := taskRef{c.JobID, c.Seq, c.Attempt}
+		finished[ref] = true
+		delete(l.running, ref)
 		if !committed {
 			if e, ok := l.entries[c.Hint.Key()]; ok {
 				e.keep = true
@@ -169,8 +213,11 @@ func (l *holdings) swap(done []queue.Claimed, committed bool, taken []queue.Hint
 	partKey := func(h queue.Hint) string { return h.Key() + "\x00" + strconv.FormatInt(h.Seq, 10) }
 	for _, c := range claimed {
 		ref := taskRef{c.JobID, c.Seq, c.Attempt}
-		if _, ok := l.running[ref]; ok {
-			continue // a duplicate: counted as not claimed below
+		if _, ok := l.running[ref]; ok || finished[ref] {
+			// A duplicate: already running, or the execution that just
+			// finished (a failure recorded after this claim). Counted as
+			// not claimed below.
+			continue
 		}
 		l.running[ref] = c
 		start = append(start, c)
@@ -221,18 +268,29 @@ func (l *holdings) signal() {
 }
 
 // orphans queues the pending entries nothing here holds (a claim whose
-// reply was lost, a commit that gave up) in the backlog, and returns how
-// many it queued and the malformed ones to acknowledge.
-func (l *holdings) orphans(pending []queue.Hint) (int, []queue.Hint) {
+// reply was lost, a commit that gave up) in the backlog, skipping those
+// acknowledged since mark (the read may predate the acknowledgement). It
+// returns how many it queued and the malformed ones to acknowledge.
+func (l *holdings) orphans(pending []queue.Hint, mark uint64) (int, []queue.Hint) {
 	l.mu.Lock()
+	var fresh []queue.Hint
 	n := 0
 	for _, h := range pending {
-		if _, ok := l.entries[h.Key()]; !ok && h.Seq >= 0 {
+		if _, ok := l.entries[h.Key()]; ok || l.gone[h.Key()] > mark {
+			continue
+		}
+		fresh = append(fresh, h)
+		if h.Seq >= 0 {
 			n++
 		}
 	}
+	for k, g := range l.gone {
+		if g <= mark {
+			delete(l.gone, k) // acknowledged before the read: it cannot list it
+		}
+	}
 	l.mu.Unlock()
-	return n, l.remember(pending)
+	return n, l.remember(fresh)
 }
 
 // runningTasks lists the tasks executing or awaiting commit.

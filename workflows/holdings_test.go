@@ -70,7 +70,7 @@ func TestHoldingsKeepAnEntryWhoseCommitGaveUp(t *testing.T) {
 	require.Empty(t, acks, "left pending for the orphan scan")
 
 	// The orphan scan finds it again as pending and nothing holds it now.
-	n, bad := l.orphans([]queue.Hint{e, {Stream: "s", ID: "2-0", Seq: -1, N: 1, Total: 1}})
+	n, bad := l.orphans([]queue.Hint{e, {Stream: "s", ID: "2-0", Seq: -1, N: 1, Total: 1}}, l.scanMark())
 	require.Equal(t, 1, n)
 	require.Len(t, bad, 1, "a malformed pending entry is acknowledged")
 	require.Equal(t, 2, l.backlogLen())
@@ -81,7 +81,7 @@ func TestHoldingsKeepAnEntryWhoseCommitGaveUp(t *testing.T) {
 func TestHoldingsHandOnTasksBeyondWhatTheyKeep(t *testing.T) {
 	l := newHoldings()
 	l.remember([]queue.Hint{runHint("1-0", 0, 16), runHint("2-0", 16, 4)})
-	parts := l.handOn(5)
+	parts := l.handOn(5, map[string]bool{"s\x001-0": true, "s\x002-0": true})
 	require.Equal(t, 5, l.backlogLen())
 	require.Len(t, parts, 2)
 	require.Equal(t, int64(5), parts[0].Seq)
@@ -109,4 +109,57 @@ func TestHoldingsUnreadKeepsOrder(t *testing.T) {
 	again := l.take(2)
 	require.Equal(t, "1-0", again[0].ID)
 	require.Equal(t, "2-0", again[1].ID)
+}
+
+// An entry waiting for its acknowledgement, or acknowledged after an orphan
+// scan read the pending list, is not taken back by that scan.
+func TestHoldingsOrphanScanSkipsEntriesBeingAcknowledged(t *testing.T) {
+	l := newHoldings()
+	e := runHint("1-0", 0, 1)
+	l.remember([]queue.Hint{e})
+	parts := l.take(1)
+	start, _ := l.swap(nil, true, parts, claimedFrom(parts[0], 0))
+	_, acks := l.swap(start, true, nil, nil)
+	require.Len(t, acks, 1)
+
+	mark := l.scanMark()
+	n, _ := l.orphans([]queue.Hint{e}, mark) // acknowledgement not confirmed yet
+	require.Zero(t, n)
+	l.acked(acks, true)
+	n, _ = l.orphans([]queue.Hint{e}, mark) // the read predates the acknowledgement
+	require.Zero(t, n)
+	require.Zero(t, l.backlogLen())
+
+	// A failed acknowledgement leaves the entry to the orphan scan.
+	e2 := runHint("2-0", 1, 1)
+	l.remember([]queue.Hint{e2})
+	parts = l.take(1)
+	start, _ = l.swap(nil, true, parts, claimedFrom(parts[0], 1))
+	_, acks = l.swap(start, true, nil, nil)
+	l.acked(acks, false)
+	n, _ = l.orphans([]queue.Hint{e2}, l.scanMark())
+	require.Equal(t, 1, n)
+}
+
+// Entries put back by the orphan scan or a failed claim may name tasks
+// running here in Redis: they are never handed on.
+func TestHoldingsHandOnOnlyFreshEntries(t *testing.T) {
+	l := newHoldings()
+	l.remember([]queue.Hint{runHint("1-0", 0, 16)})
+	require.Empty(t, l.handOn(2, map[string]bool{"s\x009-0": true}))
+	require.Equal(t, 16, l.backlogLen())
+}
+
+// A claim that hands out again the execution that just finished (its
+// failure is recorded after the claim) does not start it twice.
+func TestHoldingsDoNotRestartTheExecutionThatJustFinished(t *testing.T) {
+	l := newHoldings()
+	l.remember([]queue.Hint{runHint("1-0", 0, 1), runHint("2-0", 0, 1)})
+	first := l.take(1)
+	start, _ := l.swap(nil, true, first, claimedFrom(first[0], 0))
+	again := l.take(1) // a duplicate hint of the same task
+	restarted, acks := l.swap(start, true, again, claimedFrom(again[0], 0))
+	require.Empty(t, restarted)
+	require.Len(t, acks, 2, "both entries are accounted for")
+	require.Zero(t, l.count.Load())
 }

@@ -34,10 +34,12 @@ const readAheadBelow = 10 * time.Millisecond
 const emptyReadPause = time.Millisecond
 
 // producer is one run of a runner: it owns what the runner holds, reads hints
-// for free slots only, claims them and hands them to a fixed pool of
+// for free slots (and, while tasks are short, ahead of them, see
+// readAheadBelow), claims them and hands them to a fixed pool of
 // executors (execute). A single completer goroutine (complete) commits
-// results in batches, and the upkeep goroutine (maintain) trims streams and
-// reclaims dead runners' tasks.
+// results in batches and claims the next tasks in the same round trip, and
+// the upkeep goroutine (maintain) trims streams and reclaims dead runners'
+// tasks.
 type producer struct {
 	r    *Runner
 	cfg  runConfig
@@ -200,8 +202,9 @@ func (p *producer) finalizeShutdown(ctx context.Context) {
 	}
 }
 
-// fetchAndRunLoop reads hints for free slots, claims them and hands the
-// claimed tasks to the executors until ctx ends, or, with untilIdle, until
+// fetchAndRunLoop reads hints for free slots (blocking only when it has
+// free slots and no backlog) and ahead of them, claims tasks for free slots
+// and hands them to the executors until ctx ends, or, with untilIdle, until
 // a read finds nothing and the runner holds nothing.
 func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 	r, cfg, held, commitCtx := p.r, p.cfg, p.held, p.commitCtx
@@ -296,14 +299,19 @@ func (p *producer) entriesFor(want int) int {
 // COUNT counts entries (and applies per stream), so a read can bring more
 // than was asked for.
 func (p *producer) admitRead(got []queue.Hint, keep int) {
+	if len(got) == 0 {
+		return
+	}
 	r := p.r
 	var tasks int64
+	fresh := make(map[string]bool, len(got))
 	for _, h := range got {
 		tasks += h.N
+		fresh[h.Key()] = true
 	}
-	p.perEntry = (p.perEntry + float64(tasks)/float64(len(got))) / 2
+	p.perEntry = (max(p.perEntry, 1) + float64(tasks)/float64(len(got))) / 2
 	acks := p.held.remember(got)
-	if parts := p.held.handOn(keep); len(parts) > 0 {
+	if parts := p.held.handOn(keep, fresh); len(parts) > 0 {
 		if err := r.client.q.Repost(p.commitCtx, parts); err != nil {
 			r.logger.Warn("hand on task hints failed; keeping them", slog.Any("error", err))
 			p.held.unread(parts)
@@ -319,17 +327,20 @@ func (p *producer) ack(acks []queue.Hint) {
 	if len(acks) == 0 {
 		return
 	}
-	if err := p.r.client.q.Ack(p.commitCtx, acks); err != nil {
+	err := p.r.client.q.Ack(p.commitCtx, acks)
+	if err != nil {
 		p.r.logger.Warn("acknowledge task hints failed; the orphan scan will settle them", slog.Any("error", err))
 	}
+	p.held.acked(acks, err == nil)
 }
 
 // recoverOrphans queues the pending hints of this runner that nothing local
 // holds, to be claimed again.
 func (p *producer) recoverOrphans() {
 	r := p.r
+	mark := p.held.scanMark()
 	if pending, err := r.client.q.ReadPending(p.commitCtx, r.id, r.streams, 1000); err == nil {
-		n, acks := p.held.orphans(pending)
+		n, acks := p.held.orphans(pending, mark)
 		if n > 0 {
 			r.logger.Info("recovering pending task hints of this runner", slog.Int("hints", n))
 		}
@@ -403,5 +414,5 @@ func (r *Runner) handBack(ctx context.Context, held *holdings) {
 		return
 	}
 	_, acks := held.swap(tasks, true, nil, nil)
-	_ = r.client.q.Ack(ctx, acks)
+	held.acked(acks, r.client.q.Ack(ctx, acks) == nil)
 }
