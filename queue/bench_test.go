@@ -63,7 +63,21 @@ func BenchmarkCommit100kSubtasks(b *testing.B) {
 		j, err := q.GetJob(ctx, id)
 		require.NoError(b, err)
 		require.Equal(b, int64(n), j.TaskCounts[TaskQueued])
-		require.Equal(b, int64(n), rdb.XLen(ctx, StreamKey("bench", child)).Val()-int64(i*n))
+		// Every subtask is named by exactly one hint (in runs of up to
+		// HintRun per entry).
+		msgs, err := rdb.XRange(ctx, StreamKey("bench", child), "-", "+").Result()
+		require.NoError(b, err)
+		named := map[int64]bool{}
+		for _, h := range parseHints([]redis.XStream{{Stream: StreamKey("bench", child), Messages: msgs}}) {
+			if h.JobID != id {
+				continue
+			}
+			for seq := h.Seq; seq < h.Seq+h.N; seq++ {
+				require.False(b, named[seq], "task %d named twice", seq)
+				named[seq] = true
+			}
+		}
+		require.Len(b, named, n)
 		logs, err := rdb.SlowLogGet(ctx, -1).Result()
 		require.NoError(b, err)
 		for _, l := range logs {

@@ -18,7 +18,8 @@ const (
 )
 
 // ackDelay is how long the completer keeps the hints of committed results
-// to acknowledge them with its next round trip, before it sends them alone.
+// to acknowledge them with its next round trip, before it sends them alone
+// (at once when nothing runs).
 const ackDelay = 2 * time.Millisecond
 
 // complete is the completer. It gathers whatever results are ready (at least
@@ -46,6 +47,9 @@ func (p *producer) complete() {
 	ackTimer.Stop()
 	for {
 		var first outcome
+		if len(acks) > 0 && held.count.Load() == 0 {
+			flush() // nothing runs: no round trip is coming to carry them
+		}
 		if len(acks) > 0 {
 			ackTimer.Reset(ackDelay)
 		}
