@@ -261,23 +261,30 @@ local function write_subtasks(pre, parent, base, first, args, off, n, now, publi
   for i = 0, n - 1 do
     local o = off + i * SUB_STRIDE
     local seq = base + first + i
-    local dn = {}
-    for _, idx in ipairs(split_csv(args[o + 8])) do dn[#dn + 1] = tostring(base + tonumber(idx)) end
-    local oas = parent_oas
-    if args[o + 6] == '1' then
-      if oas == '' then oas = tostring(seq) else oas = oas .. ',' .. seq end
-    end
     local tk = tkey(pre, seq)
-    -- Zero and empty fields are left out (readers default them): fewer
-    -- writes keep a chunk well under a millisecond or two.
-    local f = {'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
-      'in', args[o + 4], 'p', parent, 'tq', now}
-    if args[o + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = args[o + 5] end
-    if args[o + 7] ~= '0' then f[#f + 1] = 'd'; f[#f + 1] = args[o + 7] end
-    if args[o + 6] == '1' then f[#f + 1] = 'opt'; f[#f + 1] = '1' end
-    if #dn > 0 then f[#f + 1] = 'dn'; f[#f + 1] = table.concat(dn, ',') end
-    if oas ~= '' then f[#f + 1] = 'oas'; f[#f + 1] = oas end
-    redis.call('HSET', tk, unpack(f))
+    if parent_oas == '' and args[o + 5] == '0' and args[o + 6] ~= '1' and args[o + 7] == '0' and args[o + 8] == '' then
+      -- The common subtask (no retries, dependencies or optional
+      -- ancestors): one call, no tables.
+      redis.call('HSET', tk, 'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
+        'in', args[o + 4], 'p', parent, 'tq', now)
+    else
+      local dn = {}
+      for _, idx in ipairs(split_csv(args[o + 8])) do dn[#dn + 1] = tostring(base + tonumber(idx)) end
+      local oas = parent_oas
+      if args[o + 6] == '1' then
+        if oas == '' then oas = tostring(seq) else oas = oas .. ',' .. seq end
+      end
+      -- Zero and empty fields are left out (readers default them): fewer
+      -- writes keep a chunk well under a millisecond or two.
+      local f = {'st', 'queued', 'nm', args[o + 1], 'v', args[o + 2], 'cl', args[o + 3],
+        'in', args[o + 4], 'p', parent, 'tq', now}
+      if args[o + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = args[o + 5] end
+      if args[o + 7] ~= '0' then f[#f + 1] = 'd'; f[#f + 1] = args[o + 7] end
+      if args[o + 6] == '1' then f[#f + 1] = 'opt'; f[#f + 1] = '1' end
+      if #dn > 0 then f[#f + 1] = 'dn'; f[#f + 1] = table.concat(dn, ',') end
+      if oas ~= '' then f[#f + 1] = 'oas'; f[#f + 1] = oas end
+      redis.call('HSET', tk, unpack(f))
+    end
     if publish and args[o + 7] == '0' then
       make_ready(pre, tostring(seq), {cl = args[o + 3], nm = args[o + 1], v = args[o + 2]}, pub)
     end
@@ -327,10 +334,11 @@ local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cn
   for i = from, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'cl', 'own')
+    -- The owner and cluster are read only on the rare paths that need them.
+    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att')
     if seen[seq] then
       -- a duplicate hint in this batch: nothing to do
-    elseif t[1] == 'running' and t[9] == owner then
+    elseif t[1] == 'running' and redis.call('HGET', tk, 'own') == owner then
       -- Already this runner's: a retried call whose first reply was lost,
       -- or the runner recovering its own pending hints. Hand it out again;
       -- the runner skips tasks it is still executing.
@@ -339,7 +347,7 @@ local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cn
     elseif t[1] ~= 'queued' or (t[2] and t[2] ~= '0') then
       -- stale: nothing to do
     elseif jstate ~= 'submitted' and jstate ~= 'running' then
-      redis.call('HSET', pre .. 'held', seq, stream_key(t[8], t[4], t[5]))
+      redis.call('HSET', pre .. 'held', seq, stream_key(redis.call('HGET', tk, 'cl'), t[4], t[5]))
     else
       local skip = false
       if t[3] and t[3] ~= '' then
