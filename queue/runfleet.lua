@@ -198,7 +198,9 @@ resolve = function(jk, pre, seq, now, pub, known, parents)
     redis.call('HSET', tk, 'done', '1')
     f = redis.call('HMGET', tk, 'dn', 'p')
   end
-  if f[1] and #f[1] > DEFER_DEPENDENTS_BYTES then
+  if not f[1] or f[1] == '' then
+    -- no dependents (most tasks)
+  elseif #f[1] > DEFER_DEPENDENTS_BYTES then
     -- Too many dependents for one short call: rf_dependents walks them in
     -- chunks from a cursor in the outbox ("d:<seq>" -> byte offset).
     redis.call('HSET', pre .. 'outbox', 'd:' .. seq, 1)
@@ -453,16 +455,20 @@ redis.register_function('rf_complete', function(keys, args)
       res[#res + 1] = 'lost'
     else
       -- "own" stays: it records which runner computed the task.
-      local f = {'st', 'computed', 'te', now}
-      if staged ~= '1' and nsub > 0 then
-        base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
-        write_subtasks(pre, seq, base, 0, args, o, inline, now, true, pub)
+      if nsub == 0 and disp == '' then
+        redis.call('HSET', tk, 'st', 'computed', 'te', now) -- the common leaf: no table
+      else
+        local f = {'st', 'computed', 'te', now}
+        if staged ~= '1' and nsub > 0 then
+          base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
+          write_subtasks(pre, seq, base, 0, args, o, inline, now, true, pub)
+        end
+        if nsub > 0 then
+          f[#f + 1] = 'k'; f[#f + 1] = nsub; f[#f + 1] = 'kb'; f[#f + 1] = base; f[#f + 1] = 'kn'; f[#f + 1] = nsub
+        end
+        if disp ~= '' then f[#f + 1] = 'disp'; f[#f + 1] = disp end
+        redis.call('HSET', tk, unpack(f))
       end
-      if nsub > 0 then
-        f[#f + 1] = 'k'; f[#f + 1] = nsub; f[#f + 1] = 'kb'; f[#f + 1] = base; f[#f + 1] = 'kn'; f[#f + 1] = nsub
-      end
-      if disp ~= '' then f[#f + 1] = 'disp'; f[#f + 1] = disp end
-      redis.call('HSET', tk, unpack(f))
       if pg ~= '' or t[6] then
         apply_progress(pre, tk, pg, t[6])
         progressed = true
