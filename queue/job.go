@@ -54,17 +54,37 @@ type SubmitJobParams struct {
 // listings cannot find; a listing skips index entries without a job.
 func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 	now := nowMS()
-	if err := q.rdb.ZAdd(ctx, keyJobs, redis.Z{Score: float64(now), Member: p.ID}).Err(); err != nil {
-		return fmt.Errorf("index job: %w", err)
-	}
-	if p.Notify != "" {
-		// Looked at every NotifyRecheck until the job finishes.
-		if err := q.indexNotify(ctx, p.ID, time.UnixMilli(now).Add(NotifyRecheck)); err != nil {
-			return err
+	// One server runs a pipeline in order, so there the index entry and the
+	// job go in one round trip; a Redis Cluster client sends each node's
+	// share at once, so there (and with a notification to index) the job
+	// waits for the index entry.
+	var via redis.Cmdable = q.rdb
+	var pipe redis.Pipeliner
+	var index *redis.IntCmd
+	if c, single := q.rdb.(*redis.Client); single && p.Notify == "" {
+		pipe = c.Pipeline()
+		via = pipe
+		index = pipe.ZAdd(ctx, keyJobs, redis.Z{Score: float64(now), Member: p.ID})
+	} else {
+		if err := q.rdb.ZAdd(ctx, keyJobs, redis.Z{Score: float64(now), Member: p.ID}).Err(); err != nil {
+			return fmt.Errorf("index job: %w", err)
+		}
+		if p.Notify != "" {
+			// Looked at every NotifyRecheck until the job finishes.
+			if err := q.indexNotify(ctx, p.ID, time.UnixMilli(now).Add(NotifyRecheck)); err != nil {
+				return err
+			}
 		}
 	}
-	res, err := q.rdb.FCall(ctx, "rf_submit", []string{jobKey(p.ID)},
-		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries, p.Notify).Result()
+	submit := via.FCall(ctx, "rf_submit", []string{jobKey(p.ID)},
+		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries, p.Notify)
+	if pipe != nil {
+		_, _ = pipe.Exec(ctx)
+		if err := index.Err(); err != nil {
+			return fmt.Errorf("index job: %w", err)
+		}
+	}
+	res, err := submit.Result()
 	if err != nil {
 		if strings.Contains(err.Error(), "job exists") {
 			return fmt.Errorf("%w: %q", ErrJobExists, p.ID)
