@@ -49,9 +49,9 @@ func (q *Queue) Claim(ctx context.Context, owner string, hints []Hint) ([]Claime
 // matchHints gives each handed-out task the hint (or part) naming it, which
 // stays pending until the result is committed, and returns the hints of
 // which no task was handed out (stale, duplicates, skipped, malformed).
-// Hints of jobs whose call failed are in neither: they stay pending, to be
-// claimed again.
-func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (stale []Hint) {
+// Hints whose call failed (failed holds their indexes) are in neither: they
+// stay pending, to be claimed again.
+func matchHints(out []Claimed, hints []Hint, failed map[int]bool) (stale []Hint) {
 	type key struct {
 		job string
 		seq int64
@@ -60,12 +60,12 @@ func matchHints(out []Claimed, hints []Hint, failed map[string]bool) (stale []Hi
 	for i, c := range out {
 		idx[key{c.JobID, c.Seq}] = i
 	}
-	for _, h := range hints {
+	for i, h := range hints {
 		if h.Seq < 0 {
 			stale = append(stale, h)
 			continue
 		}
-		if failed[h.JobID] {
+		if failed[i] {
 			continue
 		}
 		used := false

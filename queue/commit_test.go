@@ -19,7 +19,7 @@ func (b *bundle) fanOut(t *testing.T, job, owner string, n int) []Hint {
 	require.NoError(t, err)
 	require.NoError(t, res[0])
 	require.NoError(t, b.q.Ack(b.ctx, []Hint{root.Hint}))
-	hints, err := b.q.Read(b.ctx, owner, []string{b.stream(b.child)}, 100, -1)
+	hints, err := b.q.Read(b.ctx, owner, []string{b.stream(b.child)}, 1000, -1)
 	require.NoError(t, err)
 	require.Len(t, hints, n)
 	return hints
@@ -198,4 +198,30 @@ func TestRunHintsNameSeveralTasks(t *testing.T) {
 	rep, err := b.q.ReclaimOwn(b.ctx, "c", "r1", []string{b.stream(b.parent), b.stream(b.child)})
 	require.NoError(t, err)
 	require.Equal(t, int(hints[1].N), rep.Requeued)
+}
+
+// Claims beyond the call budget go in further calls of the same pipeline,
+// each hint whole in one call.
+func TestCommitAndClaimSplitsLargeClaims(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	hints := b.fanOut(t, "j", "r1", 300)
+	first, err := b.q.Claim(b.ctx, "r1", hints[:10])
+	require.NoError(t, err)
+	var comps []Completion
+	for _, c := range first {
+		comps = append(comps, Completion{JobID: "j", Seq: c.Seq, Attempt: c.Attempt})
+	}
+	require.NoError(t, b.rdb.ConfigResetStat(b.ctx).Err())
+	res, err := b.q.CommitAndClaim(b.ctx, "r1", Commit{Completions: comps, Claims: hints[10:]})
+	require.NoError(t, err)
+	for _, e := range res.Completed {
+		require.NoError(t, e)
+	}
+	require.Len(t, res.Claimed, 290)
+	require.Empty(t, res.Stale)
+	stats, err := b.rdb.Info(b.ctx, "commandstats").Result()
+	require.NoError(t, err)
+	// rf_complete with 10 results and 246 claims, then one rf_claim of 44.
+	require.Contains(t, stats, "cmdstat_fcall:calls=2,")
 }

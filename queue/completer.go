@@ -149,20 +149,44 @@ type CommitResult struct {
 func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (CommitResult, error) {
 	res := CommitResult{Completed: make([]error, len(c.Completions))}
 	cs := c.Completions
-	claims := map[string][]any{}
-	for _, h := range c.Claims {
-		for seq := h.Seq; h.Seq >= 0 && seq < h.Seq+h.N; seq++ {
-			claims[h.JobID] = append(claims[h.JobID], seq)
+	// Claims travel as whole hints (parts), each in exactly one call, so a
+	// failed call tells which hints stay pending.
+	claims := map[string][]int{} // job -> indexes into c.Claims
+	var claimJobs []string
+	for i, h := range c.Claims {
+		if h.Seq < 0 {
+			continue
 		}
+		if _, ok := claims[h.JobID]; !ok {
+			claimJobs = append(claimJobs, h.JobID)
+		}
+		claims[h.JobID] = append(claims[h.JobID], i)
 	}
 	type call struct {
 		job    string
 		items  []int // completions carried; nil for an rf_claim
-		claims bool  // carries the job's claims
+		claims []int // indexes into c.Claims of the hints it claims
 		cmd    *redis.Cmd
 	}
+	// takeClaims moves whole hints of job, up to room tasks, into args
+	// (with first, at least one hint).
+	takeClaims := func(job string, room int, args []any, first bool) ([]any, []int) {
+		var took []int
+		for len(claims[job]) > 0 {
+			h := c.Claims[claims[job][0]]
+			if int(h.N) > room && !(first && len(took) == 0) {
+				break
+			}
+			for seq := h.Seq; seq < h.Seq+h.N; seq++ {
+				args = append(args, seq)
+			}
+			took = append(took, claims[job][0])
+			claims[job] = claims[job][1:]
+			room -= int(h.N)
+		}
+		return args, took
+	}
 	var calls []*call
-	withItems := map[string]bool{}
 	groupByJob(len(cs), func(i int) (string, int) {
 		w := 1
 		if !cs[i].staged {
@@ -171,28 +195,33 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		return cs[i].JobID, w
 	}, func(job string, idx []int) {
 		calls = append(calls, &call{job: job, items: idx})
-		withItems[job] = true
 	})
 	pipe := q.rdb.Pipeline()
 	acks := queueAcks(ctx, pipe, c.Acks)
 	for k, cl := range calls {
 		args := []any{owner, nowMS(), len(cl.items)}
+		weight := 0
 		for _, i := range cl.items {
 			args = appendCompletion(args, &cs[i])
+			weight++
+			if !cs[i].staged {
+				weight += len(cs[i].Subtasks)
+			}
 		}
-		// A job's claims ride on its last call.
+		// A job's claims ride on its last call, as many as keep the call
+		// within callBudget; the rest go in rf_claim calls below.
 		if k == len(calls)-1 || calls[k+1].job != cl.job {
-			args = append(args, claims[cl.job]...)
-			cl.claims = true
+			args, cl.claims = takeClaims(cl.job, callBudget-weight, args, false)
 		}
 		cl.cmd = pipe.FCall(ctx, "rf_complete", []string{jobKey(cl.job)}, args...)
 	}
-	for _, h := range c.Claims {
-		if seqs, ok := claims[h.JobID]; ok && !withItems[h.JobID] {
-			cl := &call{job: h.JobID, claims: true}
-			cl.cmd = pipe.FCall(ctx, "rf_claim", []string{jobKey(h.JobID)}, append([]any{owner, nowMS()}, seqs...)...)
+	for _, job := range claimJobs {
+		for len(claims[job]) > 0 {
+			cl := &call{job: job}
+			var args []any
+			args, cl.claims = takeClaims(job, callBudget, []any{owner, nowMS()}, true)
+			cl.cmd = pipe.FCall(ctx, "rf_claim", []string{jobKey(job)}, args...)
 			calls = append(calls, cl)
-			withItems[h.JobID] = true // one rf_claim per job
 		}
 	}
 	_, _ = pipe.Exec(ctx)
@@ -208,13 +237,14 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 			firstErr = err
 		}
 	}
-	// Jobs whose claims were not made: their hints stay pending.
-	failedJobs := map[string]bool{}
+	// Hints whose claims were not made (indexes into c.Claims): they stay
+	// pending.
+	failed := map[int]bool{}
 	for _, cl := range calls {
 		v, err := cl.cmd.Result()
 		if err != nil {
-			if cl.claims {
-				failedJobs[cl.job] = true
+			for _, i := range cl.claims {
+				failed[i] = true
 			}
 			for _, i := range cl.items {
 				res.Completed[i] = fmt.Errorf("commit tasks: %w", err)
@@ -236,8 +266,8 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 		} else {
 			parts, _ := v.([]any)
 			if len(parts) != 3 {
-				if cl.claims {
-					failedJobs[cl.job] = true
+				for _, i := range cl.claims {
+					failed[i] = true
 				}
 				fail(fmt.Errorf("complete tasks: unexpected reply %v", v))
 				for _, i := range cl.items {
@@ -265,9 +295,9 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 			}
 		}
 	}
-	res.Stale = matchHints(res.Claimed, c.Claims, failedJobs)
-	for _, h := range c.Claims {
-		if h.Seq >= 0 && failedJobs[h.JobID] {
+	res.Stale = matchHints(res.Claimed, c.Claims, failed)
+	for i, h := range c.Claims {
+		if failed[i] {
 			res.Unclaimed = append(res.Unclaimed, h)
 		}
 	}

@@ -47,7 +47,9 @@ const (
 	// InlineSubtasks is the most subtasks one completion commits inline; larger
 	// sets are staged in chunks first and published by rf_expand.
 	InlineSubtasks = 200
-	// callBudget bounds the tasks plus inline subtasks of one rf_complete call.
+	// callBudget bounds the tasks plus inline subtasks of one rf_complete
+	// call, the tasks it claims included, and the tasks of one rf_claim call
+	// (give or take one hint).
 	callBudget = 256
 	// publishChunk bounds the XADDs of one pipeline.
 	publishChunk = 1000
