@@ -26,8 +26,9 @@ const noBlock = -1
 
 // A runner whose executions take less than readAheadBelow on average reads
 // up to two batches of hints beyond its free slots, so that the call that
-// commits a batch also claims the next one while a read tops the backlog up. Slower runners read only for
-// free slots: they would sit on hints another runner could start.
+// commits a batch also claims the next one while a read tops the backlog
+// up. Slower runners read only for free slots: they would sit on hints
+// another runner could start.
 const readAheadBelow = 10 * time.Millisecond
 
 // emptyReadPause spaces read-aheads that found nothing.
