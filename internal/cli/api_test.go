@@ -178,10 +178,12 @@ func TestAPIJobSubmitWaitAndJobWait(t *testing.T) {
 	f.register("idle") // accepts submissions, runs nothing
 	r = f.apiOK("job", "submit", "--cluster", "idle", "--name", "stuck", "--task", "Noop", "--version", "v1.0")
 	id = strings.TrimSpace(r.stdout)
-	r = f.api("job", "wait", id, "--interval", "20ms", "--timeout", "300ms")
+	// A second, not 300 ms: on a loaded machine the first read through the
+	// gateway alone can take longer, and then there is no state to print.
+	r = f.api("job", "wait", id, "--interval", "20ms", "--timeout", "1s")
 	require.Equal(t, ExitTimeout, r.code, r.stderr)
-	require.Contains(t, r.stdout, "job "+id+" is still submitted after 300ms: 0/1 tasks done (1 queued)\n")
-	require.Equal(t, "runfleet: timed out after 300ms waiting for job "+id+"\n", r.stderr)
+	require.Contains(t, r.stdout, "job "+id+" is still submitted after 1s: 0/1 tasks done (1 queued)\n")
+	require.Equal(t, "runfleet: timed out after 1s waiting for job "+id+"\n", r.stderr)
 }
 
 func TestAPIErrorsHaveHints(t *testing.T) {
