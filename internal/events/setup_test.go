@@ -252,6 +252,9 @@ type recorder struct {
 	url     string
 	srv     *http.Server
 	l       net.Listener
+
+	mu       sync.Mutex
+	failures []string // forwards that failed (MinIO retries those), for failure messages
 }
 
 // newRecorder serves a recorder forwarding to gateway on a free loopback
@@ -297,6 +300,9 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	status, resp, err := post(r.Context(), rec.hc, rec.gateway+r.URL.Path, r.Header.Get("Authorization"), body)
 	if err != nil {
+		rec.mu.Lock()
+		rec.failures = append(rec.failures, time.Now().Format(time.TimeOnly)+" "+err.Error())
+		rec.mu.Unlock()
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
@@ -314,7 +320,9 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // next waits for the next delivery concerning key (URL-decoded).
 func (rec *recorder) next(tb testing.TB, key string) delivery {
 	tb.Helper()
-	timeout := time.After(30 * time.Second) // MinIO replays its queue directory every 3 s
+	// MinIO replays its queue directory every 3 s; on a machine loaded by
+	// a whole test run, deliveries have taken longer than 30 s.
+	timeout := time.After(60 * time.Second)
 	for {
 		select {
 		case d := <-rec.ch:
@@ -325,7 +333,10 @@ func (rec *recorder) next(tb testing.TB, key string) delivery {
 			}
 			tb.Logf("skipped a delivery for another key: %s", d.Body)
 		case <-timeout:
-			tb.Fatalf("no notification for key %q within 30 s", key)
+			rec.mu.Lock()
+			failures := strings.Join(rec.failures, "; ")
+			rec.mu.Unlock()
+			tb.Fatalf("no notification for key %q within 60 s (failed forwards: %s)", key, failures)
 		}
 	}
 }
