@@ -72,10 +72,21 @@ func (q *Queue) Read(ctx context.Context, consumer string, streams []string, cou
 }
 
 func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []string, count int, block time.Duration) ([]Hint, error) {
+	hints, err := readGroup(ctx, c, consumer, streams, ">", count, block)
+	if err != nil {
+		return nil, fmt.Errorf("read task streams: %w", err)
+	}
+	return hints, nil
+}
+
+// readGroup reads up to count entries per stream from start (">" for new
+// ones, "0" for this consumer's pending ones), blocking up to block (no
+// block when negative). It returns nothing and no error when none came.
+func readGroup(ctx context.Context, c redis.Cmdable, consumer string, streams []string, start string, count int, block time.Duration) ([]Hint, error) {
 	args := make([]string, 0, 2*len(streams))
 	args = append(args, streams...)
 	for range streams {
-		args = append(args, ">")
+		args = append(args, start)
 	}
 	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
@@ -84,7 +95,7 @@ func readHints(ctx context.Context, c redis.Cmdable, consumer string, streams []
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read task streams: %w", err)
+		return nil, err
 	}
 	return parseHints(res), nil
 }
@@ -118,21 +129,11 @@ func parseHints(res []redis.XStream) []Hint {
 // ReadPending returns up to count hints this consumer read earlier and has
 // not acknowledged, per stream, without blocking.
 func (q *Queue) ReadPending(ctx context.Context, consumer string, streams []string, count int) ([]Hint, error) {
-	args := make([]string, 0, 2*len(streams))
-	args = append(args, streams...)
-	for range streams {
-		args = append(args, "0")
-	}
-	res, err := q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: Group, Consumer: consumer, Streams: args, Count: int64(count), Block: -1,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	hints, err := readGroup(ctx, q.rdb, consumer, streams, "0", count, -1)
 	if err != nil {
 		return nil, fmt.Errorf("read pending task hints: %w", err)
 	}
-	return parseHints(res), nil
+	return hints, nil
 }
 
 // Reader reads hints on a connection of its own, so that a read blocked in

@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -209,8 +208,14 @@ func (l *holdings) swap(done []queue.Claimed, committed bool, taken []queue.Hint
 		}
 		acks = l.release(c.Hint, 1, acks)
 	}
-	started := map[string]int64{} // per taken part: tasks now running
-	partKey := func(h queue.Hint) string { return h.Key() + "\x00" + strconv.FormatInt(h.Seq, 10) }
+	// Per taken part, the tasks now running. A claimed task's Hint is the
+	// very part it was claimed through (queue.CommitAndClaim), so no search.
+	type partID struct {
+		stream, id string
+		seq        int64
+	}
+	partOf := func(h queue.Hint) partID { return partID{h.Stream, h.ID, h.Seq} }
+	started := map[partID]int64{}
 	for _, c := range claimed {
 		ref := taskRef{c.JobID, c.Seq, c.Attempt}
 		if _, ok := l.running[ref]; ok || finished[ref] {
@@ -221,19 +226,14 @@ func (l *holdings) swap(done []queue.Claimed, committed bool, taken []queue.Hint
 		}
 		l.running[ref] = c
 		start = append(start, c)
-		for _, h := range taken {
-			if h.Key() == c.Hint.Key() && h.Has(c.Seq) {
-				started[partKey(h)]++
-				break
-			}
-		}
+		started[partOf(c.Hint)]++
 	}
 	for _, h := range taken {
 		if h.Seq < 0 {
 			acks = append(acks, h)
 			continue
 		}
-		if n := h.N - started[partKey(h)]; n > 0 {
+		if n := h.N - started[partOf(h)]; n > 0 {
 			acks = l.release(h, n, acks)
 		}
 	}
