@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/runfleet/runfleet/artifacts"
+	"github.com/runfleet/runfleet/infra/schedsync"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -35,6 +36,10 @@ type Config struct {
 	Metrics interface{ Write([]byte) (int, error) }
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Schedules keeps the EventBridge schedules of cron automations in
+	// sync on each sweep, which then also fires due cron ticks itself (see
+	// schedules.go). Default: none, and the sweep does neither.
+	Schedules *schedsync.Syncer
 	// HTTPClient delivers job notifications. Default: a go-retryablehttp
 	// client with short retries (each sweep or delivery pass retries a few
 	// times; later passes go on for up to an hour).

@@ -27,13 +27,21 @@ type SweepReport struct {
 	// NotifyFailed those whose attempt failed and stay pending.
 	Notified     int `json:"notified"`
 	NotifyFailed int `json:"notify_failed"`
+	// SchedulesChanged counts EventBridge schedules created, updated or
+	// deleted to match the cron automations (when Config.Schedules is set).
+	SchedulesChanged int `json:"schedules_changed"`
+	// CronFired counts cron ticks the sweep fired itself (when
+	// Config.Schedules is set; see schedules.go).
+	CronFired int `json:"cron_fired"`
 }
 
 // Sweep runs the periodic upkeep once: reclaim dead runners' tasks,
 // republish outboxes, drop staged chunks of attempts that never committed,
 // archive finished jobs older than the retention (when a store is
-// configured), deliver pending job notifications, and write one metrics
-// line per cluster (when Config.Metrics is set). A step that fails does not
+// configured), deliver pending job notifications, sync the EventBridge
+// schedules of cron automations and fire due cron ticks (when
+// Config.Schedules is set), and write one metrics line per cluster (when
+// Config.Metrics is set). A step that fails does not
 // stop the others: the error joins every step's error, each named by its
 // step, and the report counts what did happen.
 func (s *Server) Sweep(ctx context.Context) (SweepReport, error) {
@@ -62,14 +70,23 @@ func (s *Server) Sweep(ctx context.Context) (SweepReport, error) {
 	rep.Notified, rep.NotifyFailed, err = s.DeliverNotifications(ctx)
 	step("deliver notifications", err)
 
+	if s.cfg.Schedules != nil {
+		rep.SchedulesChanged, err = s.syncSchedules(ctx)
+		step("sync cron schedules", err)
+		rep.CronFired, err = s.FireDueTicks(ctx)
+		step("fire due cron ticks", err)
+	}
+
 	if s.cfg.Metrics != nil {
 		step("write metrics", s.writeMetrics(ctx))
 	}
-	if n := rep.Reclaim.Runners + rep.Reclaim.Requeued + rep.StagesDropped + rep.Archived + rep.Notified; n > 0 {
+	if n := rep.Reclaim.Runners + rep.Reclaim.Requeued + rep.StagesDropped + rep.Archived + rep.Notified +
+		rep.SchedulesChanged + rep.CronFired; n > 0 {
 		s.log.Info("sweep",
 			slog.Int("dead_runners", rep.Reclaim.Runners), slog.Int("requeued", rep.Reclaim.Requeued),
 			slog.Int("stages_dropped", rep.StagesDropped), slog.Int("archived", rep.Archived),
-			slog.Int("notified", rep.Notified))
+			slog.Int("notified", rep.Notified), slog.Int("schedules_changed", rep.SchedulesChanged),
+			slog.Int("cron_fired", rep.CronFired))
 	}
 	return rep, errors.Join(errs...)
 }

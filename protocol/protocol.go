@@ -52,6 +52,17 @@
 // vMAJOR.MINOR version. A worker serving v1.5 of a task may be sent
 // executions of v1.3, never of v1.2 or v2.0.
 //
+// # Devices
+//
+// A runner started with GPUs (runnerd --gpus) hands each execution one
+// device and names it in the Execute message's "devices" array (index,
+// uuid, name, memory_mib); without GPUs the field is absent. runnerd hands
+// that device to no other execution until the Result arrives, so a worker
+// that starts processes for a task sets their CUDA_VISIBLE_DEVICES to the
+// devices' UUIDs (indexes where a UUID is empty), comma-separated; the Go
+// SDK exposes them as workflows.CurrentTask(ctx).Devices and
+// workflows.CUDAVisibleDevices.
+//
 // A Result must fit in one frame: a worker whose result is larger answers
 // with an error Result instead (the Go SDK does), failing that execution.
 //
@@ -126,6 +137,12 @@ type Execute struct {
 	Release  string                `json:"release,omitempty"`
 	Task     rftype.TaskIdentifier `json:"task"`
 	Input    json.RawMessage       `json:"input"`
+	// Devices are the GPUs the execution may use: exactly one when the
+	// runner was started with --gpus, else none (the field is left out).
+	// No other execution uses them until this one's Result is sent. A worker
+	// starting processes for the task sets their CUDA_VISIBLE_DEVICES to the
+	// devices' UUIDs (their indexes where the UUID is empty), comma-separated.
+	Devices []rftype.Device `json:"devices,omitempty"`
 }
 
 // Cancel asks the worker to interrupt execution ID.

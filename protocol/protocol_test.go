@@ -143,3 +143,21 @@ func TestHostRefusesWrongHello(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// The execute message names the execution's devices, and leaves the field
+// out without them, so workers that predate it see the same messages.
+func TestExecuteCarriesDevices(t *testing.T) {
+	x := Execute{Type: TypeExecute, ID: 1, Task: rftype.TaskIdentifier{Name: "Train", Version: "v1.0"}, Input: json.RawMessage(`{}`),
+		Devices: []rftype.Device{{Index: 2, UUID: "GPU-2", Name: "NVIDIA A100-SXM4-80GB", MemoryMiB: 81920}}}
+	b, err := json.Marshal(x)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"devices":[{"index":2,"uuid":"GPU-2","name":"NVIDIA A100-SXM4-80GB","memory_mib":81920}]`)
+	var back Execute
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, x.Devices, back.Devices)
+
+	x.Devices = nil
+	b, err = json.Marshal(x)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "devices")
+}

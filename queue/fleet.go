@@ -5,18 +5,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/runfleet/runfleet/rftype"
 )
 
 // Runner liveness. Every key lives under the cluster's tag {c:<slug>}:
 //
 //	rf:{c:<slug>}:hb:<runner>         heartbeat, a key with a TTL: the runner is alive while it exists
 //	rf:{c:<slug>}:runners             sorted set runner -> heartbeat deadline (unix ms), to find the dead
-//	rf:{c:<slug>}:runner:<runner>     hash: streams (JSON), host, pid, started
+//	rf:{c:<slug>}:runner:<runner>     hash: streams (JSON), host, pid, started, version,
+//	                                  concurrency, devices (JSON), ttl (ms); the last four
+//	                                  are absent in entries of older runners
 //	rf:{c:<slug>}:reclaiming:<runner> lock held by the runner reclaiming a dead one
 //
 // What a runner holds is not recorded separately: it is the set of its
@@ -31,11 +36,29 @@ func reclaimLockKey(cluster, id string) string {
 
 // RunnerInfo describes a runner process in the cluster's registry.
 type RunnerInfo struct {
-	ID      string
-	Streams []string
-	Host    string
-	PID     int
-	Started time.Time
+	ID      string    `json:"id"`
+	Streams []string  `json:"-"`
+	Host    string    `json:"host"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	// Version is the runfleet build the runner runs; empty for runners of
+	// releases that did not record it.
+	Version string `json:"version"`
+	// Concurrency is how many tasks the runner runs at once; 0 when not
+	// recorded.
+	Concurrency int `json:"concurrency"`
+	// Devices are the GPUs the runner hands to its executions, one each.
+	Devices []rftype.Device `json:"devices"`
+	// HeartbeatTTL is how long the runner counts as alive after a beat.
+	HeartbeatTTL time.Duration `json:"-"`
+
+	// Read from the registry only (ListRunners).
+
+	// AliveUntil is when the runner counts as dead unless it beats again.
+	AliveUntil time.Time `json:"alive_until"`
+	// LastBeat is when its last heartbeat landed; zero when its entry
+	// predates recording the TTL.
+	LastBeat time.Time `json:"last_beat,omitzero"`
 }
 
 // Heartbeat marks a runner alive for ttl; with full set it also (re)writes
@@ -48,8 +71,10 @@ func (q *Queue) Heartbeat(ctx context.Context, cluster string, r RunnerInfo, ttl
 	// without one; a reclaimer that removed it is answered on the next beat.
 	if full {
 		streams, _ := json.Marshal(r.Streams)
+		devices, _ := json.Marshal(r.Devices)
 		pipe.HSet(ctx, runnerKey(cluster, r.ID), "streams", streams, "host", r.Host, "pid", r.PID,
-			"started", r.Started.UnixMilli())
+			"started", r.Started.UnixMilli(), "version", r.Version, "concurrency", r.Concurrency,
+			"devices", devices, "ttl", ttl.Milliseconds())
 	}
 	pipe.Set(ctx, heartbeatKey(cluster, r.ID), deadline, ttl)
 	pipe.ZAdd(ctx, runnersKey(cluster), redis.Z{Score: float64(deadline), Member: r.ID})
@@ -57,6 +82,68 @@ func (q *Queue) Heartbeat(ctx context.Context, cluster string, r RunnerInfo, ttl
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
+}
+
+// ListRunners lists the live runners of cluster (their heartbeat has not
+// expired) with their registry entries, sorted by host, then start time.
+// Entries written by older runners lack version, concurrency and devices,
+// which read as zero values.
+func (q *Queue) ListRunners(ctx context.Context, cluster string) ([]RunnerInfo, error) {
+	if _, err := q.GetCluster(ctx, cluster); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	zs, err := q.rdb.ZRangeByScoreWithScores(ctx, runnersKey(cluster), &redis.ZRangeBy{
+		Min: "(" + strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(zs))
+	for i, z := range zs {
+		cmds[i] = pipe.HGetAll(ctx, runnerKey(cluster, z.Member.(string)))
+	}
+	if len(zs) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list runners: %w", err)
+		}
+	}
+	out := make([]RunnerInfo, 0, len(zs))
+	for i, z := range zs {
+		h := cmds[i].Val()
+		if len(h) == 0 {
+			continue // being reclaimed or not registered yet: not a live runner to show
+		}
+		out = append(out, runnerInfoFromHash(z.Member.(string), h, time.UnixMilli(int64(z.Score))))
+	}
+	slices.SortFunc(out, func(a, b RunnerInfo) int {
+		if c := strings.Compare(a.Host, b.Host); c != 0 {
+			return c
+		}
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// runnerInfoFromHash reads a registry entry; fields it lacks (older
+// runners) or cannot read stay zero.
+func runnerInfoFromHash(id string, h map[string]string, aliveUntil time.Time) RunnerInfo {
+	r := RunnerInfo{ID: id, Host: h["host"], Version: h["version"], AliveUntil: aliveUntil}
+	_ = json.Unmarshal([]byte(h["streams"]), &r.Streams)
+	_ = json.Unmarshal([]byte(h["devices"]), &r.Devices)
+	r.PID, _ = strconv.Atoi(h["pid"])
+	r.Concurrency, _ = strconv.Atoi(h["concurrency"])
+	if ms, err := strconv.ParseInt(h["started"], 10, 64); err == nil {
+		r.Started = time.UnixMilli(ms)
+	}
+	if ms, err := strconv.ParseInt(h["ttl"], 10, 64); err == nil && ms > 0 {
+		r.HeartbeatTTL = time.Duration(ms) * time.Millisecond
+		r.LastBeat = aliveUntil.Add(-r.HeartbeatTTL)
+	}
+	return r
 }
 
 // Stopped marks a runner that stopped cleanly as gone at once, so whatever

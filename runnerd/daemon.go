@@ -62,6 +62,12 @@ type Config struct {
 	// RunOptions are passed to every runner (concurrency, grace period,
 	// heartbeat TTL, …).
 	RunOptions []workflows.RunOption
+	// Devices are GPUs to hand out, one per execution. Every runner of the
+	// daemon, of every release, draws from one pool of them, so no two
+	// executions of this process share a device; each execution's device
+	// is named in its execute message. Runners whose RunOptions set no
+	// concurrency run as many tasks as there are devices. Default: none.
+	Devices []workflows.Device
 	// CheckInterval is how often deployments are read when no announcement
 	// arrives. Default 10s.
 	CheckInterval time.Duration
@@ -154,6 +160,15 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if len(cfg.Devices) > 0 {
+		pool, err := workflows.NewDevicePool(cfg.Devices)
+		if err != nil {
+			return nil, fmt.Errorf("runnerd: %w", err)
+		}
+		// Appended last, after the caller's options, on a copy: the
+		// caller's slice is not ours to grow.
+		cfg.RunOptions = append(slices.Clip(cfg.RunOptions), workflows.WithDevices(pool))
+	}
 	return &Daemon{
 		cfg:      cfg,
 		catalog:  &artifacts.Catalog{Store: cfg.Store},
@@ -188,7 +203,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	announced := d.cfg.Client.Deployments().Watch(watchCtx, d.cfg.Cluster)
 	tick := time.NewTicker(d.cfg.CheckInterval)
 	defer tick.Stop()
-	d.logger.Info("release runner started", slog.Int("runners", d.cfg.Runners), slog.String("platform", d.cfg.Platform))
+	d.logger.Info("release runner started", slog.Int("runners", d.cfg.Runners), slog.String("platform", d.cfg.Platform),
+		slog.String("gpus", workflows.CUDAVisibleDevices(d.cfg.Devices)))
 	d.reconcile(ctx)
 	for ctx.Err() == nil {
 		select {

@@ -78,3 +78,14 @@ func (cc *ClusterClient) Tasks(ctx context.Context, slug string) ([]TaskIdentifi
 	slices.SortFunc(out, func(a, b TaskIdentifier) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil
 }
+
+// RunnerInfo describes a live runner in a cluster's registry: where it runs,
+// its runfleet version, its concurrency and its devices.
+type RunnerInfo = queue.RunnerInfo
+
+// Runners lists the cluster's live runners (those whose heartbeat has not
+// expired), sorted by host, then start time. Runners of older runfleet
+// versions show no version, concurrency or devices.
+func (cc *ClusterClient) Runners(ctx context.Context, slug string) ([]RunnerInfo, error) {
+	return cc.c.q.ListRunners(ctx, slug)
+}

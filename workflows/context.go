@@ -46,6 +46,13 @@ type CurrentTaskInfo struct {
 	// Release is the release id the task runs from when a release runner
 	// (runnerd) runs it; empty in a direct runner.
 	Release string
+	// Devices are the GPUs this execution may use, exactly one when the
+	// runner has a device pool (runner start --gpus, WithGPUs, WithDevices),
+	// else none. No other execution of the runner's process uses them
+	// meanwhile. Give what the task starts CUDA_VISIBLE_DEVICES set to
+	// CUDAVisibleDevices(Devices), so it sees only its own device. Do not
+	// modify the slice.
+	Devices []Device
 }
 
 // CurrentTask returns the running task's identity; ok is false outside Execute.

@@ -24,8 +24,9 @@ type outcome struct {
 	done     *queue.Completion
 }
 
-// execute runs one claimed task and returns what to commit.
-func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
+// execute runs one claimed task on devs (nil without a device pool) and
+// returns what to commit.
+func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device) outcome {
 	out := outcome{claim: c}
 	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
@@ -33,7 +34,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 		return out
 	}
 	if r.remote != nil {
-		return r.executeRemote(workCtx, c)
+		return r.executeRemote(workCtx, c, devs)
 	}
 	ptr := reflect.New(reg.typ)
 	if err := decodeInput(c.Input, ptr.Interface()); err != nil {
@@ -43,7 +44,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed) outcome {
 	}
 	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
-		Identifier: c.Task.TaskIdentifier()}}
+		Identifier: c.Task.TaskIdentifier(), Devices: devs}}
 	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +28,11 @@ type heartbeat struct {
 // ends, then keeps beating five times per TTL in the background.
 func (r *Runner) startHeartbeat(ctx context.Context, cfg runConfig) (*heartbeat, error) {
 	host, _ := os.Hostname()
-	info := queue.RunnerInfo{ID: r.id, Streams: r.streams, Host: host, PID: os.Getpid(), Started: time.Now()}
+	info := queue.RunnerInfo{ID: r.id, Streams: r.streams, Host: host, PID: os.Getpid(), Started: time.Now(),
+		Version: buildVersion(), Concurrency: cfg.concurrency}
+	if cfg.devices != nil {
+		info.Devices = cfg.devices.all
+	}
 	h := &heartbeat{r: r, ttl: cfg.heartbeatTTL, done: make(chan struct{})}
 	retry := backoff.New(50*time.Millisecond, 5*time.Second)
 	for {
@@ -80,6 +86,38 @@ func (h *heartbeat) loop(ctx context.Context, info queue.RunnerInfo) {
 		}
 		t.Reset(backoff.Jitter(every))
 	}
+}
+
+// buildVersion is the runfleet build this binary runs, shown in the
+// runner registry: the module version of the runfleet CLI or runnerd, or the
+// SDK version a user's binary was built with; "(devel)" when unknown.
+var buildVersion = sync.OnceValue(func() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(devel)"
+	}
+	if bi.Main.Path == sdkModule {
+		return orDevel(bi.Main.Version)
+	}
+	for _, m := range bi.Deps {
+		if m.Path == sdkModule {
+			if m.Replace != nil && m.Replace.Version != "" {
+				return m.Replace.Version
+			}
+			return orDevel(m.Version)
+		}
+	}
+	return "(devel)"
+})
+
+// sdkModule is runfleet's module path.
+const sdkModule = "github.com/runfleet/runfleet"
+
+func orDevel(v string) string {
+	if v == "" {
+		return "(devel)"
+	}
+	return v
 }
 
 // lease is when this runner's heartbeat key expires if no beat lands before:

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -127,12 +128,32 @@ func (p *producer) startExecutors() {
 			defer p.execs.Done()
 			for c := range p.work {
 				start := time.Now()
-				o := p.r.execute(p.workCtx, c)
+				var o outcome
+				if p.cfg.devices == nil {
+					o = p.r.execute(p.workCtx, c, nil)
+				} else {
+					o = p.executeOnDevice(c)
+				}
 				p.noteExecTime(time.Since(start))
 				p.results <- o
 			}
 		}()
 	}
+}
+
+// executeOnDevice runs c with a device of the pool, waiting for one when
+// runners sharing the pool hold them all. A task whose runner stops before
+// a device frees up is handed back.
+func (p *producer) executeOnDevice(c queue.Claimed) outcome {
+	pool := p.cfg.devices
+	dev, err := pool.acquire(p.workCtx)
+	if err != nil {
+		p.r.taskLog(c).Warn("runner stopped while the task waited for a device; handing it back", slog.Any("error", err))
+		return outcome{claim: c, handBack: true,
+			err: fmt.Errorf("interrupted: the runner stopped before a device was free for the task (%w)", err)}
+	}
+	defer pool.release(dev)
+	return p.r.execute(p.workCtx, c, dev)
 }
 
 // noteExecTime folds one execution time into execAvg (weight 1/8).
@@ -232,6 +253,15 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 			// Claim nothing the executor could not start now.
 			select {
 			case <-gate.Ready():
+			case <-ctx.Done():
+				continue
+			}
+		}
+		if pool := cfg.devices; pool != nil {
+			// Claim nothing while every device is busy: runners sharing
+			// the pool would otherwise sit on tasks they cannot start.
+			select {
+			case <-pool.available():
 			case <-ctx.Done():
 				continue
 			}

@@ -62,11 +62,12 @@ func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []Ta
 	return c.newRunner(ctx, cluster, reg, exec, release)
 }
 
-// executeRemote runs a claimed task with the runner's RemoteExecutor.
-func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed) outcome {
+// executeRemote runs a claimed task with the runner's RemoteExecutor; the
+// worker is told the execution's devices.
+func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []Device) outcome {
 	x := protocol.Execute{Type: protocol.TypeExecute, JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt,
 		Cluster: r.cluster, RunnerID: r.id, Release: r.release,
-		Task: c.Task.TaskIdentifier(), Input: c.Input}
+		Task: c.Task.TaskIdentifier(), Input: c.Input, Devices: devs}
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}

@@ -182,15 +182,21 @@ const maxClaim = 256
 type RunOption func(*runConfig)
 
 type runConfig struct {
-	concurrency  int
-	grace        time.Duration
-	idleWait     time.Duration
-	heartbeatTTL time.Duration
-	reclaimEvery time.Duration
+	concurrency    int
+	concurrencySet bool        // WithConcurrency was given
+	devices        *DevicePool // nil: executions get no device
+	gpuSpec        *string     // WithGPUs, resolved into devices by config
+	grace          time.Duration
+	idleWait       time.Duration
+	heartbeatTTL   time.Duration
+	reclaimEvery   time.Duration
 }
 
 // WithConcurrency sets how many tasks run at once. Default 1.
-func WithConcurrency(n int) RunOption { return func(c *runConfig) { c.concurrency = n } }
+// With devices (WithDevices, WithGPUs) the default is the number of devices.
+func WithConcurrency(n int) RunOption {
+	return func(c *runConfig) { c.concurrency, c.concurrencySet = n, true }
+}
 
 // WithGracePeriod sets how long running tasks may take to finish once the run
 // context is canceled; tasks still running then are handed back to the queue.
@@ -211,11 +217,17 @@ func WithHeartbeatTTL(d time.Duration) RunOption { return func(c *runConfig) { c
 // cluster whose tasks must be queued again. Default 1s.
 func WithReclaimInterval(d time.Duration) RunOption { return func(c *runConfig) { c.reclaimEvery = d } }
 
-func (r *Runner) config(opts []RunOption) (runConfig, error) {
+func (r *Runner) config(ctx context.Context, opts []RunOption) (runConfig, error) {
 	cfg := runConfig{concurrency: 1, grace: 30 * time.Second, idleWait: 100 * time.Millisecond,
 		heartbeatTTL: 5 * time.Second, reclaimEvery: time.Second}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if err := cfg.resolveDevices(ctx); err != nil {
+		return cfg, err
+	}
+	if cfg.devices != nil && !cfg.concurrencySet {
+		cfg.concurrency = cfg.devices.Len()
 	}
 	if cfg.concurrency < 1 || cfg.concurrency > 100_000 {
 		return cfg, fmt.Errorf("concurrency %d out of range 1..100000", cfg.concurrency)
@@ -259,7 +271,7 @@ func (r *Runner) resetStop() <-chan struct{} {
 // claiming, lets running tasks finish within the grace period, hands back
 // those that do not, and returns nil.
 func (r *Runner) RunForever(ctx context.Context, opts ...RunOption) error {
-	cfg, err := r.config(opts)
+	cfg, err := r.config(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -274,7 +286,7 @@ func (r *Runner) RunForever(ctx context.Context, opts ...RunOption) error {
 // left, then returns nil. Tasks other runners are still working on do not
 // keep it waiting.
 func (r *Runner) RunAll(ctx context.Context, opts ...RunOption) error {
-	cfg, err := r.config(opts)
+	cfg, err := r.config(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 	}
 	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
 		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
-		Identifier: id.TaskIdentifier()}}
+		Identifier: id.TaskIdentifier(), Devices: x.Devices}}
 	err = runTask(context.WithValue(ctx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err

@@ -8,8 +8,15 @@
 // It is deployed on the provided.al2023 runtime, arm64 or x86_64, as the
 // zip `go tool task functions` writes (dist/functions/submit-<arch>.zip,
 // one executable named bootstrap, so the handler setting is "bootstrap").
-// Environment: RUNFLEET_REDIS_URL (required), RUNFLEET_STORE and
-// RUNFLEET_RETENTION (see controlplane.ConfigFromEnv).
+// Environment (see controlplane.ConfigFromEnv):
+//
+//   - RUNFLEET_REDIS_URL_SECRET: the ARN of an SSM SecureString parameter
+//     or a Secrets Manager secret holding the Redis URL (or {"url": ...}),
+//     read once at start, so the password is not in the function's
+//     configuration; or RUNFLEET_REDIS_URL, the URL itself. One is
+//     required.
+//   - RUNFLEET_STORE and RUNFLEET_RETENTION: optional.
+//   - AWS_ENDPOINT_URL*: the SDK's endpoint variables, for LocalStack.
 package main
 
 import (

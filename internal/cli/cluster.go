@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +24,7 @@ dashes, starting with a letter or digit.`,
 		RunE: groupRunE,
 	}
 	cmd.AddCommand(a.clusterCreateCmd(), a.clusterGetCmd(), a.clusterListCmd(), a.clusterDeleteCmd(),
-		a.clusterDeploymentsCmd(), a.clusterDeclareCmd(), a.clusterTasksCmd())
+		a.clusterDeploymentsCmd(), a.clusterDeclareCmd(), a.clusterTasksCmd(), a.clusterRunnersCmd())
 	return cmd
 }
 
@@ -135,4 +137,88 @@ tasks are no longer handed out: no runner can join a deleted cluster.`,
 			})
 		},
 	}
+}
+
+func (a *app) clusterRunnersCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "runners SLUG",
+		Short: "List a cluster's live runners: host, version, concurrency, GPUs",
+		Long: `List the runners of a cluster whose heartbeat is alive, sorted by host: their
+id, host, process id, runfleet version, how many tasks each runs at once, the
+GPUs it hands out (device indexes; --json has UUIDs, names and memory), when
+it started and when its last heartbeat landed. A release runner (runnerd) has
+one runner per deployed release and -n; runners of older runfleet versions
+show "-" for what they did not record.`,
+		Example: `  runfleet cluster runners gpu
+  runfleet cluster runners gpu --json | jq '.[] | {host, devices}'`,
+		Args: exactArgs("SLUG"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				rs, err := c.Clusters().Runners(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					for i := range rs {
+						if rs[i].Devices == nil {
+							rs[i].Devices = []workflows.Device{}
+						}
+					}
+					if rs == nil {
+						rs = []workflows.RunnerInfo{}
+					}
+					return writeJSON(a.out, rs)
+				}
+				if len(rs) == 0 {
+					fmt.Fprintf(a.err, "no live runners in cluster %s; start one with: runfleet runner start --cluster %s\n", args[0], args[0])
+					return nil
+				}
+				now := time.Now()
+				tw := newTable(a.out)
+				fmt.Fprintln(tw, "ID\tHOST\tPID\tVERSION\tCONCURRENCY\tGPUS\tSTARTED\tLAST BEAT")
+				for _, r := range rs {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Host, r.PID, orDash(r.Version),
+						countOrDash(r.Concurrency), deviceIndexes(r.Devices), timestamp(r.Started), beatAge(r.LastBeat, now))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the runners as a JSON array")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func countOrDash(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+// deviceIndexes writes the devices' indexes, "0,2"; "-" for none.
+func deviceIndexes(devs []workflows.Device) string {
+	if len(devs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(devs))
+	for i, d := range devs {
+		parts[i] = strconv.Itoa(d.Index)
+	}
+	return strings.Join(parts, ",")
+}
+
+// beatAge is how long ago the last heartbeat landed, "1.2s ago".
+func beatAge(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return shortDuration(max(0, now.Sub(t))) + " ago"
 }

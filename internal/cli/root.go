@@ -207,7 +207,7 @@ uses Redis.`,
 	a.addAPIFlags(root)
 
 	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd(),
-		a.tokenCmd(), a.automationCmd(), a.gatewayCmd(), a.notificationCmd())
+		a.tokenCmd(), a.automationCmd(), a.gatewayCmd(), a.notificationCmd(), a.infraCmd())
 
 	// Create cobra's help and completion commands now so they get examples too.
 	root.InitDefaultHelpCmd()

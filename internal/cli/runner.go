@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/internal/gpu"
 	"github.com/runfleet/runfleet/runnerd"
 	"github.com/runfleet/runfleet/workflows"
 )
@@ -21,7 +24,8 @@ func (a *app) runnerCmd() *cobra.Command {
 		Use:   "runner",
 		Short: "Run release runners (runnerd)",
 		Example: `  runfleet runner start --cluster dev
-  runfleet runner start --cluster dev -n 4 --concurrency 8 --store s3://releases/team`,
+  runfleet runner start --cluster dev -n 4 --concurrency 8 --store s3://releases/team
+  runfleet runner start --cluster gpu --gpus all`,
 		Args: groupArgs,
 		RunE: groupRunE,
 	}
@@ -33,6 +37,7 @@ type runnerStartOptions struct {
 	cluster      string
 	runners      int
 	concurrency  int
+	gpus         string
 	store        string
 	cacheDir     string
 	cacheMax     int64
@@ -42,6 +47,8 @@ type runnerStartOptions struct {
 	reclaim      time.Duration
 	check        time.Duration
 	verbose      bool
+
+	concurrencySet bool // --concurrency was given
 }
 
 // runnerStartCmd is `runfleet runner start`, and with use "runnerd" the
@@ -53,7 +60,7 @@ func (a *app) runnerStartCmd(use string) *cobra.Command {
 		path = use
 	}
 	cmd := &cobra.Command{
-		Use:   use + " --cluster C [-n N] [--concurrency K]",
+		Use:   use + " --cluster C [-n N] [--concurrency K] [--gpus all|N|0,2]",
 		Short: "Run the workflow releases deployed to a cluster (a release runner)",
 		Long: `Runs the workflow releases deployed to a cluster: watches the cluster's
 deployments (runfleet workflow deploy), downloads each deployed release from
@@ -66,6 +73,17 @@ replaces stops claiming and lets its running tasks finish. Undeploy drains and
 stops. A worker that crashes is restarted with backoff and its tasks are
 queued again.
 
+--gpus gives the runner GPUs: "all", the first N ("2"), or device indexes
+("0,2"; a single index is "device=1"). Devices are listed with nvidia-smi
+(or $RUNFLEET_NVIDIA_SMI); on hosts without it only indexes are accepted,
+as given, unchecked. Each execution is handed one device, which no other
+execution of this process uses until it ends; a Go task finds it in
+workflows.CurrentTask(ctx).Devices, and a worker of another language in the
+execute message's "devices". Give what a task starts
+CUDA_VISIBLE_DEVICES=workflows.CUDAVisibleDevices(devices). All runners of
+the process (-n, and every deployed release) share one pool of the devices.
+Without --concurrency, each runner runs as many tasks as there are devices.
+
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace;
 a second signal hands them back at once.
 
@@ -74,19 +92,23 @@ user's data directory; s3:// stores take their endpoint and credentials from
 the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 		Example: `  ` + path + ` --cluster dev
   ` + path + ` --cluster gpu -n 2 --concurrency 4 --store s3://releases/team
-  ` + path + ` --cluster prod --trusted-key release.pub`,
+  ` + path + ` --cluster prod --trusted-key release.pub
+  ` + path + ` --cluster gpu --gpus all --cache-dir /var/cache/runfleet/releases
+  ` + path + ` --cluster gpu --gpus 0,2 --concurrency 2`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.cluster == "" {
 				return usageErrorf("--cluster is required")
 			}
+			o.concurrencySet = cmd.Flags().Changed("concurrency")
 			return a.runnerStart(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.cluster, "cluster", "", "cluster whose deployments to run (required)")
 	f.IntVarP(&o.runners, "runners", "n", 1, "runners sharing each release's worker process")
-	f.IntVar(&o.concurrency, "concurrency", 1, "tasks each runner runs at once")
+	f.IntVar(&o.concurrency, "concurrency", 1, "tasks each runner runs at once (default with --gpus: the number of devices)")
+	f.StringVar(&o.gpus, "gpus", "", "GPUs to hand out, one per execution: "+gpu.SpecHelp+"; without nvidia-smi only indexes, unchecked")
 	f.StringVar(&o.store, "store", "", "release store URL, file:///dir or s3://bucket/prefix (default $RUNFLEET_STORE, else a file store under the user's data directory)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "directory for unpacked releases (default: the user cache directory + /runfleet/releases)")
 	f.Int64Var(&o.cacheMax, "cache-max-bytes", 10<<30, "unpacked releases to keep in the cache once no deployment uses them, in bytes")
@@ -105,6 +127,16 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	}
 	if o.concurrency < 1 {
 		return usageErrorf("--concurrency must be at least 1, got %d", o.concurrency)
+	}
+	var devices []workflows.Device
+	if o.gpus != "" {
+		var err error
+		if devices, err = gpu.Resolve(ctx, o.gpus); err != nil {
+			return usageErrorf("%v", err)
+		}
+		if !o.concurrencySet {
+			o.concurrency = len(devices)
+		}
 	}
 	var keys []ed25519.PublicKey
 	for _, k := range o.trustedKeys {
@@ -127,12 +159,16 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	defer client.Close()
 	d, err := runnerd.New(runnerd.Config{
 		Client: client, Cluster: o.cluster, Store: store, CacheDir: o.cacheDir, CacheMaxBytes: o.cacheMax,
-		TrustedKeys: keys, Runners: o.runners, CheckInterval: o.check, Logger: logger,
+		TrustedKeys: keys, Runners: o.runners, CheckInterval: o.check, Logger: logger, Devices: devices,
 		RunOptions: []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
 			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim)},
 	})
 	if err != nil {
 		return usageErrorf("%v", err)
+	}
+	if len(devices) > 0 {
+		logger.Info("GPUs to hand out, one per execution", slog.String("gpus", gpuList(devices)),
+			slog.Int("concurrency", o.concurrency))
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -158,6 +194,26 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 		return fmt.Errorf("runner start: %w", err)
 	}
 	return nil
+}
+
+// gpuList writes devices as "0 (NVIDIA A100, GPU-…), 2": indexes, with model
+// and UUID where known.
+func gpuList(devs []workflows.Device) string {
+	parts := make([]string, len(devs))
+	for i, d := range devs {
+		parts[i] = strconv.Itoa(d.Index)
+		var about []string
+		if d.Name != "" {
+			about = append(about, d.Name)
+		}
+		if d.UUID != "" {
+			about = append(about, d.UUID)
+		}
+		if len(about) > 0 {
+			parts[i] += " (" + strings.Join(about, ", ") + ")"
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // RunnerdMain is the runnerd command: `runfleet runner start` as its own

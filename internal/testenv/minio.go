@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/runfleet/runfleet/infra/images"
 )
 
 // MinIO is one MinIO server process started for a test or a demo, with a
@@ -211,6 +213,9 @@ func withoutMinIOEnv(env []string) []string {
 
 // LogTail is the end of the server's log, for failure messages.
 func (m *MinIO) LogTail() string {
+	if m.ctr != nil {
+		m.ctr.saveLogs()
+	}
 	b, err := os.ReadFile(m.LogPath())
 	if err != nil {
 		return "no log: " + err.Error()
@@ -266,10 +271,56 @@ func NewMinIO(t testing.TB) *MinIO {
 	return NewMinIOEnv(t)
 }
 
+// newMinIOContainer starts MinIO in a container of the runfleet/minio:dev
+// image, configured as a local process would be, published on a free
+// loopback port.
+func newMinIOContainer(t testing.TB, dir string) (*MinIO, error) {
+	t.Helper()
+	ensureImage(t, "minio")
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &MinIO{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, AccessKey: "runfleet-test", SecretKey: "runfleet-test-secret"}
+	c, err := startContainer(t, images.Ref("minio"), port, "9000/tcp", map[string]string{
+		"MINIO_ROOT_USER":     m.AccessKey,
+		"MINIO_ROOT_PASSWORD": m.SecretKey,
+		"MINIO_CI_CD":         "on",
+		"MINIO_SCANNER_SPEED": "slowest",
+	}, []string{"server", "--address", ":9000", "/data"})
+	if err != nil {
+		return nil, err
+	}
+	c.logPath = m.LogPath()
+	m.ctr = c
+	deadline := time.Now().Add(60 * time.Second)
+	for !m.ready(context.Background()) {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("minio container on %s not ready within 60s; %s", m.Addr, m.LogTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m, nil
+}
+
 // NewMinIOEnv is NewMinIO with extra environment settings (see
-// StartMinIOEnv).
+// StartMinIOEnv). With RUNFLEET_TESTENV=containers and no settings, the
+// server runs in a container of the runfleet/minio:dev image (see
+// BackendEnv). Settings stay on a local process: they name webhook targets
+// on the host's loopback, which a container cannot reach.
 func NewMinIOEnv(t testing.TB, env ...string) *MinIO {
 	t.Helper()
+	if useContainers(t) {
+		if len(env) == 0 {
+			m, err := newMinIOContainer(t, t.TempDir())
+			if err != nil {
+				t.Fatalf("testenv: %v", err)
+			}
+			t.Cleanup(m.Stop)
+			return m
+		}
+		t.Logf("testenv: MinIO with settings %v runs as a local process: a container cannot reach webhook targets on the host's loopback", env)
+	}
 	m, err := StartMinIOEnv(context.Background(), t.TempDir(), env...)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)

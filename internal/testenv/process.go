@@ -8,11 +8,13 @@ import (
 )
 
 // process is a server process a test starts, stops and kills; Redis and
-// MinIO embed it.
+// MinIO embed it. With the containers backend, ctr is the server's
+// container and stands in for the process.
 type process struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	ctr  *serverContainer
 }
 
 // launch starts cmd and returns a channel closed when it has exited.
@@ -30,6 +32,10 @@ func (p *process) launch(cmd *exec.Cmd) (<-chan struct{}, error) {
 
 // Stop terminates the server and waits for it to exit.
 func (p *process) Stop() {
+	if p.ctr != nil {
+		p.ctr.stop()
+		return
+	}
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
@@ -47,6 +53,10 @@ func (p *process) Stop() {
 
 // Kill stops the server abruptly (SIGKILL), as a crash would.
 func (p *process) Kill() {
+	if p.ctr != nil {
+		p.ctr.kill()
+		return
+	}
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()

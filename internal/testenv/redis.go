@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/runfleet/runfleet/infra/images"
 )
 
 // Redis is one redis-server process started for a test or a demo.
@@ -60,6 +62,22 @@ func FreePort() (int, error) {
 // StartRedis starts redis-server in dir on a free loopback port and waits until
 // it answers PING. extra are additional `--name value` config arguments.
 func StartRedis(ctx context.Context, dir string, extra ...string) (*Redis, error) {
+	// A port FreePort found free may be taken by another test's server
+	// before ours binds it: then try another.
+	for attempt := 1; ; attempt++ {
+		r, err := startRedisOnce(ctx, dir, extra)
+		if errors.Is(err, errPortTaken) && attempt < 5 {
+			continue
+		}
+		return r, err
+	}
+}
+
+// errPortTaken means another server answered on the port a new server was
+// meant to listen on.
+var errPortTaken = errors.New("port taken by another server")
+
+func startRedisOnce(ctx context.Context, dir string, extra []string) (*Redis, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -85,6 +103,12 @@ func StartRedis(ctx context.Context, dir string, extra ...string) (*Redis, error
 }
 
 func (r *Redis) start(ctx context.Context) error {
+	if r.ctr != nil {
+		if err := r.ctr.start(ctx); err != nil {
+			return err
+		}
+		return waitRedis(ctx, r.Addr, 30*time.Second)
+	}
 	bin, err := RedisServerPath()
 	if err != nil {
 		return err
@@ -99,6 +123,13 @@ func (r *Redis) start(ctx context.Context) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := ping(r.Addr); err == nil {
+			// Answered, but by ours? A server another test started on the
+			// same port would answer while ours fails to bind.
+			if pid, err := serverPID(r.Addr); err == nil && pid != cmd.Process.Pid {
+				_ = cmd.Process.Kill()
+				<-done
+				return fmt.Errorf("redis-server on %s: %w (pid %d)", r.Addr, errPortTaken, pid)
+			}
 			return nil
 		}
 		select {
@@ -112,6 +143,59 @@ func (r *Redis) start(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			return fmt.Errorf("redis-server on %s did not answer PING within 10s", r.Addr)
+		}
+	}
+}
+
+// newRedisContainer starts redis-server in a container, configured as
+// StartRedis configures a process, published on a free loopback port.
+func newRedisContainer(t testing.TB, dir string, extra []string) (*Redis, error) {
+	t.Helper()
+	ensureImage(t, "redis")
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir}
+	r.args = append([]string{
+		"--port", "6379",
+		"--bind", "0.0.0.0",
+		"--dir", "/data",
+		"--save", "",
+		"--appendonly", "no",
+		"--protected-mode", "no",
+		"--slowlog-log-slower-than", "1000",
+		"--slowlog-max-len", "1024",
+		"--latency-monitor-threshold", "1",
+	}, extra...)
+	c, err := startContainer(t, images.Ref("redis"), port, "6379/tcp", nil, r.args)
+	if err != nil {
+		return nil, err
+	}
+	c.logPath = filepath.Join(dir, "redis.log")
+	r.ctr = c
+	if err := waitRedis(context.Background(), r.Addr, 30*time.Second); err != nil {
+		c.saveLogs()
+		return nil, fmt.Errorf("%w; see %s", err, c.logPath)
+	}
+	return r, nil
+}
+
+// waitRedis waits until the server at addr answers PING.
+func waitRedis(ctx context.Context, addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := ping(addr)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis on %s did not answer PING within %s: %w", addr, within, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
@@ -138,13 +222,46 @@ func ping(addr string) error {
 	return nil
 }
 
+// serverPID asks the server at addr for its process id (INFO server).
+func serverPID(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return 0, err
+		}
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+}
+
 // Restart starts the server again on the same port and directory.
 func (r *Redis) Restart(ctx context.Context) error { return r.start(ctx) }
 
 // NewRedis starts a redis-server for one test in its own temporary directory
-// and stops it when the test ends.
+// and stops it when the test ends. With RUNFLEET_TESTENV=containers it runs
+// in a container of the runfleet/redis:dev image instead (see BackendEnv);
+// extra arguments then name paths inside the container.
 func NewRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
+	if useContainers(t) {
+		r, err := newRedisContainer(t, t.TempDir(), extra)
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		t.Cleanup(r.Stop)
+		return r
+	}
 	r, err := StartRedis(context.Background(), t.TempDir(), extra...)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)

@@ -18,7 +18,8 @@ import (
 var Build = "dev"
 
 // Probe records where it ran in its display text ("build=<Build>
-// release=<release id prefix> pid=<pid>"), sleeps MS milliseconds (or until
+// release=<release id prefix> pid=<pid>", then " cuda=<CUDA_VISIBLE_DEVICES
+// value>" when it was handed a device), sleeps MS milliseconds (or until
 // its context ends), then submits Children Probes that sleep ChildMS.
 type Probe struct {
 	MS       int `json:"ms,omitempty"`
@@ -38,7 +39,11 @@ func (p *Probe) Execute(ctx context.Context) error {
 	if rel == "" {
 		rel = "direct"
 	}
-	workflows.SetDisplay(ctx, fmt.Sprintf("build=%s release=%s pid=%d", Build, rel, os.Getpid()))
+	display := fmt.Sprintf("build=%s release=%s pid=%d", Build, rel, os.Getpid())
+	if len(cur.Devices) > 0 {
+		display += " cuda=" + workflows.CUDAVisibleDevices(cur.Devices)
+	}
+	workflows.SetDisplay(ctx, display)
 	if err := (&Sleep{MS: p.MS}).Execute(ctx); err != nil {
 		return err
 	}
