@@ -109,10 +109,24 @@ func (b *bucketResource) plan(ctx context.Context) (diff, error) {
 	if b.tags, err = b.readTags(ctx); err != nil {
 		return d, err
 	}
-	if owner := b.tags[TagKey]; owner != "" && owner != b.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
+	if owner := b.tags[TagKey]; owner == "" && !b.e.opts.Adopt {
+		// CreateBucket and PutBucketTagging are two requests (tags in
+		// CreateBucket need s3:TagResource and are not taken by MinIO),
+		// so a deploy stopped between them leaves the stack's bucket
+		// untagged, and a rerun must take it over to converge. An empty
+		// bucket holds nothing anyone could lose; one with object
+		// versions may be someone else's and needs --adopt.
+		n, err := b.countVersions(ctx)
+		if err != nil {
+			return d, err
+		}
+		if n > 0 {
+			return d, fmt.Errorf("it exists, holds %s object versions and is not tagged %s=%s; it is not this stack's. Rename the stack (or set bucket.name), delete it, or pass --adopt to take it over",
+				countText(n), TagKey, b.e.stack.Name)
+		}
 		d.change("tags", "untagged", TagKey+"="+b.e.stack.Name)
+	} else if err := b.e.claim(owner, &d); err != nil {
+		return d, err
 	}
 	v, err := b.e.s3.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: aws.String(b.name())})
 	if err != nil {
@@ -233,12 +247,20 @@ func (b *bucketResource) inspect(ctx context.Context) (presence, error) {
 	}
 	p := presence{exists: true, owner: tags[TagKey], detail: "empty"}
 	if n > 0 {
-		p.detail = fmt.Sprintf("%d object versions", n)
+		p.detail = fmt.Sprintf("%s object versions", countText(n))
 		if !b.force {
-			p.detail += " (refused without --force-delete-bucket)"
+			p.refusal = fmt.Sprintf("holds %s object versions (archived jobs, releases): empty it yourself, or run destroy again with --force-delete-bucket to delete every object version in it, which cannot be undone", countText(n))
 		}
 	}
 	return p, nil
+}
+
+// countText shows a count of countVersions, which stops at one page.
+func countText(n int) string {
+	if n >= 1000 {
+		return fmt.Sprintf("%d or more", n)
+	}
+	return fmt.Sprint(n)
 }
 
 // countVersions counts object versions and delete markers, up to one page.
@@ -261,6 +283,7 @@ func (b *bucketResource) remove(ctx context.Context) error {
 		return err
 	}
 	if n > 0 && !b.force {
+		// Objects written since destroy inspected the bucket.
 		return fmt.Errorf("%w (it holds object versions: archived jobs, releases): empty it yourself, or run destroy again with --force-delete-bucket to delete every object version in it", ErrBucketNotEmpty)
 	}
 	for n > 0 {
@@ -288,9 +311,4 @@ func (b *bucketResource) remove(ctx context.Context) error {
 	}
 	_, err = b.e.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: bucket})
 	return err
-}
-
-// foreignErr refuses to manage a resource of another stack.
-func foreignErr(owner string) error {
-	return fmt.Errorf("it exists and belongs to stack %s (tag %s=%s); refusing to take it over: choose another stack name or remove it", owner, TagKey, owner)
 }

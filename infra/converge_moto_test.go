@@ -19,6 +19,7 @@ func TestDeployKilledMidwayConvergesWhenRunAgain(t *testing.T) {
 	t.Parallel()
 	m := startMoto(t)
 	zips := writeZips(t, "v1")
+	s3c := s3.NewFromConfig(m.config(), func(o *s3.Options) { o.UsePathStyle = true })
 	// Kill points: inside the bucket's setup, among the roles and
 	// functions, and in the API's routes.
 	for i, n := range []int64{3, 19, 40} {
@@ -36,6 +37,15 @@ func TestDeployKilledMidwayConvergesWhenRunAgain(t *testing.T) {
 		require.Error(t, err, "kill after %d requests", n)
 		require.ErrorIs(t, err, context.Canceled)
 		cancel()
+		if n == 3 {
+			// Killed between CreateBucket and PutBucketTagging: the
+			// bucket is there, untagged and empty, and the rerun
+			// takes it over without Adopt.
+			_, err := s3c.HeadBucket(context.Background(), &s3.HeadBucketInput{Bucket: aws.String("runfleet-" + stack)})
+			require.NoError(t, err)
+			_, err = s3c.GetBucketTagging(context.Background(), &s3.GetBucketTaggingInput{Bucket: aws.String("runfleet-" + stack)})
+			require.Error(t, err, "the bucket is tagged already: the kill point is not between create and tag")
+		}
 
 		e := newEngine(t, m.config(), st, opts)
 		_, err = e.Deploy(context.Background(), nil)
@@ -72,9 +82,12 @@ func TestForeignResourcesAreNeverTakenOverNorDeleted(t *testing.T) {
 	_, err = s3c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String("runfleet-fx")})
 	require.NoError(t, err)
 
-	// Untagged is refused too.
+	// Untagged is refused too, by deploy (without Adopt) and destroy.
 	_, err = iamc.UntagRole(ctx, &iam.UntagRoleInput{RoleName: aws.String("runfleet-fx-functions"), TagKeys: []string{infra.TagKey}})
 	require.NoError(t, err)
+	_, err = e.Deploy(ctx, nil)
+	require.ErrorContains(t, err, "iam role runfleet-fx-functions: it exists but is not tagged runfleet:stack=fx; it is not this stack's")
+	require.ErrorContains(t, err, "--adopt")
 	_, err = e.Destroy(ctx, infra.DestroyOptions{}, nil)
 	require.ErrorContains(t, err, "iam role runfleet-fx-functions is not tagged runfleet:stack=fx")
 	_, err = iamc.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String("runfleet-fx-functions")})

@@ -164,7 +164,10 @@ func TestDeployIsIdempotentAndDestroyRemovesOnlyTheStack(t *testing.T) {
 	require.NoError(t, err)
 	_, err = e.Destroy(ctx, infra.DestroyOptions{}, nil)
 	require.ErrorIs(t, err, infra.ErrBucketNotEmpty)
-	require.ErrorContains(t, err, "delete s3 bucket "+bucket)
+	require.ErrorContains(t, err, "refusing, nothing deleted: bucket is not empty: s3 bucket "+bucket+" holds 1 object versions")
+	plan, err = e.Plan(ctx)
+	require.NoError(t, err)
+	require.Zero(t, plan.Changes, "a refused destroy deleted %v", changed(plan))
 
 	rep, err := e.Destroy(ctx, infra.DestroyOptions{ForceDeleteBucket: true}, nil)
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewayv2"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -90,6 +91,11 @@ type Options struct {
 	// RedisURL is written into the stack's own SSM parameter when the stack
 	// sets functions.redis_url_parameter. Default: $RUNFLEET_REDIS_URL.
 	RedisURL string
+	// Adopt lets plan and deploy take over a resource with one of the
+	// stack's names that carries no runfleet:stack tag, tagging it for the
+	// stack (destroy deletes it afterwards). Without it such a resource is
+	// refused, as it may be someone else's. Default: false.
+	Adopt bool
 	// Logger for progress. Default: discard.
 	Logger *slog.Logger
 }
@@ -167,6 +173,11 @@ func loadAWSConfig(ctx context.Context, s Stack, given *aws.Config) (aws.Config,
 		if s.Region != "" {
 			loadOpts = append(loadOpts, config.WithRegion(s.Region))
 		}
+		if s.Target != TargetAWS {
+			// No EC2 instance metadata stands behind LocalStack or MinIO
+			// credentials; asking for it only logs a warning.
+			loadOpts = append(loadOpts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+		}
 		var err error
 		if cfg, err = config.LoadDefaultConfig(ctx, loadOpts...); err != nil {
 			return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
@@ -211,8 +222,20 @@ func hasCredentials(ctx context.Context, cfg aws.Config) bool {
 // name is the stack's name for thing: runfleet-<stack>-<thing>.
 func (e *Engine) name(thing string) string { return "runfleet-" + e.stack.Name + "-" + thing }
 
-// ownPrefix starts the id of everything the stack owns without tags.
+// ownPrefix starts the id of everything the stack owns without tags. It is
+// not unique on its own: "runfleet-prod-" also starts every id of stack
+// prod-eu. Ids matched by prefix must therefore be followed by something no
+// stack name can contain (notification ids: an automation id, which has no
+// hyphen; cron rules: "cron-au_", as stack names have no underscore), and
+// statement ids are only looked for in the stack's own functions.
 func (e *Engine) ownPrefix() string { return "runfleet-" + e.stack.Name + "-" }
+
+// cronRulePattern matches the names of the stack's cron rules
+// (runfleet-<stack>-cron-<automation id>, automation ids being au_…) and
+// of no other stack's: stack prod-cron's rules are runfleet-prod-cron-cron-….
+func (e *Engine) cronRulePattern() string {
+	return fmt.Sprintf("arn:aws:events:%s:%s:rule/%scron-au_*", e.region, e.account, e.ownPrefix())
+}
 
 func (e *Engine) functionName(fn string) string { return e.name(fn) }
 func (e *Engine) functionARN(fn string) string {
@@ -239,6 +262,33 @@ func (e *Engine) redisSecretARN() string {
 
 func (e *Engine) tags() map[string]string { return map[string]string{TagKey: e.stack.Name} }
 
+// claim checks that a resource found with one of the stack's names is the
+// stack's, given its runfleet:stack tag. An untagged one is taken over
+// (a "tags" change) only with Options.Adopt: every create call but the
+// bucket's passes the tag, so the stack never leaves one untagged.
+func (e *Engine) claim(owner string, d *diff) error {
+	switch {
+	case owner == e.stack.Name:
+		return nil
+	case owner != "":
+		return foreignErr(owner)
+	case !e.opts.Adopt:
+		return notOursErr(e.stack.Name)
+	}
+	d.change("tags", "untagged", TagKey+"="+e.stack.Name)
+	return nil
+}
+
+// foreignErr refuses to manage a resource of another stack.
+func foreignErr(owner string) error {
+	return fmt.Errorf("it exists and belongs to stack %s (tag %s=%s); refusing to take it over: choose another stack name or remove it", owner, TagKey, owner)
+}
+
+// notOursErr refuses to manage an untagged resource without Adopt.
+func notOursErr(stack string) error {
+	return fmt.Errorf("it exists but is not tagged %s=%s; it is not this stack's. Rename the stack, delete it, or pass --adopt to take it over", TagKey, stack)
+}
+
 // resource is one thing the stack owns.
 type resource interface {
 	// kind names the resource type for people: "lambda function".
@@ -263,6 +313,9 @@ type presence struct {
 	tagless bool
 	// detail for the delete line (e.g. "12 object versions").
 	detail string
+	// refusal says why destroy may not delete it as asked (a bucket with
+	// objects without --force-delete-bucket); destroy then deletes nothing.
+	refusal string
 }
 
 // diff is what plan found for one resource.
@@ -390,17 +443,20 @@ type DestroyOptions struct {
 // Destroy deletes everything the stack owns, in reverse dependency order.
 // It first inspects every resource and refuses, deleting nothing, when one
 // of the stack's names is taken by a resource that is untagged or tagged
-// for another stack.
+// for another stack, or when the bucket holds objects and
+// ForceDeleteBucket is not set (ErrBucketNotEmpty). The cron rules (rules
+// mode) go after the sweep's rule and the sweep function, which would
+// otherwise re-create them.
 func (e *Engine) Destroy(ctx context.Context, opts DestroyOptions, progress func(Change)) (Report, error) {
 	var rep Report
-	if err := e.syncCronDestroy(ctx, &rep, progress); err != nil {
-		return rep, err
-	}
 	rs := e.resources(ctx, &rep, true)
 	slices_reverse(rs)
 	found := make([]presence, len(rs))
-	var foreign []string
+	var foreign, blocked []string
 	for i, r := range rs {
+		if b, ok := r.(*bucketResource); ok {
+			b.force = opts.ForceDeleteBucket
+		}
 		p, err := r.inspect(ctx)
 		if err != nil {
 			return rep, fmt.Errorf("read %s %s: %w", r.kind(), r.name(), err)
@@ -413,16 +469,19 @@ func (e *Engine) Destroy(ctx context.Context, opts DestroyOptions, progress func
 			}
 			foreign = append(foreign, fmt.Sprintf("%s %s %s", r.kind(), r.name(), who))
 		}
+		if p.exists && p.refusal != "" {
+			blocked = append(blocked, fmt.Sprintf("%s %s %s", r.kind(), r.name(), p.refusal))
+		}
 	}
 	if len(foreign) > 0 {
 		return rep, fmt.Errorf("destroy stack %s: refusing, nothing deleted: %s", e.stack.Name, strings.Join(foreign, "; "))
 	}
+	if len(blocked) > 0 {
+		return rep, fmt.Errorf("destroy stack %s: refusing, nothing deleted: %w: %s", e.stack.Name, ErrBucketNotEmpty, strings.Join(blocked, "; "))
+	}
 	for i, r := range rs {
 		c := Change{Type: r.kind(), Name: r.name(), Action: ActionNone, Detail: "not found"}
 		if found[i].exists {
-			if b, ok := r.(*bucketResource); ok {
-				b.force = opts.ForceDeleteBucket
-			}
 			if err := r.remove(ctx); err != nil {
 				return rep, fmt.Errorf("delete %s %s: %w", r.kind(), r.name(), err)
 			}
@@ -431,6 +490,11 @@ func (e *Engine) Destroy(ctx context.Context, opts DestroyOptions, progress func
 		rep.add(c)
 		if progress != nil {
 			progress(c)
+		}
+		if f, ok := r.(*functionResource); ok && f.fn == "sweep" {
+			if err := e.syncCronDestroy(ctx, &rep, progress); err != nil {
+				return rep, err
+			}
 		}
 	}
 	return rep, nil

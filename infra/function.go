@@ -103,10 +103,8 @@ func (f *functionResource) plan(ctx context.Context) (diff, error) {
 	if err != nil {
 		return d, err
 	}
-	if owner := got.Tags[TagKey]; owner != "" && owner != f.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+f.e.stack.Name)
+	if err := f.e.claim(got.Tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	c := got.Configuration
 	if aws.ToString(c.CodeSha256) != f.sha256 {

@@ -84,10 +84,8 @@ func (r *roleResource) plan(ctx context.Context) (diff, error) {
 	if err != nil {
 		return d, err
 	}
-	if owner := tags[TagKey]; owner != "" && owner != r.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+r.e.stack.Name)
+	if err := r.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	if canonicalJSON(aws.ToString(got.Role.AssumeRolePolicyDocument)) != canonicalJSON(trustPolicy(r.service)) {
 		d.changed("trust policy")
@@ -209,10 +207,8 @@ func (p *managedPolicyResource) plan(ctx context.Context) (diff, error) {
 	if err != nil {
 		return d, err
 	}
-	if owner := tags[TagKey]; owner != "" && owner != p.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+p.e.stack.Name)
+	if err := p.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	v, err := p.e.iam.GetPolicyVersion(ctx, &iam.GetPolicyVersionInput{PolicyArn: aws.String(p.arn), VersionId: got.Policy.DefaultVersionId})
 	if err != nil {

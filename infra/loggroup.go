@@ -62,10 +62,8 @@ func (l *logGroupResource) plan(ctx context.Context) (diff, error) {
 	if err != nil {
 		return d, err
 	}
-	if owner := tags[TagKey]; owner != "" && owner != l.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+l.e.stack.Name)
+	if err := l.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	if got := aws.ToInt32(g.RetentionInDays); got != want {
 		d.change("retention", days(got), days(want))

@@ -14,7 +14,7 @@ import (
 // notificationResource is the stack's share of one bucket's notification
 // configuration: one entry per storage automation watching the bucket,
 // with id runfleet-<stack>-<automation id>. Entries of others on the same
-// bucket are kept as they are. On aws and localstack the entries invoke
+// bucket, other stacks' included, are kept as they are. On aws and localstack the entries invoke
 // the submit function; on MinIO they name the webhook target that posts to
 // the gateway.
 type notificationResource struct {
@@ -60,7 +60,14 @@ func prefixFilter(prefix string) *types.NotificationConfigurationFilter {
 	return &types.NotificationConfigurationFilter{Key: &types.S3KeyFilter{FilterRules: []types.FilterRule{{Name: types.FilterRuleNamePrefix, Value: aws.String(prefix)}}}}
 }
 
-func (n *notificationResource) owned(id string) bool { return strings.HasPrefix(id, n.e.ownPrefix()) }
+// owned reports whether id is one the stack writes: runfleet-<stack>-
+// followed by an automation id. Automation ids have no hyphen, so what
+// follows the prefix in another stack's id (stack prod-eu's
+// runfleet-prod-eu-au_… seen from stack prod: "eu-au_…") always has one.
+func (n *notificationResource) owned(id string) bool {
+	rest, ok := strings.CutPrefix(id, n.e.ownPrefix())
+	return ok && rest != "" && !strings.Contains(rest, "-")
+}
 
 // ours lists the stack's entries now on the bucket.
 func (n *notificationResource) ours() []entry {
@@ -106,6 +113,11 @@ func (n *notificationResource) read(ctx context.Context) error {
 
 func (n *notificationResource) plan(ctx context.Context) (diff, error) {
 	var d diff
+	for id := range n.want {
+		if id == "" || strings.Contains(id, "-") {
+			return d, fmt.Errorf("automation id %q: a notification id is runfleet-<stack>-<automation id>, which needs an id without hyphens (as runfleet creates them: au_…)", id)
+		}
+	}
 	if err := n.read(ctx); err != nil {
 		if isNotFound(err) {
 			// The stack's own bucket is not created yet (plan).

@@ -52,10 +52,8 @@ func (p *parameterResource) plan(ctx context.Context) (diff, error) {
 	if err != nil {
 		return d, err
 	}
-	if owner := tags[TagKey]; owner != "" && owner != p.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+p.e.stack.Name)
+	if err := p.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	if out.Parameter.Type != ssmtypes.ParameterTypeSecureString {
 		d.change("type", string(out.Parameter.Type), string(ssmtypes.ParameterTypeSecureString))

@@ -42,7 +42,7 @@ func (e *Engine) resources(ctx context.Context, rep *Report, destroying bool) []
 			&permissionResource{e: e, fn: "sweep", sid: e.ownPrefix() + "events-sweep", principal: "events.amazonaws.com",
 				sourceARN: fixed(rule.arn())},
 			&permissionResource{e: e, fn: "submit", sid: e.ownPrefix() + "events-cron", principal: "events.amazonaws.com",
-				sourceARN: fixed(fmt.Sprintf("arn:aws:events:%s:%s:rule/%scron-*", e.region, e.account, e.ownPrefix()))})
+				sourceARN: fixed(e.cronRulePattern())})
 	}
 	rs = append(rs,
 		&httpAPIResource{e: e},
@@ -149,7 +149,7 @@ func (e *Engine) functionsPolicy() string {
 		st = append(st,
 			statement{Sid: "CronRules", Action: []string{"events:PutRule", "events:PutTargets", "events:DeleteRule", "events:RemoveTargets",
 				"events:DescribeRule", "events:ListTargetsByRule", "events:TagResource", "events:ListTagsForResource"},
-				Resource: fmt.Sprintf("arn:aws:events:%s:%s:rule/%scron-*", e.region, e.account, e.ownPrefix())},
+				Resource: e.cronRulePattern()},
 			statement{Sid: "ListCronRules", Action: "events:ListRules", Resource: "*"},
 		)
 	}

@@ -52,10 +52,8 @@ func (g *scheduleGroupResource) plan(ctx context.Context) (diff, error) {
 		d.action, d.detail = ActionCreate, "holds the sweep's and the cron automations' schedules"
 		return d, nil
 	}
-	if owner := tags[TagKey]; owner != "" && owner != g.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+g.e.stack.Name)
+	if err := g.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	return d, nil
 }
@@ -186,10 +184,8 @@ func (r *sweepRuleResource) plan(ctx context.Context) (diff, error) {
 		d.action, d.detail = ActionCreate, r.e.stack.Schedule.Sweep+" → "+r.e.functionName("sweep")
 		return d, nil
 	}
-	if owner := tags[TagKey]; owner != "" && owner != r.e.stack.Name {
-		return d, foreignErr(owner)
-	} else if owner == "" {
-		d.change("tags", "untagged", TagKey+"="+r.e.stack.Name)
+	if err := r.e.claim(tags[TagKey], &d); err != nil {
+		return d, err
 	}
 	if got := aws.ToString(out.ScheduleExpression); got != r.e.stack.Schedule.Sweep {
 		d.change("expression", got, r.e.stack.Schedule.Sweep)

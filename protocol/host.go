@@ -204,9 +204,29 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 		delete(h.waiting, x.ID)
 		h.abandoned++
 		h.mu.Unlock()
-		return Result{}, fmt.Errorf("worker did not answer within %v of being asked to cancel: %w", CancelWait, ctx.Err())
+		return Result{}, &AbandonedError{Wait: CancelWait, Cause: ctx.Err(), gone: h.done}
 	}
 }
+
+// AbandonedError is the error of an execution Execute gave up on: the
+// worker did not answer within Wait of being asked to cancel it, so it may
+// still be running it. What the execution held (its GPU) must not be handed
+// to another execution before Gone is closed.
+type AbandonedError struct {
+	Wait  time.Duration
+	Cause error // why the execution was canceled
+	gone  <-chan struct{}
+}
+
+func (e *AbandonedError) Error() string {
+	return fmt.Sprintf("worker did not answer within %v of being asked to cancel: %v", e.Wait, e.Cause)
+}
+
+func (e *AbandonedError) Unwrap() error { return e.Cause }
+
+// Gone is closed once the worker's output has ended: it exited or was
+// killed (see Host.Abandoned), and runs the execution no more.
+func (e *AbandonedError) Gone() <-chan struct{} { return e.gone }
 
 // Abandoned reports whether Execute gave up on an execution the worker may
 // still be running: such a worker must be killed, not left to finish, or

@@ -161,3 +161,45 @@ func TestExecuteCarriesDevices(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(b), "devices")
 }
+
+// An execution whose worker ignores the cancel is given up on after
+// CancelWait with an AbandonedError whose Gone stays open while the worker
+// may still run it (its device must stay reserved), and closes once the
+// worker is gone.
+func TestAbandonedExecutionReportsWhenItsWorkerIsGone(t *testing.T) {
+	toWorker, fromWorker, hostIn, hostOut := pipePair(t)
+	go func() { _ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: Version}) }()
+	h, _, err := NewHost(hostIn, hostOut, time.Second)
+	require.NoError(t, err)
+	cancels := make(chan string, 2)
+	go func() {
+		for {
+			typ, _, err := ReadFrame(toWorker)
+			if err != nil {
+				return
+			}
+			cancels <- typ // read and never answered
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = h.Execute(ctx, Execute{JobID: "a"})
+	require.Equal(t, TypeExecute, <-cancels)
+	require.Equal(t, TypeCancel, <-cancels)
+	var ab *AbandonedError
+	require.ErrorAs(t, err, &ab)
+	require.ErrorIs(t, err, context.Canceled)
+	require.EqualError(t, err, "worker did not answer within 2s of being asked to cancel: context canceled")
+	require.True(t, h.Abandoned())
+	select {
+	case <-ab.Gone():
+		t.Fatal("Gone closed while the worker still runs")
+	default:
+	}
+	require.NoError(t, fromWorker.Close())
+	select {
+	case <-ab.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Gone not closed after the worker's output ended")
+	}
+}

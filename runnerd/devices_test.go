@@ -44,14 +44,29 @@ func TestWorkerTasksGetTheirDevice(t *testing.T) {
 
 	j := f.submit(t, &benchtask.Probe{MS: 50, Children: 8, ChildMS: 50})
 	require.Equal(t, workflows.JobCompleted, f.wait(t, j.ID).State)
-	used := map[string]int{}
+	used := map[string][]workflows.TaskInfo{}
 	for _, task := range f.tasks(t, j.ID) {
 		_, cuda, ok := strings.Cut(task.Display, " cuda=")
 		require.True(t, ok, "task %d reports a device: %q", task.Seq, task.Display)
 		require.Contains(t, []string{"GPU-0c0ffee0-aaaa", "1"}, cuda, "task %d got exactly one of the runner's devices", task.Seq)
-		used[cuda]++
+		require.Equal(t, 1, task.Attempts, "task %d", task.Seq)
+		used[cuda] = append(used[cuda], task)
 	}
 	require.Len(t, used, 2, "both devices were handed out: %v", used)
+	// A device stays with its task from the claim to the commit (the
+	// task's start and end in Redis), so those spans of the tasks of one
+	// device never overlap: no two executions shared it, and no task was
+	// claimed to wait for it.
+	for dev, tasks := range used {
+		for i, a := range tasks {
+			require.False(t, a.StartedAt.IsZero() || a.EndedAt.IsZero(), "task %d has start and end times", a.Seq)
+			for _, b := range tasks[:i] {
+				require.False(t, a.StartedAt.Before(b.EndedAt) && b.StartedAt.Before(a.EndedAt),
+					"tasks %d (%v to %v) and %d (%v to %v) held device %s at once", a.Seq, a.StartedAt, a.EndedAt,
+					b.Seq, b.StartedAt, b.EndedAt, dev)
+			}
+		}
+	}
 }
 
 func TestDuplicateDevicesRefused(t *testing.T) {

@@ -80,7 +80,15 @@ func (p *producer) complete() {
 			}
 		}
 		batch = p.linger(batch)
-		claims := p.claimsFor(len(batch))
+		want := len(batch)
+		var devs [][]Device
+		if p.cfg.devices != nil {
+			// The batch's devices go to the tasks claimed with its commit;
+			// the rest go back to the pool once it is committed.
+			devs = p.keepDevices(batch)
+			want = len(devs)
+		}
+		claims := p.claimsFor(want)
 		claimed, unclaimed, ok, acksOK := p.commit(batch, claims, acks)
 		held.acked(acks, acksOK)
 		done := make([]queue.Claimed, len(batch))
@@ -92,8 +100,28 @@ func (p *producer) complete() {
 		var start []queue.Claimed
 		start, acks = held.swap(done, ok, without(claims, unclaimed), claimed)
 		held.unread(unclaimed)
-		p.dispatch(start)
+		p.dispatch(start, devs)
 	}
+}
+
+// keepDevices takes the devices of a batch's executions to reuse for the
+// tasks its commit claims. A device an abandoned execution's worker may
+// still use is not reused: it goes back to the pool once that worker is
+// gone.
+func (p *producer) keepDevices(batch []outcome) [][]Device {
+	devs := make([][]Device, 0, len(batch))
+	for i, o := range batch {
+		if o.dev == nil {
+			continue
+		}
+		if o.devGone != nil {
+			p.cfg.devices.releaseAfter(o.dev, o.devGone)
+		} else {
+			devs = append(devs, o.dev)
+		}
+		batch[i].dev = nil
+	}
+	return devs
 }
 
 // without returns hints minus those in drop (the same parts).
@@ -118,16 +146,26 @@ func without(hints, drop []queue.Hint) []queue.Hint {
 	return out
 }
 
-// dispatch hands claimed tasks to the executors. Once the executors are
-// shut down, tasks stay held and are handed back with the rest.
-func (p *producer) dispatch(start []queue.Claimed) {
+// dispatch hands claimed tasks to the executors, each with one of devs
+// (nil without a device pool; there is one per task), and returns the
+// devices left over to the pool. Once the executors are shut down, tasks
+// stay held and are handed back with the rest.
+func (p *producer) dispatch(start []queue.Claimed, devs [][]Device) {
 	p.workMu.Lock()
 	defer p.workMu.Unlock()
-	if p.workClosed {
-		return
+	used := 0
+	if !p.workClosed {
+		for i, c := range start {
+			var dev []Device
+			if devs != nil {
+				dev = devs[i]
+			}
+			p.work <- assigned{claim: c, dev: dev}
+		}
+		used = len(start)
 	}
-	for _, c := range start {
-		p.work <- c
+	if len(devs) > used {
+		p.cfg.devices.release(devs[used:]...)
 	}
 }
 
@@ -158,8 +196,8 @@ func (p *producer) linger(batch []outcome) []outcome {
 	return batch
 }
 
-// claimsFor takes up to n hints from the backlog for the slots a batch of n
-// results frees, unless the runner is stopping or the executor cannot start
+// claimsFor takes up to n hints from the backlog for the slots a batch of
+// results frees (with a device pool: for the devices it keeps), unless the runner is stopping or the executor cannot start
 // tasks now.
 func (p *producer) claimsFor(n int) []queue.Hint {
 	if p.stopClaims.Load() {

@@ -26,10 +26,13 @@ type Device = rftype.Device
 func CUDAVisibleDevices(devs []Device) string { return rftype.CUDAVisibleDevices(devs) }
 
 // DevicePool hands out a runner's devices: each execution gets exactly one
-// and returns it when it ends, so no two executions use a device at once.
-// One pool may be shared by several runners of a process (runnerd shares
-// one among all its runners and releases); executions then wait for a free
-// device, and runners claim no task while every device is busy.
+// and the runner keeps it until the execution's result is committed, so no
+// two executions use a device at once and a pool of n devices never has
+// more than n tasks running in Redis. One pool may be shared by several
+// runners of a process (runnerd shares one among all its runners and
+// releases): a runner reserves a free device for every task before it
+// claims it (never waiting after the claim), so it claims only as many
+// tasks as it can reserve devices for, and none while every device is busy.
 type DevicePool struct {
 	all []Device
 
@@ -71,38 +74,54 @@ func (p *DevicePool) available() <-chan struct{} {
 	return p.avail
 }
 
-// acquire takes a free device, waiting until one is or ctx ends. The slice
-// returned is the pool's: callers must not change it.
-func (p *DevicePool) acquire(ctx context.Context) ([]Device, error) {
-	for {
-		p.mu.Lock()
-		if n := len(p.free); n > 0 {
-			d := p.free[n-1]
-			p.free = p.free[:n-1]
-			if n == 1 {
-				p.avail = make(chan struct{})
-			}
-			p.mu.Unlock()
-			return d, nil
-		}
-		avail := p.avail
-		p.mu.Unlock()
-		select {
-		case <-avail:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
-		}
+// tryReserve takes up to n free devices without waiting: none when every
+// device is busy. The slices returned are the pool's: callers must not
+// change them.
+func (p *DevicePool) tryReserve(n int) [][]Device {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n = min(n, len(p.free))
+	if n <= 0 {
+		return nil
+	}
+	got := slices.Clone(p.free[len(p.free)-n:])
+	slices.Reverse(got) // the first device first
+	p.free = p.free[:len(p.free)-n]
+	if len(p.free) == 0 {
+		p.avail = make(chan struct{})
+	}
+	return got
+}
+
+// release returns devices tryReserve handed out.
+func (p *DevicePool) release(devs ...[]Device) {
+	if len(devs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	wasEmpty := len(p.free) == 0
+	p.free = append(p.free, devs...)
+	if wasEmpty {
+		close(p.avail)
 	}
 }
 
-// release returns a device acquire handed out.
-func (p *DevicePool) release(d []Device) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.free = append(p.free, d)
-	if len(p.free) == 1 {
-		close(p.avail)
+// releaseAfter returns dev once gone is closed (nil: now): a device an
+// abandoned execution may still use stays out of the pool until what runs
+// it is gone.
+func (p *DevicePool) releaseAfter(dev []Device, gone <-chan struct{}) {
+	if dev == nil {
+		return
 	}
+	if gone == nil {
+		p.release(dev)
+		return
+	}
+	go func() {
+		<-gone
+		p.release(dev)
+	}()
 }
 
 // WithDevices gives the runner a pool of devices: each execution is handed

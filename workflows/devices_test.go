@@ -23,12 +23,13 @@ type deviceLedger struct {
 	mu       sync.Mutex
 	got      map[int]int // device index -> executions
 	problems []string
+	hold     chan struct{} // Hold tasks wait until it closes
 }
 
 var deviceLedgers sync.Map // key -> *deviceLedger
 
 func newDeviceLedger(t *testing.T) (string, *deviceLedger) {
-	l := &deviceLedger{got: map[int]int{}}
+	l := &deviceLedger{got: map[int]int{}, hold: make(chan struct{})}
 	deviceLedgers.Store(t.Name(), l)
 	t.Cleanup(func() { deviceLedgers.Delete(t.Name()) })
 	return t.Name(), l
@@ -46,6 +47,7 @@ type UseDevice struct {
 	MS       int    `json:"ms"`
 	Children int    `json:"children"`
 	NoDevice bool   `json:"no_device"`
+	Hold     bool   `json:"hold"` // keep the device until the test closes the ledger's hold
 }
 
 func (u *UseDevice) Execute(ctx context.Context) error {
@@ -78,6 +80,9 @@ func (u *UseDevice) Execute(ctx context.Context) error {
 	l.got[dev]++
 	l.mu.Unlock()
 	time.Sleep(time.Duration(u.MS) * time.Millisecond)
+	if u.Hold {
+		<-l.hold
+	}
 	l.running.Add(-1)
 	flag.(*atomic.Bool).Store(false)
 	for i := 0; i < u.Children; i++ {
@@ -140,7 +145,8 @@ func TestEachExecutionGetsOneDeviceOfItsOwn(t *testing.T) {
 }
 
 // Runners sharing one pool never put two executions on a device, however
-// high their concurrency: executions wait for a free device.
+// high their concurrency, and claim no more tasks than they have devices
+// for: a claimed task never waits for a device while it shows as running.
 func TestRunnersSharingAPoolNeverShareADevice(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -148,7 +154,7 @@ func TestRunnersSharingAPoolNeverShareADevice(t *testing.T) {
 	pool, err := workflows.NewDevicePool([]workflows.Device{{Index: 3, UUID: "GPU-test-3"}})
 	require.NoError(t, err)
 	runners := []*workflows.Runner{b.deviceRunner(t), b.deviceRunner(t)}
-	j := b.submit(t, &UseDevice{Key: key, MS: 2, Children: 20})
+	j := b.submit(t, &UseDevice{Key: key, MS: 200, Children: 6})
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -160,14 +166,92 @@ func TestRunnersSharingAPoolNeverShareADevice(t *testing.T) {
 				workflows.WithGracePeriod(0)))
 		}()
 	}
-	final, err := b.client.Jobs().Wait(b.ctx, j.ID, 10*time.Millisecond, nil)
-	require.NoError(t, err)
+	// Watch the job's tasks in Redis until it ends.
+	var peakRunning int64
+	for {
+		info := b.job(t, j.ID)
+		peakRunning = max(peakRunning, info.TaskCounts[workflows.TaskRunning])
+		if info.State != workflows.JobSubmitted && info.State != workflows.JobRunning {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	final := b.job(t, j.ID)
 	cancel()
 	wg.Wait()
 	require.Equal(t, workflows.JobCompleted, final.State)
+	require.Equal(t, int64(1), peakRunning, "one device: never more than one task running in Redis")
 	require.Empty(t, l.problems)
 	require.Equal(t, int64(1), l.peak.Load())
-	require.Equal(t, map[int]int{3: 21}, l.got)
+	require.Equal(t, map[int]int{3: 7}, l.got)
+}
+
+// A runner whose devices are all busy leaves queued tasks to other runners,
+// and stopping it hands nothing over late: they run elsewhere at once, not
+// after its grace period, while its own task still runs.
+func TestBusyDeviceRunnerLeavesTasksToOthers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	key, l := newDeviceLedger(t)
+	busyPool, err := workflows.NewDevicePool([]workflows.Device{{Index: 7}})
+	require.NoError(t, err)
+	otherPool, err := workflows.NewDevicePool([]workflows.Device{{Index: 0}})
+	require.NoError(t, err)
+	busy := b.deviceRunner(t)
+	busyCtx, stopBusy := context.WithCancel(b.ctx)
+	defer stopBusy()
+	busyDone := make(chan error, 1)
+	go func() {
+		busyDone <- busy.RunForever(busyCtx, workflows.WithDevices(busyPool), workflows.WithConcurrency(4),
+			workflows.WithGracePeriod(time.Minute))
+	}()
+	held := b.submit(t, &UseDevice{Key: key, Hold: true})
+	require.Eventually(t, func() bool { return l.running.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	var queued []string
+	for range 3 {
+		queued = append(queued, b.submit(t, &UseDevice{Key: key, MS: 20}).ID)
+	}
+	require.Never(t, func() bool {
+		for _, id := range queued {
+			if b.job(t, id).TaskCounts[workflows.TaskRunning] > 0 {
+				return true
+			}
+		}
+		return false
+	}, 300*time.Millisecond, 10*time.Millisecond, "a runner with no free device claims nothing")
+
+	stopBusy() // grace period of a minute: its held task goes on
+	other := b.deviceRunner(t)
+	otherCtx, stopOther := context.WithCancel(b.ctx)
+	defer stopOther()
+	otherDone := make(chan error, 1)
+	go func() {
+		otherDone <- other.RunForever(otherCtx, workflows.WithDevices(otherPool), workflows.WithGracePeriod(0))
+	}()
+	for _, id := range queued {
+		final, err := b.client.Jobs().Wait(b.ctx, id, 10*time.Millisecond, nil)
+		require.NoError(t, err)
+		require.Equal(t, workflows.JobCompleted, final.State)
+		ts, err := b.client.Jobs().Tasks(b.ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, 1, ts[0].Attempts, "never claimed by the busy runner")
+	}
+	select {
+	case err := <-busyDone:
+		t.Fatalf("the busy runner returned (%v) before its held task ended", err)
+	default:
+	}
+	l.mu.Lock()
+	require.Equal(t, map[int]int{7: 1, 0: 3}, l.got, "the queued tasks ran on the other runner's device")
+	l.mu.Unlock()
+
+	close(l.hold)
+	require.NoError(t, <-busyDone)
+	require.Equal(t, workflows.JobCompleted, b.job(t, held.ID).State)
+	stopOther()
+	require.NoError(t, <-otherDone)
+	require.Empty(t, l.problems)
 }
 
 // A runner without devices hands none out.

@@ -22,6 +22,12 @@ type outcome struct {
 	handBack bool
 	lost     bool // the process running it died: re-queue, counting a loss
 	done     *queue.Completion
+	// dev is the execution's device (nil without a pool), kept by the runner
+	// until the result is committed; devGone, when set, is closed once the
+	// worker an abandoned execution may still run on is gone: the device
+	// goes back to the pool only then.
+	dev     []Device
+	devGone <-chan struct{}
 }
 
 // execute runs one claimed task on devs (nil without a device pool) and

@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -58,7 +57,7 @@ type producer struct {
 	beat         *heartbeat
 	reclaimedOwn bool // set once this runner has reclaimed its own pending entries
 
-	work chan queue.Claimed // claimed tasks, to the executors
+	work chan assigned // claimed tasks, to the executors
 	// workMu guards sending on work against its closing (workClosed).
 	workMu     sync.Mutex
 	workClosed bool
@@ -117,43 +116,31 @@ func (p *producer) startCompleter() {
 	}()
 }
 
+// assigned is a claimed task with the device reserved for it (nil without
+// a device pool).
+type assigned struct {
+	claim queue.Claimed
+	dev   []Device
+}
+
 // startExecutors starts a fixed pool of executors: goroutines that live
 // across tasks keep the stacks they have grown, where one goroutine per task
 // grows a new one. They end when work is closed.
 func (p *producer) startExecutors() {
-	p.work = make(chan queue.Claimed, p.cfg.concurrency+maxClaim)
+	p.work = make(chan assigned, p.cfg.concurrency+maxClaim)
 	for range p.cfg.concurrency {
 		p.execs.Add(1)
 		go func() {
 			defer p.execs.Done()
-			for c := range p.work {
+			for w := range p.work {
 				start := time.Now()
-				var o outcome
-				if p.cfg.devices == nil {
-					o = p.r.execute(p.workCtx, c, nil)
-				} else {
-					o = p.executeOnDevice(c)
-				}
+				o := p.r.execute(p.workCtx, w.claim, w.dev)
+				o.dev = w.dev
 				p.noteExecTime(time.Since(start))
 				p.results <- o
 			}
 		}()
 	}
-}
-
-// executeOnDevice runs c with a device of the pool, waiting for one when
-// runners sharing the pool hold them all. A task whose runner stops before
-// a device frees up is handed back.
-func (p *producer) executeOnDevice(c queue.Claimed) outcome {
-	pool := p.cfg.devices
-	dev, err := pool.acquire(p.workCtx)
-	if err != nil {
-		p.r.taskLog(c).Warn("runner stopped while the task waited for a device; handing it back", slog.Any("error", err))
-		return outcome{claim: c, handBack: true,
-			err: fmt.Errorf("interrupted: the runner stopped before a device was free for the task (%w)", err)}
-	}
-	defer pool.release(dev)
-	return p.r.execute(p.workCtx, c, dev)
 }
 
 // noteExecTime folds one execution time into execAvg (weight 1/8).
@@ -172,8 +159,8 @@ func (p *producer) noteExecTime(d time.Duration) {
 
 // readAhead is how many hints to hold beyond free slots (see readAheadBelow).
 func (p *producer) readAhead() int {
-	if avg := time.Duration(p.execAvg.Load()); avg == 0 || avg >= readAheadBelow {
-		return 0 // nothing known yet, or slow tasks
+	if avg := time.Duration(p.execAvg.Load()); avg == 0 || avg >= readAheadBelow || p.cfg.devices != nil {
+		return 0 // nothing known yet, slow tasks, or tasks that need a device reserved first
 	}
 	return min(2*p.cfg.concurrency, maxClaim)
 }
@@ -206,6 +193,17 @@ func (p *producer) finalizeShutdown(ctx context.Context) {
 		close(p.stopCompleter)
 		<-p.completerDone
 		r.handBack(p.commitCtx, p.held)
+		if p.cfg.devices != nil {
+			// The completer is gone: the devices of executions that
+			// return late go back to the pool from here.
+			go func() {
+				p.execs.Wait()
+				close(p.results)
+				for o := range p.results {
+					p.cfg.devices.releaseAfter(o.dev, o.devGone)
+				}
+			}()
+		}
 	} else {
 		p.execs.Wait()
 		close(p.results)
@@ -258,8 +256,8 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 			}
 		}
 		if pool := cfg.devices; pool != nil {
-			// Claim nothing while every device is busy: runners sharing
-			// the pool would otherwise sit on tasks they cannot start.
+			// Claim nothing while every device is busy: the fetch
+			// below reserves a device per task before claiming it.
 			select {
 			case <-pool.available():
 			case <-ctx.Done():
@@ -288,6 +286,28 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		}
 		// At most maxClaim per claim keeps each call short in Redis.
 		n := min(free, maxClaim)
+		if cfg.devices != nil {
+			read, devs, err := p.fetchForDevices(rd, n, block)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+				retry.Sleep(ctx)
+				continue
+			}
+			batch := held.take(len(devs))
+			if err := p.claimAndStart(batch, devs); err != nil {
+				r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+				retry.Sleep(ctx)
+				continue
+			}
+			retry.Reset()
+			if untilIdle && read == 0 && len(batch) == 0 && before == 0 && held.backlogLen() == 0 {
+				return nil
+			}
+			continue
+		}
 		batch := held.take(n)
 		read := 0
 		if len(batch) == 0 {
@@ -305,7 +325,7 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 			p.admitRead(got, n+ahead)
 			batch = held.take(n)
 		}
-		if err := p.claimAndStart(batch); err != nil {
+		if err := p.claimAndStart(batch, nil); err != nil {
 			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
 			retry.Sleep(ctx)
 			continue
@@ -316,6 +336,33 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		}
 	}
 	return nil
+}
+
+// fetchForDevices reserves devices for up to n tasks and leaves in the
+// backlog at most as many tasks as it reserved: a runner sharing a pool
+// claims no task it has no device for (it would show as running while it
+// waited) and sits on no hint another host could run. A backlog (hints put
+// back after a failed claim, or recovered) is served first; else it reads,
+// without holding a reservation while the read blocks, reserves devices for
+// what came, and hands the rest on. It returns how many entries it read and
+// the devices reserved, to pass to claimAndStart.
+func (p *producer) fetchForDevices(rd *hintReader, n int, block time.Duration) (read int, devs [][]Device, err error) {
+	pool := p.cfg.devices
+	if p.held.backlogLen() > 0 {
+		return 0, pool.tryReserve(n), nil
+	}
+	got, err := rd.read(p.commitCtx, p.entriesFor(n), block)
+	if err != nil || len(got) == 0 {
+		return 0, nil, err
+	}
+	var tasks int64
+	for _, h := range got {
+		tasks += h.N
+	}
+	devs = pool.tryReserve(min(n, int(tasks)))
+	// Tasks beyond the reserved devices are handed on to other runners.
+	p.admitRead(got, len(devs))
+	return len(got), devs, nil
 }
 
 // entriesFor is how many stream entries to read for want tasks, from the
@@ -380,15 +427,20 @@ func (p *producer) recoverOrphans() {
 }
 
 // claimAndStart claims the tasks batch names and hands those not already
-// running to the executors. Tasks claimed before an error still start;
-// hints of a failed call go back to the backlog.
-func (p *producer) claimAndStart(batch []queue.Hint) error {
+// running to the executors, each with one of devs (nil without a device
+// pool; devices left over go back to the pool). Tasks claimed before an
+// error still start; hints of a failed call go back to the backlog.
+func (p *producer) claimAndStart(batch []queue.Hint, devs [][]Device) error {
 	r := p.r
+	if len(batch) == 0 && len(devs) > 0 {
+		p.cfg.devices.release(devs...)
+		return nil
+	}
 	res, err := r.client.q.CommitAndClaim(p.commitCtx, r.id, queue.Commit{Claims: batch})
 	start, acks := p.held.swap(nil, true, without(batch, res.Unclaimed), res.Claimed)
 	p.held.unread(res.Unclaimed)
 	p.ack(acks)
-	p.dispatch(start)
+	p.dispatch(start, devs)
 	return err
 }
 

@@ -25,7 +25,11 @@ type RemoteExecutor interface {
 	// protocol.ErrNotDelivered (the task never reached a worker) hands it
 	// back without counting anything. When ctx ends (the runner
 	// is stopping and the grace period is over) Execute should ask the
-	// worker to cancel the task and return its result.
+	// worker to cancel the task and return its result. An error of an
+	// execution given up on while the worker may still run it should have
+	// a Gone() <-chan struct{} method (as protocol.AbandonedError does),
+	// closed once that worker is gone: the execution's device stays out of
+	// the pool until then.
 	Execute(ctx context.Context, x protocol.Execute) (protocol.Result, error)
 }
 
@@ -71,6 +75,11 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}
+		var abandoned interface{ Gone() <-chan struct{} }
+		if errors.As(err, &abandoned) {
+			// The worker may still run the task on its device.
+			out.devGone = abandoned.Gone()
+		}
 		if errors.Is(err, protocol.ErrNotDelivered) {
 			// It never reached a worker, so it cannot have crashed one.
 			out.handBack = true

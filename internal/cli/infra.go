@@ -18,7 +18,7 @@ import (
 type infraFlags struct {
 	file, stack, target, endpoint, region string
 	zipDir, arch, redisSecret             string
-	asJSON                                bool
+	asJSON, adopt                         bool
 }
 
 func (f *infraFlags) add(cmd *cobra.Command, desired bool) {
@@ -33,6 +33,7 @@ func (f *infraFlags) add(cmd *cobra.Command, desired bool) {
 		fl.StringVar(&f.zipDir, "zip-dir", "", "directory of the function zips (default dist/functions, built by go tool task functions)")
 		fl.StringVar(&f.arch, "arch", "", "function architecture: arm64 or x86_64 (default arm64)")
 		fl.StringVar(&f.redisSecret, "redis-url-secret", "", "ARN of the SSM SecureString parameter or Secrets Manager secret holding the Redis URL")
+		fl.BoolVar(&f.adopt, "adopt", false, "take over resources with the stack's names that carry no runfleet:stack tag (tag them for the stack; destroy then deletes them)")
 	}
 }
 
@@ -71,7 +72,7 @@ func (a *app) infraEngine(ctx context.Context, f *infraFlags, desired, withAutom
 			return nil, err
 		}
 	}
-	opts := infra.Options{Logger: a.logger}
+	opts := infra.Options{Logger: a.logger, Adopt: f.adopt}
 	if withAutomations {
 		if err := a.readAutomations(ctx, &opts); err != nil {
 			return nil, err
@@ -108,8 +109,16 @@ notifications of storage automations) in the state a stack file and flags
 describe.
 
 plan shows what deploy would change; deploy applies it and is idempotent; a
-second deploy changes nothing. Every resource is named runfleet-<stack>-… and
-tagged runfleet:stack=<stack>; destroy deletes only what carries that tag.
+second deploy changes nothing. Every resource is named runfleet-<stack>-…;
+those that take tags are tagged runfleet:stack=<stack>. Lambda permissions,
+the stack's entries in bucket notifications and the schedules in the stack's
+schedule group take no tags and are owned by their names and ids. deploy
+refuses a resource with one of the stack's names tagged for another stack,
+or untagged unless --adopt is given (an empty untagged bucket, as an
+interrupted deploy leaves it, is taken over). destroy deletes only what the
+stack owns, and checks everything first: if a name is taken by an untagged
+or another stack's resource, or the bucket holds objects without
+--force-delete-bucket, it refuses and deletes nothing.
 
 Credentials, region and endpoints come from the standard AWS configuration
 ($AWS_PROFILE, $AWS_REGION, $AWS_ENDPOINT_URL, ...). With --redis or
@@ -169,10 +178,17 @@ each as it is done. Run it again at any time: it changes only what differs
 (a function's code only when the zip's SHA-256 differs), and a deploy that
 was interrupted converges when run again.
 
+A resource with one of the stack's names that is tagged for another stack
+is refused; one without a runfleet:stack tag is refused too unless --adopt
+is given, which tags it for the stack (overwriting its settings, and
+destroy deletes it later). An empty untagged bucket is taken over without
+--adopt: a deploy interrupted after creating the bucket leaves it so.
+
 The function zips come from dist/functions; build them first with
 "go tool task functions".`,
 		Example: `  runfleet infra deploy --stack dev --target aws --redis-url-secret arn:aws:ssm:eu-west-1:123456789012:parameter/runfleet/dev/redis-url
-  runfleet infra deploy --stack dev --target minio --endpoint-url http://localhost:9000`,
+  runfleet infra deploy --stack dev --target minio --endpoint-url http://localhost:9000
+  runfleet infra deploy --file stack.toml --adopt`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := a.infraEngine(cmd.Context(), &f, true, true)
@@ -213,15 +229,16 @@ func (a *app) infraDestroyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "destroy --stack NAME --target aws|localstack|minio",
 		Short: "Delete every resource the stack owns",
-		Long: `Delete the stack's resources in reverse order. Only resources with the
-stack's names AND the tag runfleet:stack=<stack> are deleted; if one of the
-names is taken by an untagged resource or one of another stack, destroy
-refuses before deleting anything. The stack's entries in bucket
-notifications are removed; other entries stay.
+		Long: `Delete the stack's resources in reverse order. Resources that take tags are
+deleted only with the stack's names AND the tag runfleet:stack=<stack>; the
+Lambda permissions, the stack's entries in bucket notifications (other
+entries stay) and the cron rules or schedules are owned by their names.
 
-A bucket that still holds objects is refused: it keeps the archived jobs
-and releases. --force-delete-bucket deletes every object version in it
-first, which cannot be undone.`,
+destroy first reads every resource and refuses, deleting nothing, when one
+of the names is taken by an untagged resource or one of another stack, or
+when the bucket still holds objects (archived jobs and releases) and
+--force-delete-bucket is not given. --force-delete-bucket deletes every
+object version in the bucket, which cannot be undone.`,
 		Example: `  runfleet infra destroy --stack dev --target aws
   runfleet infra destroy --stack dev --target minio --endpoint-url http://localhost:9000 --force-delete-bucket`,
 		Args: noArgs,

@@ -3,12 +3,15 @@ package cli
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/internal/testenv"
@@ -129,4 +132,32 @@ func TestInfraMissingZipSaysHowToBuildIt(t *testing.T) {
 		"--redis-url-secret", "arn:aws:ssm:us-east-1:000000000000:parameter/redis")
 	require.Equal(t, ExitFailure, r.code, r.stderr)
 	require.Contains(t, r.stderr, "submit-arm64.zip is missing: run `go tool task functions`")
+}
+
+func TestInfraDeployRefusesAnUntaggedResourceUnlessAdopt(t *testing.T) {
+	m := testenv.NewMoto(t)
+	t.Setenv("AWS_ENDPOINT_URL", m.Endpoint)
+	t.Setenv("AWS_ACCESS_KEY_ID", "testing")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testing")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("RUNFLEET_REDIS_URL", "")
+	// A log group with one of the stack's names, made by someone else.
+	_, err := cloudwatchlogs.NewFromConfig(m.Config()).CreateLogGroup(context.Background(),
+		&cloudwatchlogs.CreateLogGroupInput{LogGroupName: aws.String("/aws/lambda/runfleet-cla-submit")})
+	require.NoError(t, err)
+	stack := []string{"--stack", "cla", "--target", "aws", "--zip-dir", writeFunctionZips(t),
+		"--redis-url-secret", "arn:aws:ssm:us-east-1:123456789012:parameter/runfleet/cla/redis-url"}
+
+	for _, cmd := range []string{"plan", "deploy"} {
+		r := runCLI(t, "", append([]string{"infra", cmd}, stack...)...)
+		require.Equal(t, ExitFailure, r.code, "%s: %s", cmd, r.stdout)
+		require.Contains(t, r.stderr, "log group /aws/lambda/runfleet-cla-submit: it exists but is not tagged runfleet:stack=cla; it is not this stack's. Rename the stack, delete it, or pass --adopt to take it over")
+	}
+	r := runCLI(t, "", append([]string{"infra", "deploy", "--adopt"}, stack...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "~ update     log group /aws/lambda/runfleet-cla-submit: tags untagged → runfleet:stack=cla, retention never expire → 30 days\n")
+	r = runCLI(t, "", append([]string{"infra", "plan"}, stack...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Plan: 0 to create, 0 to update,")
 }
