@@ -90,6 +90,22 @@ func TestMinIOStackStartsJobsOnUpload(t *testing.T) {
 		}
 		return err == nil
 	}, 20*time.Second, 100*time.Millisecond, "deploy: %v; %s", err, m.LogTail())
+	// A MinIO that has just started loads bucket metadata in the
+	// background and may drop a notification set before that load: deploy
+	// again until it has stayed for a second (a later deploy converges the
+	// same way for an operator).
+	hasNotification := func() bool {
+		nc, err := m.Client().GetBucketNotificationConfiguration(ctx, &s3.GetBucketNotificationConfigurationInput{Bucket: aws.String("runfleet-mdev")})
+		return err == nil && len(nc.QueueConfigurations) == 1
+	}
+	for stable, deadline := time.Now(), time.Now().Add(20*time.Second); time.Since(stable) < time.Second; time.Sleep(100 * time.Millisecond) {
+		require.True(t, time.Now().Before(deadline), "the notification does not stay set; %s", m.LogTail())
+		if !hasNotification() {
+			_, err = e.Deploy(ctx, nil)
+			require.NoError(t, err)
+			stable = time.Now()
+		}
+	}
 	again, err := e.Deploy(ctx, nil)
 	require.NoError(t, err)
 	require.Zero(t, again.Changes, "%v", changed(again))

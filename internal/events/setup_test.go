@@ -208,6 +208,23 @@ func notifyBucket(tb testing.TB, m *testenv.MinIO, bucket string, versioned bool
 		time.Sleep(50 * time.Millisecond)
 	}
 	require.NoError(tb, err, "set the bucket notification; %s", m.LogTail())
+	// A MinIO that has just started loads every bucket's metadata in the
+	// background, and may replace a notification set before that load
+	// with none (seen often with a fast-starting static build): keep it
+	// set until it has been read back intact for a second.
+	has := func() bool {
+		out, err := c.GetBucketNotificationConfiguration(ctx, &s3.GetBucketNotificationConfigurationInput{Bucket: aws.String(bucket)})
+		return err == nil && len(out.QueueConfigurations) == 1
+	}
+	stableSince := time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Since(stableSince) < time.Second; {
+		require.True(tb, time.Now().Before(deadline), "the bucket notification of %s does not stay set; %s", bucket, m.LogTail())
+		if !has() {
+			require.NoError(tb, put(), "set the bucket notification again")
+			stableSince = time.Now()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // upload puts an object and returns its ETag (without quotes) and version
