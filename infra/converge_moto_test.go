@@ -20,9 +20,23 @@ func TestDeployKilledMidwayConvergesWhenRunAgain(t *testing.T) {
 	m := startMoto(t)
 	zips := writeZips(t, "v1")
 	s3c := s3.NewFromConfig(m.config(), func(o *s3.Options) { o.UsePathStyle = true })
-	// Kill points: inside the bucket's setup, among the roles and
-	// functions, and in the API's routes.
-	for i, n := range []int64{3, 19, 40} {
+	// Deploy plans the whole stack before it changes anything: count the
+	// requests of that read-only pass, so the kill points fall in the
+	// changes that follow it.
+	counter := &killAfter{next: m.config().HTTPClient, n: 1 << 40, cancel: func() {}}
+	countCfg := m.config()
+	countCfg.HTTPClient = counter
+	probe := newEngine(t, countCfg, infra.Stack{Name: "killcount", Target: infra.TargetLocalStack,
+		Functions: infra.FunctionsSpec{ZipDir: zips, RedisURLSecret: "arn:aws:ssm:us-east-1:" + account + ":parameter/redis"}},
+		infra.Options{AutomationsKnown: true, Automations: []controlplane.Automation{{ID: "au_x", Storage: "s3://runfleet-killcount/in/"}}})
+	before := counter.sent.Load()
+	_, err := probe.Plan(context.Background())
+	require.NoError(t, err)
+	planRequests := counter.sent.Load() - before
+	// Kill points after the plan: inside the bucket's setup, among the
+	// roles and functions, and in the API's routes.
+	for i, k := range []int64{3, 19, 40} {
+		n := k + planRequests
 		stack := fmt.Sprintf("kill%d", i)
 		st := infra.Stack{Name: stack, Target: infra.TargetLocalStack, Functions: infra.FunctionsSpec{ZipDir: zips,
 			RedisURLSecret: "arn:aws:ssm:us-east-1:" + account + ":parameter/redis"}}
@@ -37,7 +51,7 @@ func TestDeployKilledMidwayConvergesWhenRunAgain(t *testing.T) {
 		require.Error(t, err, "kill after %d requests", n)
 		require.ErrorIs(t, err, context.Canceled)
 		cancel()
-		if n == 3 {
+		if k == 3 {
 			// Killed between CreateBucket and PutBucketTagging: the
 			// bucket is there, untagged and empty, and the rerun
 			// takes it over without Adopt.
@@ -74,13 +88,14 @@ func TestForeignResourcesAreNeverTakenOverNorDeleted(t *testing.T) {
 	_, err = e.Deploy(ctx, nil)
 	require.ErrorContains(t, err, "iam role runfleet-fx-functions: it exists and belongs to stack other")
 
-	// The deploy created the bucket before it stopped; destroy refuses
-	// as a whole and deletes nothing.
-	_, err = e.Destroy(ctx, infra.DestroyOptions{}, nil)
-	require.ErrorContains(t, err, "refusing, nothing deleted: iam role runfleet-fx-functions belongs to stack other")
+	// Deploy planned the whole stack first, so it refused before creating
+	// anything: the bucket, first in order, is not there.
 	s3c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
 	_, err = s3c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String("runfleet-fx")})
-	require.NoError(t, err)
+	require.Error(t, err, "a refused deploy created the bucket")
+	// Destroy refuses as a whole and deletes nothing.
+	_, err = e.Destroy(ctx, infra.DestroyOptions{}, nil)
+	require.ErrorContains(t, err, "refusing, nothing deleted: iam role runfleet-fx-functions belongs to stack other")
 
 	// Untagged is refused too, by deploy (without Adopt) and destroy.
 	_, err = iamc.UntagRole(ctx, &iam.UntagRoleInput{RoleName: aws.String("runfleet-fx-functions"), TagKeys: []string{infra.TagKey}})

@@ -396,8 +396,13 @@ func (e *Engine) Plan(ctx context.Context) (Report, error) {
 }
 
 // Deploy creates and updates every resource in dependency order. progress,
-// when set, is called after each resource.
+// when set, is called after each resource. It plans the whole stack first,
+// so a deploy that must refuse (a name taken by another stack's or an
+// untagged resource, a missing secret) refuses before changing anything.
 func (e *Engine) Deploy(ctx context.Context, progress func(Change)) (Report, error) {
+	if rep, err := e.run(ctx, false, nil); err != nil {
+		return rep, err
+	}
 	return e.run(ctx, true, progress)
 }
 

@@ -183,6 +183,8 @@ is refused; one without a runfleet:stack tag is refused too unless --adopt
 is given, which tags it for the stack (overwriting its settings, and
 destroy deletes it later). An empty untagged bucket is taken over without
 --adopt: a deploy interrupted after creating the bucket leaves it so.
+Deploy plans the whole stack before it changes anything, so a refused
+deploy has changed nothing.
 
 The function zips come from dist/functions; build them first with
 "go tool task functions".`,
