@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runfleet/runfleet/artifacts"
@@ -79,6 +80,11 @@ type Config struct {
 	// Logger receives the runner's and the workers' logs. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// MetricsAddr, when set, serves the Prometheus metrics of every runner
+	// of the daemon (one set, summed over its releases) at
+	// http://MetricsAddr/metrics while Run runs ("127.0.0.1:0" picks a
+	// free port, see Daemon.MetricsAddr). Default: no metrics.
+	MetricsAddr string
 }
 
 // Daemon is a running release runner.
@@ -96,6 +102,9 @@ type Daemon struct {
 	refused  map[string]string  // workflow -> why its deployment is refused
 	wg       sync.WaitGroup
 	changed  chan struct{} // internal wake-ups (a release became ready or failed)
+
+	metrics     *workflows.Metrics     // nil without Config.MetricsAddr
+	metricsAddr atomic.Pointer[string] // where Run serves them
 }
 
 type failure struct {
@@ -169,7 +178,15 @@ func New(cfg Config) (*Daemon, error) {
 		// caller's slice is not ours to grow.
 		cfg.RunOptions = append(slices.Clip(cfg.RunOptions), workflows.WithDevices(pool))
 	}
+	var metrics *workflows.Metrics
+	if cfg.MetricsAddr != "" {
+		// One set for every runner of the process: each release's runners
+		// add to the same (cluster, task) series.
+		metrics = workflows.NewMetrics()
+		cfg.RunOptions = append(slices.Clip(cfg.RunOptions), workflows.WithMetrics(metrics))
+	}
 	return &Daemon{
+		metrics:  metrics,
 		cfg:      cfg,
 		catalog:  &artifacts.Catalog{Store: cfg.Store},
 		cache:    &artifacts.Cache{Dir: cfg.CacheDir, MaxBytes: cfg.CacheMaxBytes},
@@ -198,6 +215,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("runnerd: cache directory: %w", err)
 	}
 	defer lock.Close()
+	if d.metrics != nil {
+		serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
+		addr, err := d.metrics.Serve(serveCtx, d.cfg.MetricsAddr, d.logger)
+		if err != nil {
+			stopServe()
+			return fmt.Errorf("runnerd: %w", err)
+		}
+		s := addr.String()
+		d.metricsAddr.Store(&s)
+		// Served until the releases have drained, so the last counts can
+		// be read during the drain.
+		defer func() { d.metricsAddr.Store(nil); stopServe() }()
+		d.logger.Info("serving metrics", slog.String("url", "http://"+s+"/metrics"))
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	announced := d.cfg.Client.Deployments().Watch(watchCtx, d.cfg.Cluster)
@@ -226,6 +257,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.wg.Wait()
 	d.logger.Info("release runner stopped")
 	return nil
+}
+
+// MetricsAddr is the address Run serves metrics on (Config.MetricsAddr
+// with the port resolved), or "" when it serves none.
+func (d *Daemon) MetricsAddr() string {
+	if a := d.metricsAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // StopNow ends the grace period of every draining runner at once (a second

@@ -226,11 +226,22 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 	r, ctx, lease := p.r, p.commitCtx, p.beat.lease
 	var comps []queue.Completion
 	var fails []queue.Failure
-	for _, o := range batch {
+	// With metrics, mComps and mFails follow comps and fails.
+	mComps, mFails := p.metricComps[:0], p.metricFails[:0]
+	defer func() { clear(mComps); clear(mFails); p.metricComps, p.metricFails = mComps[:0], mFails[:0] }()
+	metrics := p.metrics != nil
+	for i := range batch {
+		o := &batch[i]
 		switch {
 		case o.done != nil:
 			comps = append(comps, *o.done)
+			if metrics {
+				mComps = append(mComps, o)
+			}
 		case errors.Is(o.err, queue.ErrLost):
+			if o.m != nil {
+				o.m.finished(outcomeLost, o.took)
+			}
 		default:
 			f := queue.Failure{JobID: o.claim.JobID, Seq: o.claim.Seq, Attempt: o.claim.Attempt,
 				Error: o.err.Error(), HandBack: o.handBack, Lost: o.lost}
@@ -238,6 +249,9 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 				f.Display, f.Progress = o.exec.display, o.exec.progressJSON()
 			}
 			fails = append(fails, f)
+			if metrics {
+				mFails = append(mFails, o)
+			}
 		}
 	}
 	acksOK = len(acks) == 0
@@ -254,6 +268,7 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 			}
 			claims, acks = nil, nil
 			var again []queue.Completion
+			var mAgain []*outcome
 			republish := map[string]bool{}
 			for i, e := range res.Completed {
 				switch {
@@ -261,12 +276,27 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 					// Committed, but something after it failed (publishing
 					// what it made ready): the job's outbox still holds that.
 					republish[comps[i].JobID] = true
+					if metrics {
+						mComps[i].count(outcomeComputed)
+					}
 				case e == nil:
+					if metrics {
+						mComps[i].count(outcomeComputed)
+					}
 				case errors.Is(e, queue.ErrLost):
 					r.refused(ctx, comps[i])
+					if metrics {
+						mComps[i].count(outcomeLost)
+					}
 				default:
 					again = append(again, comps[i])
+					if metrics {
+						mAgain = append(mAgain, mComps[i])
+					}
 				}
+			}
+			if metrics {
+				mComps = append(mComps[:0], mAgain...)
 			}
 			for job := range republish {
 				r.republish(ctx, job)
@@ -286,6 +316,9 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 				for i, o := range res {
 					if o == queue.OutcomeLost {
 						r.republish(ctx, fails[i].JobID)
+					}
+					if metrics {
+						mFails[i].count(failOutcome(fails[i], o))
 					}
 				}
 				fails = nil

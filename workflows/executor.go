@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	"github.com/runfleet/runfleet/queue"
 )
@@ -28,17 +29,30 @@ type outcome struct {
 	// goes back to the pool only then.
 	dev     []Device
 	devGone <-chan struct{}
+	// m is the task's metrics (nil without); took its execution time.
+	m    *taskMetrics
+	took time.Duration
 }
 
-// execute runs one claimed task on devs (nil without a device pool) and
-// returns what to commit.
-func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device) outcome {
-	out := outcome{claim: c}
+// execute runs one claimed task on devs (nil without a device pool), started
+// at start, and returns what to commit.
+func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
 	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
-		out.err = fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)
-		return out
+		return outcome{claim: c, err: fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)}
 	}
+	if reg.m == nil {
+		return r.executeAs(workCtx, reg, c, devs)
+	}
+	reg.m.started(c, start)
+	out := r.executeAs(workCtx, reg, c, devs)
+	out.m = reg.m
+	return out
+}
+
+// executeAs runs c as reg.
+func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Claimed, devs []Device) outcome {
+	out := outcome{claim: c}
 	if r.remote != nil {
 		return r.executeRemote(workCtx, c, devs)
 	}

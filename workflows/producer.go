@@ -75,6 +75,12 @@ type producer struct {
 
 	stopUpkeep context.CancelFunc
 	upkeepDone chan struct{}
+
+	metrics *Metrics // nil without metrics
+	// metricComps and metricFails follow the completions and failures of
+	// the completer's commit when metrics are on (reused across batches).
+	metricComps []*outcome
+	metricFails []*outcome
 }
 
 // run starts the heartbeat, the completer, the executors and the upkeep,
@@ -96,6 +102,12 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	defer func() { beat.stop(p.commitCtx, p.reclaimedOwn) }()
 
 	p.held = newHoldings()
+	stopMetrics, err := r.startMetrics(ctx, p)
+	if err != nil {
+		return err
+	}
+	// Deferred before the shutdown: what the shutdown settles is counted.
+	defer stopMetrics()
 	p.startCompleter()
 	p.startExecutors()
 	p.startUpkeep(ctx)
@@ -134,9 +146,10 @@ func (p *producer) startExecutors() {
 			defer p.execs.Done()
 			for w := range p.work {
 				start := time.Now()
-				o := p.r.execute(p.workCtx, w.claim, w.dev)
+				o := p.r.execute(p.workCtx, w.claim, w.dev, start)
 				o.dev = w.dev
-				p.noteExecTime(time.Since(start))
+				o.took = time.Since(start)
+				p.noteExecTime(o.took)
 				p.results <- o
 			}
 		}()

@@ -35,11 +35,16 @@ type Runner struct {
 
 	knownClusters sync.Map // slug -> struct{}: clusters seen to exist
 	registered    sync.Map // slug -> []queue.Identifier registered there, as last read
+
+	ownMetrics  *Metrics               // made by the first run WithMetricsAddr without WithMetrics
+	hadMetrics  bool                   // a run attached metrics to the registrations
+	metricsAddr atomic.Pointer[string] // where a run serves its metrics
 }
 
 type registration struct {
 	id  queue.Identifier
 	typ reflect.Type // the struct type; executions use a *typ; nil when remote
+	m   *taskMetrics // nil without metrics; set at the start of a run
 }
 
 // NewRunner registers tasks for cluster. Each task is a value or pointer of a
@@ -190,6 +195,8 @@ type runConfig struct {
 	idleWait       time.Duration
 	heartbeatTTL   time.Duration
 	reclaimEvery   time.Duration
+	metrics        *Metrics // WithMetrics
+	metricsAddr    string   // WithMetricsAddr
 }
 
 // WithConcurrency sets how many tasks run at once. Default 1.

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"syscall"
 	"time"
@@ -20,6 +22,7 @@ type gatewayOptions struct {
 	noArchive bool
 	sweep     time.Duration
 	tick      time.Duration
+	metrics   string
 	verbose   bool
 }
 
@@ -36,9 +39,15 @@ job notification delivery (every second).
 
 Any number of gateways may share one Redis: each cron tick and each object
 version still makes exactly one job. The gateway prints the address it
-listens on, then logs to stderr. SIGINT or SIGTERM stops it gracefully.`,
+listens on, then logs to stderr. SIGINT or SIGTERM stops it gracefully.
+
+--metrics-addr serves Prometheus metrics at http://ADDR/metrics, on a
+listener of its own (no token, so keep it off the public network): per
+cluster, the ready tasks of each task identifier, the oldest ready task's
+age and the live runners, read from Redis at each scrape.`,
 		Example: `  runfleet gateway --listen 127.0.0.1:8080
-  runfleet gateway --listen :8080 --store s3://runfleet/archive --retention 30d`,
+  runfleet gateway --listen :8080 --store s3://runfleet/archive --retention 30d
+  runfleet gateway --listen :8080 --metrics-addr :9090`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.gateway(cmd.Context(), o) },
 	}
@@ -49,6 +58,7 @@ listens on, then logs to stderr. SIGINT or SIGTERM stops it gracefully.`,
 	f.BoolVar(&o.noArchive, "no-archive", false, "never archive finished jobs")
 	f.DurationVar(&o.sweep, "sweep-interval", time.Minute, "how often the sweep runs (0 disables it)")
 	f.DurationVar(&o.tick, "tick", time.Second, "how often cron automations are checked")
+	f.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (default: none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every submission and delivery")
 	return cmd
 }
@@ -85,7 +95,29 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	defer l.Close()
+	// The metrics listener opens before anything is printed: a taken
+	// address fails the start, not a running gateway.
+	var ml net.Listener
+	if o.metrics != "" {
+		if ml, err = net.Listen("tcp", o.metrics); err != nil {
+			return fmt.Errorf("gateway: serve metrics on %s: %w", o.metrics, err)
+		}
+		defer ml.Close()
+	}
 	fmt.Fprintf(a.out, "gateway listening on http://%s\n", l.Addr())
+	if ml != nil {
+		fmt.Fprintf(a.out, "gateway metrics on http://%s/metrics\n", ml.Addr())
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := ms.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("gateway: metrics server stopped", "err", err)
+			}
+		}()
+		defer ms.Close()
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sigs := make(chan os.Signal, 1)

@@ -31,7 +31,7 @@ instead of Redis; job tasks always reads Redis.`,
 		Args: groupArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(a.jobSubmitCmd(), a.jobGetCmd(), a.jobListCmd(), a.jobTasksCmd(),
+	cmd.AddCommand(a.jobSubmitCmd(), a.jobGetCmd(), a.jobListCmd(), a.jobTasksCmd(), a.jobGraphCmd(),
 		a.jobWaitCmd(), a.jobRetryCmd(), a.jobCancelCmd())
 	return cmd
 }

@@ -46,6 +46,7 @@ type runnerStartOptions struct {
 	heartbeatTTL time.Duration
 	reclaim      time.Duration
 	check        time.Duration
+	metricsAddr  string
 	verbose      bool
 
 	concurrencySet bool // --concurrency was given
@@ -84,6 +85,10 @@ CUDA_VISIBLE_DEVICES=workflows.CUDAVisibleDevices(devices). All runners of
 the process (-n, and every deployed release) share one pool of the devices.
 Without --concurrency, each runner runs as many tasks as there are devices.
 
+--metrics-addr serves Prometheus metrics at http://ADDR/metrics: task
+counters and durations per cluster and task, busy and free slots, and the
+Go and process collectors.
+
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace;
 a second signal hands them back at once.
 
@@ -94,7 +99,8 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
   ` + path + ` --cluster gpu -n 2 --concurrency 4 --store s3://releases/team
   ` + path + ` --cluster prod --trusted-key release.pub
   ` + path + ` --cluster gpu --gpus all --cache-dir /var/cache/runfleet/releases
-  ` + path + ` --cluster gpu --gpus 0,2 --concurrency 2`,
+  ` + path + ` --cluster gpu --gpus 0,2 --concurrency 2
+  ` + path + ` --cluster dev --metrics-addr :9090`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.cluster == "" {
@@ -117,6 +123,7 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.DurationVar(&o.heartbeatTTL, "heartbeat-ttl", 5*time.Second, "how long a runner counts as alive after its last heartbeat")
 	f.DurationVar(&o.reclaim, "reclaim-interval", time.Second, "how often to look for dead runners whose tasks must run again")
 	f.DurationVar(&o.check, "check-interval", 10*time.Second, "how often to read deployments when no announcement arrives")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (default: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug details too")
 	return cmd
 }
@@ -160,6 +167,7 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	d, err := runnerd.New(runnerd.Config{
 		Client: client, Cluster: o.cluster, Store: store, CacheDir: o.cacheDir, CacheMaxBytes: o.cacheMax,
 		TrustedKeys: keys, Runners: o.runners, CheckInterval: o.check, Logger: logger, Devices: devices,
+		MetricsAddr: o.metricsAddr,
 		RunOptions: []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
 			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim)},
 	})
