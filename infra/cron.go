@@ -68,13 +68,7 @@ func (e *Engine) syncCron(ctx context.Context, apply bool, rep *Report, progress
 			changes, err = e.syncer().Plan(ctx, autos)
 		}
 	}
-	for _, c := range changes {
-		ch := Change{Type: e.cronKind(), Name: c.Name, Action: c.Action, Fields: c.Fields, Detail: c.Reason}
-		rep.add(ch)
-		if progress != nil {
-			progress(ch)
-		}
-	}
+	e.reportCron(rep, progress, changes)
 	if err != nil {
 		return fmt.Errorf("sync cron automations' schedules: %w", err)
 	}
@@ -88,6 +82,15 @@ func (e *Engine) syncCronDestroy(ctx context.Context, rep *Report, progress func
 		return nil
 	}
 	changes, err := e.syncer().Apply(ctx, nil)
+	e.reportCron(rep, progress, changes)
+	if err != nil {
+		return fmt.Errorf("delete cron rules: %w", err)
+	}
+	return nil
+}
+
+// reportCron adds schedsync's changes to rep as the stack's resources.
+func (e *Engine) reportCron(rep *Report, progress func(Change), changes []schedsync.Change) {
 	for _, c := range changes {
 		ch := Change{Type: e.cronKind(), Name: c.Name, Action: c.Action, Fields: c.Fields, Detail: c.Reason}
 		rep.add(ch)
@@ -95,8 +98,4 @@ func (e *Engine) syncCronDestroy(ctx context.Context, rep *Report, progress func
 			progress(ch)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("delete cron rules: %w", err)
-	}
-	return nil
 }

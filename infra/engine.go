@@ -279,6 +279,22 @@ func (e *Engine) claim(owner string, d *diff) error {
 	return nil
 }
 
+// taggedPresence is what inspect reports for a resource that getErr (its
+// read) found or not, owned as its tags say.
+func taggedPresence(getErr error, tags func() (map[string]string, error)) (presence, error) {
+	if isNotFound(getErr) {
+		return presence{}, nil
+	}
+	if getErr != nil {
+		return presence{}, getErr
+	}
+	t, err := tags()
+	if err != nil {
+		return presence{}, err
+	}
+	return presence{exists: true, owner: t[TagKey]}, nil
+}
+
 // foreignErr refuses to manage a resource of another stack.
 func foreignErr(owner string) error {
 	return fmt.Errorf("it exists and belongs to stack %s (tag %s=%s); refusing to take it over: choose another stack name or remove it", owner, TagKey, owner)

@@ -133,17 +133,7 @@ func (r *roleResource) apply(ctx context.Context, d diff) error {
 
 func (r *roleResource) inspect(ctx context.Context) (presence, error) {
 	_, err := r.e.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(r.role)})
-	if isNotFound(err) {
-		return presence{}, nil
-	}
-	if err != nil {
-		return presence{}, err
-	}
-	tags, err := r.roleTags(ctx)
-	if err != nil {
-		return presence{}, err
-	}
-	return presence{exists: true, owner: tags[TagKey]}, nil
+	return taggedPresence(err, func() (map[string]string, error) { return r.roleTags(ctx) })
 }
 
 func (r *roleResource) remove(ctx context.Context) error {
@@ -258,17 +248,7 @@ func (p *managedPolicyResource) apply(ctx context.Context, d diff) error {
 
 func (p *managedPolicyResource) inspect(ctx context.Context) (presence, error) {
 	_, err := p.e.iam.GetPolicy(ctx, &iam.GetPolicyInput{PolicyArn: aws.String(p.arn)})
-	if isNotFound(err) {
-		return presence{}, nil
-	}
-	if err != nil {
-		return presence{}, err
-	}
-	tags, err := p.tags(ctx)
-	if err != nil {
-		return presence{}, err
-	}
-	return presence{exists: true, owner: tags[TagKey]}, nil
+	return taggedPresence(err, func() (map[string]string, error) { return p.tags(ctx) })
 }
 
 func (p *managedPolicyResource) remove(ctx context.Context) error {

@@ -91,17 +91,7 @@ func (p *parameterResource) apply(ctx context.Context, d diff) error {
 
 func (p *parameterResource) inspect(ctx context.Context) (presence, error) {
 	_, err := p.e.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(p.name())})
-	if isNotFound(err) {
-		return presence{}, nil
-	}
-	if err != nil {
-		return presence{}, err
-	}
-	tags, err := p.tags(ctx)
-	if err != nil {
-		return presence{}, err
-	}
-	return presence{exists: true, owner: tags[TagKey]}, nil
+	return taggedPresence(err, func() (map[string]string, error) { return p.tags(ctx) })
 }
 
 func (p *parameterResource) remove(ctx context.Context) error {

@@ -299,46 +299,32 @@ func (p *producer) fetchAndRunLoop(ctx context.Context, untilIdle bool) error {
 		}
 		// At most maxClaim per claim keeps each call short in Redis.
 		n := min(free, maxClaim)
+		var batch []queue.Hint
+		var devs [][]Device // one per task of batch with a device pool, else nil
+		var err error
+		read := 0
 		if cfg.devices != nil {
-			read, devs, err := p.fetchForDevices(rd, n, block)
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
-				retry.Sleep(ctx)
-				continue
+			if read, devs, err = p.fetchForDevices(rd, n, block); err == nil {
+				batch = held.take(len(devs))
 			}
-			batch := held.take(len(devs))
-			if err := p.claimAndStart(batch, devs); err != nil {
-				r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
-				retry.Sleep(ctx)
-				continue
+		} else if batch = held.take(n); len(batch) == 0 {
+			// Idle slots and no backlog: block until hints arrive.
+			var got []queue.Hint
+			if got, err = rd.read(commitCtx, p.entriesFor(n+ahead), block); err == nil {
+				read = len(got)
+				p.admitRead(got, n+ahead)
+				batch = held.take(n)
 			}
-			retry.Reset()
-			if untilIdle && read == 0 && len(batch) == 0 && before == 0 && held.backlogLen() == 0 {
-				return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				break
 			}
+			r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
+			retry.Sleep(ctx)
 			continue
 		}
-		batch := held.take(n)
-		read := 0
-		if len(batch) == 0 {
-			// Idle slots and no backlog: block until hints arrive.
-			got, err := rd.read(commitCtx, p.entriesFor(n+ahead), block)
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				r.logger.Warn("read task hints failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
-				retry.Sleep(ctx)
-				continue
-			}
-			read = len(got)
-			p.admitRead(got, n+ahead)
-			batch = held.take(n)
-		}
-		if err := p.claimAndStart(batch, nil); err != nil {
+		if err := p.claimAndStart(batch, devs); err != nil {
 			r.logger.Warn("claim tasks failed; backing off", slog.Any("error", err), slog.Duration("backoff", retry.Delay()))
 			retry.Sleep(ctx)
 			continue

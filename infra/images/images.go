@@ -377,7 +377,7 @@ func (b *Builder) minioVersion() (string, error) {
 // and every shared library and loader ldd lists for it, each at the path
 // ldd names, with the content of the file that path resolves to.
 func redisFiles(ctx context.Context) ([]file, error) {
-	bin, err := redisServerPath()
+	bin, err := RedisServerPath()
 	if err != nil {
 		return nil, err
 	}
@@ -424,9 +424,10 @@ func parseLDD(out []byte) ([]string, error) {
 	return libs, nil
 }
 
-// redisServerPath finds redis-server as internal/testenv does:
-// $RUNFLEET_REDIS_SERVER, $PATH, then the Debian locations.
-func redisServerPath() (string, error) {
+// RedisServerPath finds redis-server: $RUNFLEET_REDIS_SERVER, then $PATH,
+// then the Debian locations (/usr/bin is not always on a minimal PATH). The
+// Redis image copies it, and internal/testenv runs it.
+func RedisServerPath() (string, error) {
 	if p := os.Getenv("RUNFLEET_REDIS_SERVER"); p != "" {
 		return p, nil
 	}
@@ -438,7 +439,7 @@ func redisServerPath() (string, error) {
 			return p, nil
 		}
 	}
-	return "", errors.New("redis-server not found for the Redis image: run `go tool task setup-apt` (installs Debian's redis-server) or set RUNFLEET_REDIS_SERVER")
+	return "", errors.New("redis-server not found: run `go tool task setup-apt` (installs Debian's redis-server) or set RUNFLEET_REDIS_SERVER")
 }
 
 // moduleDir is the directory of the main module's go.mod.

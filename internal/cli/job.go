@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -206,7 +207,7 @@ func writeJob(w io.Writer, j workflows.Job) error {
 	if !j.FinishedAt.IsZero() {
 		fmt.Fprintf(tw, "Duration:\t%s\n", shortDuration(j.FinishedAt.Sub(j.CreatedAt)))
 	}
-	fmt.Fprintf(tw, "Tasks:\t%s/%s done (%s)\n", commas(done), commas(total), countsSummary(j))
+	fmt.Fprintf(tw, "Tasks:\t%s/%s done (%s)\n", jobgraph.Commas(done), jobgraph.Commas(total), countsSummary(j))
 	for i, p := range j.Progress {
 		label := ""
 		if i == 0 {
@@ -216,7 +217,7 @@ func writeJob(w io.Writer, j workflows.Job) error {
 		if p.Total > 0 {
 			pct = fmt.Sprintf(" (%d%%)", p.Done*100/p.Total)
 		}
-		fmt.Fprintf(tw, "%s\t%s %s/%s%s\n", label, p.Label, commas(p.Done), commas(p.Total), pct)
+		fmt.Fprintf(tw, "%s\t%s %s/%s%s\n", label, p.Label, jobgraph.Commas(p.Done), jobgraph.Commas(p.Total), pct)
 	}
 	return tw.Flush()
 }
@@ -279,7 +280,7 @@ func writeJobTable(w io.Writer, jobs []workflows.Job, now time.Time) error {
 	for _, j := range jobs {
 		done, total := taskTotals(j)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n", j.ID, j.Name, j.Cluster, j.State,
-			commas(done), commas(total), commas(j.TaskCounts[workflows.TaskFailed]),
+			jobgraph.Commas(done), jobgraph.Commas(total), jobgraph.Commas(j.TaskCounts[workflows.TaskFailed]),
 			timestamp(j.CreatedAt), age(j.CreatedAt, now))
 	}
 	return tw.Flush()

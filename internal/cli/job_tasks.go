@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -136,7 +137,7 @@ func writeTaskTree(w io.Writer, tasks []workflows.TaskInfo, all bool) error {
 		return err
 	}
 	if hidden {
-		_, err := fmt.Fprintf(w, "(%s tasks in all; --all lists every one)\n", commas(int64(len(tasks))))
+		_, err := fmt.Fprintf(w, "(%s tasks in all; --all lists every one)\n", jobgraph.Commas(int64(len(tasks))))
 		return err
 	}
 	return nil
@@ -173,12 +174,12 @@ func hiddenSummary(tasks []workflows.TaskInfo, size []int64, rest []int) string 
 	var parts []string
 	for _, st := range taskStates {
 		if n := counts[st]; n > 0 {
-			parts = append(parts, commas(n)+" "+st)
+			parts = append(parts, jobgraph.Commas(n)+" "+st)
 		}
 	}
-	s := fmt.Sprintf("… %s more (%s)", commas(int64(len(rest))), strings.Join(parts, ", "))
+	s := fmt.Sprintf("… %s more (%s)", jobgraph.Commas(int64(len(rest))), strings.Join(parts, ", "))
 	if below > 0 {
-		s += fmt.Sprintf(" with %s subtasks below them", commas(below))
+		s += fmt.Sprintf(" with %s subtasks below them", jobgraph.Commas(below))
 	}
 	return s
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -132,7 +133,7 @@ func finalLine(j workflows.Job) string {
 // taskLine is "7/12 tasks done (7 computed, 2 running, 3 queued); tiles 5/10".
 func taskLine(j workflows.Job) string {
 	done, total := taskTotals(j)
-	s := fmt.Sprintf("%s/%s tasks done (%s)", commas(done), commas(total), countsSummary(j))
+	s := fmt.Sprintf("%s/%s tasks done (%s)", jobgraph.Commas(done), jobgraph.Commas(total), countsSummary(j))
 	if p := progressSummary(j); p != "" {
 		s += "; " + p
 	}
@@ -190,14 +191,14 @@ func progressBar(j workflows.Job, width int) string {
 	b.WriteString(j.State + " [")
 	b.WriteString(strings.Repeat("█", filled))
 	b.WriteString(strings.Repeat("░", barWidth-filled))
-	fmt.Fprintf(&b, "] %s/%s tasks", commas(done), commas(total))
+	fmt.Fprintf(&b, "] %s/%s tasks", jobgraph.Commas(done), jobgraph.Commas(total))
 	if ps := progressSummary(j); ps != "" {
 		b.WriteString(" │ " + ps)
 	}
 	var states []string
 	for _, st := range taskStates {
 		if n := j.TaskCounts[st]; n > 0 {
-			states = append(states, commas(n)+" "+st)
+			states = append(states, jobgraph.Commas(n)+" "+st)
 		}
 	}
 	if len(states) > 0 {

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -50,26 +50,6 @@ func (t *table) Flush() error {
 	t.buf.Reset()
 	_, err := t.w.Write(out)
 	return err
-}
-
-// commas formats n with thousands separators: 99990 -> "99,990".
-func commas(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	if neg {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }
 
 // timestamp formats t in local time, or "-" when unset.
@@ -125,7 +105,7 @@ func countsSummary(j workflows.Job) string {
 	var parts []string
 	for _, st := range taskStates {
 		if n := j.TaskCounts[st]; n > 0 {
-			parts = append(parts, commas(n)+" "+st)
+			parts = append(parts, jobgraph.Commas(n)+" "+st)
 		}
 	}
 	if len(parts) == 0 {
@@ -138,7 +118,7 @@ func countsSummary(j workflows.Job) string {
 func progressSummary(j workflows.Job) string {
 	parts := make([]string, 0, len(j.Progress))
 	for _, p := range j.Progress {
-		parts = append(parts, fmt.Sprintf("%s %s/%s", p.Label, commas(p.Done), commas(p.Total)))
+		parts = append(parts, fmt.Sprintf("%s %s/%s", p.Label, jobgraph.Commas(p.Done), jobgraph.Commas(p.Total)))
 	}
 	return strings.Join(parts, ", ")
 }

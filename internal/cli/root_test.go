@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 )
@@ -91,6 +92,6 @@ func TestCommas(t *testing.T) {
 	t.Parallel()
 	for n, want := range map[int64]string{0: "0", 7: "7", 999: "999", 1000: "1,000", 99990: "99,990",
 		1234567: "1,234,567", -1234: "-1,234"} {
-		require.Equal(t, want, commas(n))
+		require.Equal(t, want, jobgraph.Commas(n))
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/internal/project"
 )
 
@@ -64,7 +65,7 @@ Progress goes to stderr; the release id, path, size and tasks to stdout.`,
 			fmt.Fprintf(tw, "Release:\t%s\n", res.ReleaseID)
 			fmt.Fprintf(tw, "Workflow:\t%s\n", m.Workflow)
 			fmt.Fprintf(tw, "Path:\t%s\n", relativeToWD(res.Path))
-			fmt.Fprintf(tw, "Size:\t%s (%s bytes)\n", byteSize(res.Size), commas(res.Size))
+			fmt.Fprintf(tw, "Size:\t%s (%s bytes)\n", byteSize(res.Size), jobgraph.Commas(res.Size))
 			fmt.Fprintf(tw, "Platforms:\t%s\n", strings.Join(platforms, ", "))
 			fmt.Fprintf(tw, "Tasks:\t%s\n", strings.Join(tasks, ", "))
 			if err := tw.Flush(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runfleet/runfleet/artifacts"
+	"github.com/runfleet/runfleet/internal/jobgraph"
 )
 
 // releaseFileRE matches a file named by its release id, as stores and
@@ -102,7 +103,7 @@ Exits 1 naming the problem when any check fails.`,
 			tw := newTable(a.out)
 			fmt.Fprintf(tw, "Release:\t%s\n", ins.ID)
 			fmt.Fprintf(tw, "Workflow:\t%s\n", m.Workflow)
-			fmt.Fprintf(tw, "Size:\t%s (%s bytes)\n", byteSize(ins.Size), commas(ins.Size))
+			fmt.Fprintf(tw, "Size:\t%s (%s bytes)\n", byteSize(ins.Size), jobgraph.Commas(ins.Size))
 			fmt.Fprintf(tw, "Digest:\t%s\n", digest)
 			fmt.Fprintf(tw, "Archive:\tok, safe to unpack\n")
 			switch signature {

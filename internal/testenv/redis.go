@@ -32,22 +32,8 @@ type Redis struct {
 // URL is the redis:// address of the server, database 0.
 func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
 
-// RedisServerPath finds redis-server: $RUNFLEET_REDIS_SERVER, then $PATH, then
-// the Debian location (/usr/bin is not always on a minimal PATH).
-func RedisServerPath() (string, error) {
-	if p := os.Getenv("RUNFLEET_REDIS_SERVER"); p != "" {
-		return p, nil
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/bin/redis-server", "/usr/local/bin/redis-server"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("redis-server not found: run `go tool task setup` (installs Debian's redis-server) or set RUNFLEET_REDIS_SERVER")
-}
+// RedisServerPath finds redis-server (see images.RedisServerPath).
+func RedisServerPath() (string, error) { return images.RedisServerPath() }
 
 // FreePort asks the kernel for a free loopback TCP port.
 func FreePort() (int, error) {
