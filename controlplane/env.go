@@ -135,7 +135,8 @@ func ConfigFromEnv(ctx context.Context) (Config, func(), error) {
 		}
 		return Config{}, nil, fmt.Errorf("%s: not a valid URL: %v", source, err)
 	}
-	client, err := workflows.NewClient(ctx, workflows.WithRedisURL(redisURL), workflows.WithLogger(cfg.Logger))
+	client, err := workflows.NewClient(ctx, workflows.WithRedisURL(redisURL), workflows.WithLogger(cfg.Logger),
+		workflows.WithServiceName("runfleet-function"))
 	if err != nil {
 		return Config{}, nil, fmt.Errorf("%s: %w", source, err)
 	}

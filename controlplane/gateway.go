@@ -15,6 +15,9 @@ import (
 // share one Redis.
 type Gateway struct {
 	Server *Server
+	// Handler serves the requests. Default: Server.Handler(), the HTTP
+	// API alone (runfleet gateway adds the web console, console.Mount).
+	Handler http.Handler
 	// TickEvery is how often cron automations are checked. Default 1 s.
 	TickEvery time.Duration
 	// SweepEvery is how often the sweep runs; negative disables it.
@@ -39,7 +42,11 @@ func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
 		g.NotifyEvery = time.Second
 	}
 	s := g.Server
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	h := g.Handler
+	if h == nil {
+		h = s.Handler()
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/workflows"
@@ -242,7 +243,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, tok Token) {
 		// Keys are per token, so two clients cannot collide by accident.
 		key = "api:" + tok.ID + ":" + key
 	}
-	j, created, err := s.cfg.Client.Jobs().SubmitOnce(r.Context(), workflows.SubmitRequest{
+	// A caller's W3C traceparent header makes the job part of its trace.
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	j, created, err := s.cfg.Client.Jobs().SubmitOnce(ctx, workflows.SubmitRequest{
 		Name: req.Name, Cluster: req.Cluster, Task: workflows.NewTaskIdentifier(req.Task, req.Version),
 		Input: req.Input, MaxRetries: req.MaxRetries, Notify: req.Notify, IdempotencyKey: key})
 	if err != nil {

@@ -20,9 +20,10 @@ type Host struct {
 	mu        sync.Mutex
 	nextID    uint64
 	waiting   map[uint64]chan Result
-	abandoned int           // executions given up on after a cancel, maybe still running
-	dead      error         // set once the worker's output ended
-	done      chan struct{} // closed with dead
+	logs      map[uint64]func([]LogRecord) // OnLog of waiting executions that have one
+	abandoned int                          // executions given up on after a cancel, maybe still running
+	dead      error                        // set once the worker's output ended
+	done      chan struct{}                // closed with dead
 }
 
 // ErrWorkerGone wraps every error of an execution whose worker went away
@@ -79,7 +80,7 @@ func NewHost(r io.Reader, w io.WriteCloser, timeout time.Duration) (*Host, Hello
 	if f.h.Protocol != Version {
 		return nil, f.h, fmt.Errorf("worker speaks protocol version %d; this release runner speaks %d", f.h.Protocol, Version)
 	}
-	h := &Host{w: w, waiting: map[uint64]chan Result{}, done: make(chan struct{})}
+	h := &Host{w: w, waiting: map[uint64]chan Result{}, logs: map[uint64]func([]LogRecord){}, done: make(chan struct{})}
 	go h.readLoop(r)
 	return h, f.h, nil
 }
@@ -87,6 +88,11 @@ func NewHost(r io.Reader, w io.WriteCloser, timeout time.Duration) (*Host, Hello
 func (h *Host) readLoop(r io.Reader) {
 	for {
 		typ, body, err := ReadFrame(r)
+		if err == nil && typ == TypeLog {
+			if err = h.deliverLog(body); err == nil {
+				continue
+			}
+		}
 		if err == nil && typ != TypeResult {
 			err = fmt.Errorf("unexpected %q message from the worker", typ)
 		}
@@ -106,11 +112,28 @@ func (h *Host) readLoop(r io.Reader) {
 		h.mu.Lock()
 		ch := h.waiting[res.ID]
 		delete(h.waiting, res.ID)
+		delete(h.logs, res.ID)
 		h.mu.Unlock()
 		if ch != nil {
 			ch <- res
 		}
 	}
+}
+
+// deliverLog hands a Log message to its execution's OnLog; records of an
+// execution nobody waits for any more are dropped.
+func (h *Host) deliverLog(body []byte) error {
+	var m Log
+	if err := json.Unmarshal(body, &m); err != nil {
+		return fmt.Errorf("decode log message: %w", err)
+	}
+	h.mu.Lock()
+	onLog := h.logs[m.ID]
+	h.mu.Unlock()
+	if onLog != nil && len(m.Records) > 0 {
+		onLog(m.Records)
+	}
+	return nil
 }
 
 func (h *Host) fail(err error) {
@@ -149,6 +172,8 @@ func (h *Host) write(v any) error {
 // Execute sends x (its ID is assigned here) and waits for the result. When
 // ctx ends first it sends a Cancel and waits up to CancelWait more. The
 // error wraps ErrWorkerGone when the worker went away without answering.
+// With x.Logs and x.OnLog set the worker is asked for the execution's log
+// records, and OnLog receives those that arrive before the result.
 func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	ch := make(chan Result, 1)
 	h.mu.Lock()
@@ -160,10 +185,16 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	h.nextID++
 	x.ID, x.Type = h.nextID, TypeExecute
 	h.waiting[x.ID] = ch
+	if x.OnLog == nil {
+		x.Logs = "" // nobody would receive them
+	} else if x.Logs != "" {
+		h.logs[x.ID] = x.OnLog
+	}
 	h.mu.Unlock()
 	forget := func() {
 		h.mu.Lock()
 		delete(h.waiting, x.ID)
+		delete(h.logs, x.ID)
 		h.mu.Unlock()
 	}
 	if err := h.write(x); err != nil {
@@ -202,6 +233,7 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	case <-t.C:
 		h.mu.Lock()
 		delete(h.waiting, x.ID)
+		delete(h.logs, x.ID)
 		h.abandoned++
 		h.mu.Unlock()
 		return Result{}, &AbandonedError{Wait: CancelWait, Cause: ctx.Err(), gone: h.done}

@@ -45,6 +45,26 @@
 //     a lost runner, so a task that kills its worker every time fails after
 //     its 11th loss) and starts the worker again with backoff.
 //
+// # Logs
+//
+// An Execute with "logs": "INFO" (or another level) asks the worker to send
+// the execution's log records of that level and above
+// (workflows.Logger(ctx) in the Go SDK) as [Log] messages carrying the
+// execution's id, any number of them, each before the Result: runnerd
+// stores them with the job (`runfleet job logs`) and writes them to its own
+// log. Without it (a runnerd older than log messages, or one that wants
+// none) the worker sends none and logs to its standard error instead. Records of an id that already has
+// its Result are dropped. A record's message and its attributes are each
+// kept up to 16 KiB; runnerd cuts longer ones.
+//
+// # Traces
+//
+// A runner that traces (OpenTelemetry) sends each Execute with
+// "traceparent": the W3C traceparent of its span of the execution. A worker
+// that traces too makes the spans it starts for the task children of that
+// span, and puts its trace and span ids on the task's log records, so the
+// worker's work shows in the job's trace. A worker may ignore the field.
+//
 // # Task identifiers
 //
 // A task identifier travels as a JSON object {"name": "Resize", "version":
@@ -77,6 +97,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/runfleet/runfleet/rftype"
 )
@@ -110,6 +131,7 @@ const (
 	TypeExecute = "execute"
 	TypeCancel  = "cancel"
 	TypeResult  = "result"
+	TypeLog     = "log"
 )
 
 // Describe is what a release binary prints in describe mode.
@@ -143,6 +165,42 @@ type Execute struct {
 	// starting processes for the task sets their CUDA_VISIBLE_DEVICES to the
 	// devices' UUIDs (their indexes where the UUID is empty), comma-separated.
 	Devices []rftype.Device `json:"devices,omitempty"`
+	// Logs, when set, asks the worker to send the execution's log records
+	// of this level and above ("DEBUG", "INFO", "WARN" or "ERROR") as Log
+	// messages. Empty: send none. Host.Execute sends it only with OnLog.
+	Logs string `json:"logs,omitempty"`
+	// OnLog receives the execution's log records as they arrive, on the
+	// Host's read goroutine, so it must not block. Not sent.
+	OnLog func([]LogRecord) `json:"-"`
+	// TraceParent is the W3C traceparent of the runner's span of this
+	// execution, when the runner traces (OpenTelemetry): spans the worker
+	// starts for the task are its children. Empty otherwise.
+	TraceParent string `json:"traceparent,omitempty"`
+}
+
+// Log carries log records of execution ID, oldest first. A worker sends it
+// only for an Execute with "logs" set.
+type Log struct {
+	Type    string      `json:"type"` // "log"
+	ID      uint64      `json:"id"`
+	Records []LogRecord `json:"records"`
+}
+
+// LogRecord is one log record of an execution.
+type LogRecord struct {
+	Time time.Time `json:"time"`
+	// Level is DEBUG, INFO, WARN or ERROR, optionally with an offset
+	// (INFO+2), as log/slog writes levels.
+	Level   string `json:"level"`
+	Message string `json:"msg"`
+	// Attrs are the record's attributes; groups are nested objects.
+	Attrs map[string]any `json:"attrs,omitempty"`
+	// TraceID and SpanID name the OpenTelemetry span the record was
+	// written in, as lowercase hex; empty outside one.
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
+	// Truncated says the worker already shortened the record.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Cancel asks the worker to interrupt execution ID.
@@ -153,9 +211,12 @@ type Cancel struct {
 
 // Result answers an Execute. An empty Error means Execute returned nil.
 type Result struct {
-	Type     string     `json:"type"` // "result"
-	ID       uint64     `json:"id"`
-	Error    string     `json:"error,omitempty"`
+	Type  string `json:"type"` // "result"
+	ID    uint64 `json:"id"`
+	Error string `json:"error,omitempty"`
+	// Stack is the goroutine stack when the task panicked (Error then
+	// names the panic's value); kept with the attempt.
+	Stack    string     `json:"stack,omitempty"`
 	Subtasks []Subtask  `json:"subtasks,omitempty"`
 	Progress []Progress `json:"progress,omitempty"`
 	Display  string     `json:"display,omitempty"`

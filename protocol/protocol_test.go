@@ -203,3 +203,53 @@ func TestAbandonedExecutionReportsWhenItsWorkerIsGone(t *testing.T) {
 		t.Fatal("Gone not closed after the worker's output ended")
 	}
 }
+
+// Log messages reach the OnLog of their execution, before its result;
+// those of an execution without OnLog, or of an id nobody waits for, are
+// dropped and the conversation goes on. Without OnLog the worker is not
+// asked for logs, so workers that predate log messages see the same
+// execute messages.
+func TestHostDeliversLogMessages(t *testing.T) {
+	toWorker, fromWorker, hostIn, hostOut := pipePair(t)
+	go func() { _ = WriteFrame(fromWorker, Hello{Type: TypeHello, Protocol: Version}) }()
+	h, _, err := NewHost(hostIn, hostOut, time.Second)
+	require.NoError(t, err)
+	asked := make(chan Execute, 2)
+	go func() {
+		for {
+			_, body, err := ReadFrame(toWorker)
+			if err != nil {
+				return
+			}
+			var x Execute
+			_ = jsonUnmarshal(body, &x)
+			asked <- x
+			at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+			_ = WriteFrame(fromWorker, Log{Type: TypeLog, ID: x.ID + 100, Records: []LogRecord{{Time: at, Level: "INFO", Message: "stray"}}})
+			_ = WriteFrame(fromWorker, Log{Type: TypeLog, ID: x.ID, Records: []LogRecord{
+				{Time: at, Level: "INFO", Message: "one", Attrs: map[string]any{"n": 1}},
+				{Time: at, Level: "WARN", Message: "two", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "00f067aa0ba902b7"}}})
+			_ = WriteFrame(fromWorker, Result{Type: TypeResult, ID: x.ID})
+		}
+	}()
+	var got []LogRecord
+	_, err = h.Execute(context.Background(), Execute{JobID: "a", Logs: "INFO", OnLog: func(recs []LogRecord) {
+		got = append(got, recs...)
+	}})
+	require.NoError(t, err)
+	x := <-asked
+	require.Equal(t, "INFO", x.Logs)
+	require.Len(t, got, 2, "records arrive before the result")
+	require.Equal(t, "one", got[0].Message)
+	require.Equal(t, map[string]any{"n": float64(1)}, got[0].Attrs)
+	require.Equal(t, "WARN", got[1].Level)
+	require.Equal(t, "00f067aa0ba902b7", got[1].SpanID)
+
+	_, err = h.Execute(context.Background(), Execute{JobID: "b", Logs: "INFO"})
+	require.NoError(t, err, "records nobody takes are dropped")
+	require.Empty(t, (<-asked).Logs, "no OnLog: the worker is not asked for records")
+	b, err := json.Marshal(Execute{Logs: "", OnLog: func([]LogRecord) {}})
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "logs")
+	require.NotContains(t, string(b), "OnLog")
+}

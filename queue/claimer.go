@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -15,6 +16,11 @@ type Claimed struct {
 	Task    Identifier
 	Input   []byte
 	Attempt int
+	// Claimed is when the claim's reply arrived.
+	Claimed time.Time
+	// Parent is the seq of the task that submitted this one, -1 for a
+	// job's root task.
+	Parent int64
 	// Hint is the stream entry (or part of one) the task was claimed from,
 	// pending until the result is committed. An entry naming several tasks
 	// is acknowledged once all of them are (see Hint).
@@ -83,20 +89,25 @@ func matchHints(out []Claimed, hints []Hint, failed map[int]bool) (stale []Hint)
 }
 
 // appendClaimed appends the tasks of job that rf_claim handed out: rows
-// holds seq, name, version, input and attempt per task.
+// holds seq, name, version, input, attempt and parent seq per task.
 func appendClaimed(out []Claimed, job string, rows []any) []Claimed {
-	for k := 0; k+4 < len(rows); k += 5 {
+	now := time.Now()
+	for k := 0; k+5 < len(rows); k += 6 {
 		seq, _ := rows[k].(string)
 		name, _ := rows[k+1].(string)
 		version, _ := rows[k+2].(string)
 		input, _ := rows[k+3].(string)
 		att, _ := rows[k+4].(int64)
+		parent := int64(-1)
+		if p, _ := rows[k+5].(string); p != "" {
+			parent, _ = strconv.ParseInt(p, 10, 64)
+		}
 		n, _ := strconv.ParseInt(seq, 10, 64)
 		id, err := ParseIdentifier(name, version)
 		if err != nil {
 			id = Identifier{Name: name}
 		}
-		out = append(out, Claimed{JobID: job, Seq: n, Task: id, Input: []byte(input), Attempt: int(att)})
+		out = append(out, Claimed{JobID: job, Seq: n, Task: id, Input: []byte(input), Attempt: int(att), Parent: parent, Claimed: now})
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -61,6 +62,9 @@ type Completion struct {
 	Display  string
 	Progress []byte // JSON [[label,total,done],...] or nil
 	Subtasks []SubtaskSpec
+	// StartDelay is the time from the task's claim to its start on the
+	// runner (hints are read ahead), kept with the attempt.
+	StartDelay time.Duration
 	// staged is set by Stage for sets larger than InlineSubtasks.
 	staged bool
 	base   int64
@@ -304,7 +308,7 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 	return res, firstErr
 }
 
-// appendCompletion appends one rf_complete item: its 8-field header, then
+// appendCompletion appends one rf_complete item: its 9-field header, then
 // its inline subtask records.
 func appendCompletion(args []any, c *Completion) []any {
 	staged, inline := "0", 0
@@ -313,7 +317,8 @@ func appendCompletion(args []any, c *Completion) []any {
 	} else {
 		inline = len(c.Subtasks)
 	}
-	args = append(args, c.Seq, c.Attempt, c.Display, c.Progress, len(c.Subtasks), staged, c.base, inline)
+	args = append(args, c.Seq, c.Attempt, c.Display, c.Progress, len(c.Subtasks), staged, c.base, inline,
+		max(c.StartDelay.Milliseconds(), 0))
 	if inline > 0 {
 		args = encodeSubtasks(c.Subtasks, dependentsOf(c.Subtasks), 0, inline, args)
 	}
@@ -436,6 +441,10 @@ type Failure struct {
 	// runner: the process running the task died (a release runner's worker
 	// crashed). The 11th loss fails the task.
 	Lost bool
+	// Claimed, Started and Stack go into the attempt's record; Stack is a
+	// panic's stack, "" otherwise.
+	Claimed, Started time.Time
+	Stack            string
 }
 
 // Fail outcomes, per failure.
@@ -452,9 +461,10 @@ func (q *Queue) Fail(ctx context.Context, owner string, fs []Failure) ([]string,
 	outcomes := make([]string, len(fs))
 	return outcomes, q.batchByJob(len(fs), func(i int) (string, int) { return fs[i].JobID, 1 },
 		func(job string, idx []int) error {
-			args := []any{owner, nowMS(), len(idx)}
+			now := nowMS()
+			args := []any{owner, now, len(idx)}
 			for _, i := range idx {
-				f := fs[i]
+				f := &fs[i]
 				counts := "1"
 				switch {
 				case f.Lost:
@@ -462,7 +472,7 @@ func (q *Queue) Fail(ctx context.Context, owner string, fs []Failure) ([]string,
 				case f.HandBack:
 					counts = "0"
 				}
-				args = append(args, f.Seq, f.Attempt, f.Error, f.Display, f.Progress, counts)
+				args = append(args, f.Seq, f.Attempt, f.Error, f.Display, f.Progress, counts, encodeAttempt(owner, f, now))
 			}
 			res, err := q.rdb.FCall(ctx, "rf_fail", []string{jobKey(job)}, args...).Result()
 			if err != nil {

@@ -47,6 +47,9 @@ type SubmitJobParams struct {
 	MaxRetries int
 	// Notify is a URL that receives the job's final state; "" for none.
 	Notify string
+	// TraceParent is the W3C traceparent of the job's trace, which every
+	// execution's span joins; "" for none.
+	TraceParent string
 }
 
 // SubmitJob writes a job and its queued root task, then publishes the root.
@@ -77,7 +80,7 @@ func (q *Queue) SubmitJob(ctx context.Context, p SubmitJobParams) error {
 		}
 	}
 	submit := via.FCall(ctx, "rf_submit", []string{jobKey(p.ID)},
-		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries, p.Notify)
+		p.ID, p.Name, p.Cluster, now, p.Task.Name, p.Task.Version(), p.Input, p.MaxRetries, p.Notify, p.TraceParent)
 	if pipe != nil {
 		_, _ = pipe.Exec(ctx)
 		if err := index.Err(); err != nil {
@@ -269,10 +272,14 @@ type Job struct {
 	// Archived is set on a job read back from its archive (it left Redis
 	// after its retention): it is read-only.
 	Archived bool `json:"archived,omitempty"`
+	// TraceParent is the W3C traceparent of the job's OpenTelemetry trace:
+	// its trace id finds the job's spans in a tracing backend. Empty for a
+	// job submitted before runfleet stored one.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 var jobFields = []string{"id", "name", "cluster", "state", "created", "started", "finished",
-	"c_queued", "c_running", "c_computed", "c_failed", "c_skipped", "c_failed_optional"}
+	"c_queued", "c_running", "c_computed", "c_failed", "c_skipped", "c_failed_optional", "tp"}
 
 func parseJob(vals []any) (Job, bool) {
 	s := make([]string, len(vals))
@@ -291,6 +298,7 @@ func parseJob(vals []any) (Job, bool) {
 		n, _ := strconv.ParseInt(s[7+i], 10, 64)
 		j.TaskCounts[st] = n
 	}
+	j.TraceParent = s[7+len(TaskStates)]
 	return j, true
 }
 
@@ -503,10 +511,11 @@ type Task struct {
 	childBase      int64
 	childCount     int64
 	pendingDeps    int64
+	startDelay     time.Duration // the last attempt's, from its claim to its start
 }
 
 var taskFields = []string{"st", "nm", "v", "cl", "disp", "in", "att", "f", "mr", "opt", "err", "done",
-	"own", "kb", "kn", "dn", "tq", "ts", "te", "p", "d", "ts1", "lost"}
+	"own", "kb", "kn", "dn", "tq", "ts", "te", "p", "d", "ts1", "lost", "sd"}
 
 func parseTask(seq int64, vals []any) (Task, bool) {
 	s := make([]string, len(vals))
@@ -523,7 +532,7 @@ func parseTask(seq int64, vals []any) (Task, bool) {
 		Attempts: int(atoi(s[6])), Failures: int(atoi(s[7])), MaxRetries: int(atoi(s[8])), Optional: s[9] == "1",
 		Error: s[10], Complete: s[11] == "1", Runner: s[12], childBase: atoi(s[13]), childCount: atoi(s[14]),
 		QueuedAt: msTime(s[16]), StartedAt: msTime(s[17]), EndedAt: msTime(s[18]), Parent: -1, pendingDeps: atoi(s[20]),
-		FirstStartedAt: msTime(s[21]), Losses: int(atoi(s[22]))}
+		FirstStartedAt: msTime(s[21]), Losses: int(atoi(s[22])), startDelay: time.Duration(atoi(s[23])) * time.Millisecond}
 	if s[19] != "" {
 		t.Parent = atoi(s[19])
 	}

@@ -26,6 +26,8 @@ import "strconv"
 //	                                 staged subtask sets not yet committed (stage_gc.go)
 //	rf:{j:<id>}:events               stream of job events (state, progress, tasks), capped,
 //	                                 written by the call that changed the job (events.go)
+//	rf:{j:<id>}:logs                 stream of task log records (t task seq, r record JSON),
+//	                                 capped in bytes by the job hash's "lgb"/"lgx" (logs.go)
 //	rf:archived                      hash job id -> archive record JSON: where an archived
 //	                                 job's export lives once it left Redis (archive.go)
 //

@@ -204,7 +204,7 @@ func TestRepublishFinishesADeferredDependentList(t *testing.T) {
 
 	// Commit the setup step as a runner would, but "crash" before walking
 	// the deferred list: call the function directly and drop its reply.
-	args := []any{"r1", nowMS(), 1, setupTask[0].Seq, 1, "", "", 0, "0", 0, 0}
+	args := []any{"r1", nowMS(), 1, setupTask[0].Seq, 1, "", "", 0, "0", 0, 0, 0}
 	require.NoError(t, b.rdb.FCall(b.ctx, "rf_complete", []string{jobKey("j")}, args...).Err())
 	require.Equal(t, int64(1), b.rdb.XLen(b.ctx, b.stream(b.child)).Val())
 	require.NoError(t, b.q.Republish(b.ctx, "j"))

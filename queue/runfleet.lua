@@ -45,6 +45,8 @@
 --   tq ts te  queued / (last) started / ended unix ms
 --   ts1  first started, written from the second attempt on (else ts)
 --   lost times the task lost its runner and was queued again
+--   sd   start delay of the current attempt: ms from its claim (ts) until the
+--        runner started it; left out when 0
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
 
 -- ---- helpers shared by the functions below ----
@@ -301,7 +303,8 @@ end
 
 -- rf_submit creates a job and its root task, queued and in the outbox.
 -- KEYS[1] job hash. ARGV: id, job name, cluster, now, task name, version,
--- input, max_retries, notification URL ("" for none). The index entries
+-- input, max_retries, notification URL ("" for none), W3C traceparent of the
+-- job's trace (job hash field "tp"; "" for none). The index entries
 -- ("rf:jobs", and "rf:notify" for a notification URL) are written by the
 -- caller first. Returns the publish list of the root task, {"<stream>|<nonce>",
 -- "0"} (see make_ready), or fails with "ERR job exists".
@@ -314,6 +317,7 @@ redis.register_function('rf_submit', function(keys, args)
     'created', now, 'updated', now, 'next', 1, 'c_queued', 1, 'c_running', 0, 'c_computed', 0,
     'c_failed', 0, 'c_skipped', 0, 'c_failed_optional', 0)
   if args[9] and args[9] ~= '' then redis.call('HSET', jk, 'notify', args[9]) end
+  if args[10] and args[10] ~= '' then redis.call('HSET', jk, 'tp', args[10]) end
   redis.call('HSET', tkey(pre, 0), 'st', 'queued', 'nm', args[5], 'v', args[6], 'cl', args[3],
     'in', args[7], 'mr', args[8], 'opt', '0', 'd', 0, 'dn', '', 'oas', '', 'p', '',
     'f', 0, 'att', 0, 'k', 0, 'tq', now)
@@ -325,7 +329,8 @@ end)
 -- ---- claiming (queue/claimer.go: Claim) ----
 
 -- claim_tasks hands the queued tasks named by args[from..] to owner,
--- appending per task handed out: seq, name, version, input, attempt to out.
+-- appending per task handed out: seq, name, version, input, attempt and
+-- parent seq ("" for the root) to out.
 -- A task already running under this owner is handed out again (idempotent
 -- claims). Seqs of tasks that are not queued (duplicates, old hints) are
 -- dropped; those of a failed or canceled job go to the held hash for a
@@ -337,7 +342,7 @@ local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cn
     local seq = args[i]
     local tk = tkey(pre, seq)
     -- The owner and cluster are read only on the rare paths that need them.
-    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att')
+    local t = redis.call('HMGET', tk, 'st', 'd', 'oas', 'nm', 'v', 'in', 'att', 'p')
     if seen[seq] then
       -- a duplicate hint in this batch: nothing to do
     elseif t[1] == 'running' and redis.call('HGET', tk, 'own') == owner then
@@ -345,7 +350,7 @@ local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cn
       -- or the runner recovering its own pending hints. Hand it out again;
       -- the runner skips tasks it is still executing.
       local n = #out
-      out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = tonumber(t[7])
+      out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = tonumber(t[7]); out[n + 6] = t[8] or ''
     elseif t[1] ~= 'queued' or (t[2] and t[2] ~= '0') then
       -- stale: nothing to do
     elseif jstate ~= 'submitted' and jstate ~= 'running' then
@@ -374,7 +379,7 @@ local function claim_tasks(jk, pre, owner, now, jstate, args, from, out, pub, cn
         move(cnt, 'queued', 'running')
         started = true
         local n = #out
-        out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = att
+        out[n + 1] = seq; out[n + 2] = t[4]; out[n + 3] = t[5]; out[n + 4] = t[6]; out[n + 5] = att; out[n + 6] = t[8] or ''
       end
     end
     seen[seq] = true
@@ -388,7 +393,7 @@ end
 -- rf_claim hands queued tasks of one job to a runner (see claim_tasks).
 -- KEYS[1] job hash. ARGV: owner, now, seq...
 -- Returns {publish list, then per task handed out: seq, name, version,
--- input, attempt} as one flat list.
+-- input, attempt, parent seq} as one flat list.
 redis.register_function('rf_claim', function(keys, args)
   local jk = keys[1]
   local pre = prefix_of(jk)
@@ -426,14 +431,15 @@ end)
 
 -- rf_complete commits successful executions of one job.
 -- KEYS[1] job hash. ARGV: owner, now, item count, then per item a header of
--- 8 fields: seq, attempt, display, progress, subtask count, staged ("1" when
--- the subtasks were written by rf_stage at base), base, inline count; then
--- inline count subtask records.
+-- 9 fields: seq, attempt, display, progress, subtask count, staged ("1" when
+-- the subtasks were written by rf_stage at base), base, inline count, start
+-- delay (ms from claim to start, "0" or "" when none); then inline count
+-- subtask records.
 -- Then, optionally, seqs to claim once the items are committed: a runner
 -- refills the slots its results free in the same call (see claim_tasks).
 -- Returns {results, publish list, claimed} where results holds "ok" or
 -- "lost" per item and claimed is per task handed out: seq, name, version,
--- input, attempt. A staged set gets a cursor "x:<seq>" in the outbox (the caller
+-- input, attempt, parent seq. A staged set gets a cursor "x:<seq>" in the outbox (the caller
 -- publishes the set and acknowledges it with rf_expand) and leaves the
 -- staged hash: it is linked now, never to be dropped.
 redis.register_function('rf_complete', function(keys, args)
@@ -448,17 +454,22 @@ redis.register_function('rf_complete', function(keys, args)
   for _ = 1, n do
     local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
     local nsub, staged, base, inline = tonumber(args[o + 5]), args[o + 6], args[o + 7], tonumber(args[o + 8])
-    o = o + 8
+    local sd = args[o + 9]
+    if sd == '0' then sd = '' end
+    o = o + 9
     local tk = tkey(pre, seq)
     local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'dn', 'p', 'pg')
     if not owned(t, owner, att) then
       res[#res + 1] = 'lost'
     else
       -- "own" stays: it records which runner computed the task.
-      if nsub == 0 and disp == '' then
+      if nsub == 0 and disp == '' and sd == '' then
         redis.call('HSET', tk, 'st', 'computed', 'te', now) -- the common leaf: no table
+      elseif nsub == 0 and disp == '' then
+        redis.call('HSET', tk, 'st', 'computed', 'te', now, 'sd', sd)
       else
         local f = {'st', 'computed', 'te', now}
+        if sd ~= '' then f[#f + 1] = 'sd'; f[#f + 1] = sd end
         if staged ~= '1' and nsub > 0 then
           base = redis.call('HINCRBY', jk, 'next', nsub) - nsub
           write_subtasks(pre, seq, base, 0, args, o, inline, now, true, pub)
@@ -581,7 +592,8 @@ end
 -- attempt, error text, display, progress, counts ("1": counts against
 -- max_retries; "0": handed back, e.g. on shutdown; "2": the process running
 -- it was lost, e.g. a release runner's worker crashed: counted like a lost
--- runner, failing the task on its 11th loss).
+-- runner, failing the task on its 11th loss), attempt record (JSON, kept in
+-- the job's att hash as "<seq>:<attempt>"; "" for none).
 -- Returns {results, publish list}; results hold per item "retry", "failed",
 -- "failed_optional", "contained" (failed inside an optional subtree), or "lost".
 redis.register_function('rf_fail', function(keys, args)
@@ -591,11 +603,13 @@ redis.register_function('rf_fail', function(keys, args)
   local res, pub, cnt = {}, {}, new_counts()
   local changed, progressed = false, false
   for i = 0, n - 1 do
-    local o = 3 + i * 6
+    local o = 3 + i * 7
     local seq, att, msg, disp, pg, counts = args[o + 1], args[o + 2], args[o + 3], args[o + 4], args[o + 5], args[o + 6]
     local tk = tkey(pre, seq)
     local t = redis.call('HMGET', tk, 'st', 'own', 'att', 'mr', 'f', 'opt', 'oas', 'cl', 'nm', 'v', 'pg')
-    if not owned(t, owner, att) then
+    local owns = owned(t, owner, att)
+    if owns and args[o + 7] ~= '' then redis.call('HSET', pre .. 'att', seq .. ':' .. att, args[o + 7]) end
+    if not owns then
       res[#res + 1] = 'lost'
     elseif counts == '2' then
       changed = true
@@ -773,10 +787,16 @@ redis.register_function('rf_reclaim', function(keys, args)
   for i = 3, #args do
     local seq = args[i]
     local tk = tkey(pre, seq)
-    local t = redis.call('HMGET', tk, 'st', 'own', 'lost', 'd', 'opt', 'oas', 'cl', 'nm', 'v')
+    local t = redis.call('HMGET', tk, 'st', 'own', 'lost', 'd', 'opt', 'oas', 'cl', 'nm', 'v', 'att', 'ts')
     if seen[seq] then
       res[#res + 1] = 'none'
     elseif t[1] == 'running' and t[2] == dead then
+      -- The attempt's record: its runner never reported, so what is known
+      -- is who held it, since when, and when it was found lost.
+      local rec = {number = tonumber(t[10] or 0), runner = dead, outcome = 'lost', finished = tonumber(now),
+        error = 'runner ' .. dead .. ' was lost while running this task'}
+      if t[11] then rec.claimed = tonumber(t[11]) end
+      redis.call('HSET', pre .. 'att', seq .. ':' .. (t[10] or '0'), cjson.encode(rec))
       local lost = tonumber(t[3] or 0) + 1
       redis.call('HSET', tk, 'lost', lost)
       if lost > MAX_LOSSES then
@@ -843,10 +863,48 @@ redis.register_function('rf_drop_stage', function(keys, args)
   return {'more', n}
 end)
 
+-- ---- task logs (queue/logs.go) ----
+
+-- rf_log appends task log records to the job's log stream rf:{j:<id>}:logs
+-- (fields t = task seq, -1 for a job-level marker, and r = the record JSON)
+-- while the record bytes the job stored (job hash "lgb") stay within the
+-- cap. The first record that would pass it is dropped, with every record
+-- after it, and the marker record is added once in its place ("lgx" = 1).
+-- Nothing is written for a job that is gone or being purged ("arc"), so a
+-- late batch never leaves a stream behind an archived job.
+-- KEYS[1] job hash. ARGV: cap in bytes, marker record JSON, then pairs of
+-- task seq and record JSON. Returns how many records were dropped, or -1
+-- when the job is gone.
+redis.register_function('rf_log', function(keys, args)
+  local jk = keys[1]
+  local j = redis.call('HMGET', jk, 'state', 'arc', 'lgb', 'lgx')
+  if not j[1] or j[2] then return -1 end
+  local cap, used, capped = tonumber(args[1]), tonumber(j[3] or 0), j[4] == '1'
+  local lk = prefix_of(jk) .. 'logs'
+  local dropped, stored = 0, 0
+  for i = 3, #args - 1, 2 do
+    local rec = args[i + 1]
+    if not capped and used + #rec > cap then
+      capped = true
+      redis.call('XADD', lk, '*', 't', '-1', 'r', args[2])
+      redis.call('HSET', jk, 'lgx', '1')
+    end
+    if capped then
+      dropped = dropped + 1
+    else
+      redis.call('XADD', lk, '*', 't', args[i], 'r', rec)
+      used = used + #rec
+      stored = stored + 1
+    end
+  end
+  if stored > 0 then redis.call('HSET', jk, 'lgb', used) end
+  return dropped
+end)
+
 -- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
 -- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
 -- key must be added here, or archived jobs leave it behind.
-local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events'}
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events', 'att', 'runners', 'logs'}
 
 -- rf_purge removes an archived job from Redis, one chunk per call. The
 -- first call checks the job is still what was archived: finished, "updated"

@@ -24,9 +24,14 @@ var ErrJobArchived = queue.ErrJobArchived
 // JSON under "jobs/<id>.json.zst" in the store. Tasks are those the job
 // listed when it was archived, parents before children.
 type JobArchive struct {
-	Job        Job        `json:"job"`
-	Tasks      []TaskInfo `json:"tasks"`
-	ArchivedAt time.Time  `json:"archived_at"`
+	Job   Job        `json:"job"`
+	Tasks []TaskInfo `json:"tasks"`
+	// Attempts are the tasks' attempts with their runners' contexts, by
+	// task id, for tasks that started at least once.
+	Attempts map[int64][]Attempt `json:"attempts,omitempty"`
+	// Logs are the job's stored task log records, oldest first.
+	Logs       []LogRecord `json:"logs,omitempty"`
+	ArchivedAt time.Time   `json:"archived_at"`
 }
 
 // archiveKey is the object key of an archived job.
@@ -131,8 +136,16 @@ func (c *Client) archiveJob(ctx context.Context, store artifacts.Store, storeURL
 		if int64(len(tasks)) != counted {
 			return false, fmt.Errorf("archive job %s: read %d tasks but the job counts %d; not archived", id, len(tasks), counted)
 		}
+		attempts, err := c.q.JobAttempts(ctx, id, tasks)
+		if err != nil {
+			return false, err
+		}
+		logs, err := c.allJobLogs(ctx, id)
+		if err != nil {
+			return false, fmt.Errorf("archive job %s: %w", id, err)
+		}
 		now := time.Now().UTC()
-		body, err := encodeArchive(JobArchive{Job: job, Tasks: tasks, ArchivedAt: now})
+		body, err := encodeArchive(JobArchive{Job: job, Tasks: tasks, Attempts: attempts, Logs: logs, ArchivedAt: now})
 		if err != nil {
 			return false, fmt.Errorf("archive job %s: %w", id, err)
 		}

@@ -8,9 +8,12 @@ import (
 	neturl "net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/runfleet/runfleet/internal/telemetry"
 	"github.com/runfleet/runfleet/queue"
 )
 
@@ -31,6 +34,15 @@ type Client struct {
 	q         *queue.Queue
 	logger    *slog.Logger
 	maxInput  int
+
+	// OpenTelemetry (tracing.go): tracer is nil when the client does not
+	// trace; tel is the providers it made from the environment, if any.
+	// instanceID is service.instance.id, and the id of the client's first
+	// runner.
+	tracer     trace.Tracer
+	tel        *telemetry.Telemetry
+	instanceID string
+	idTaken    atomic.Bool
 }
 
 // ClientOption configures NewClient.
@@ -41,6 +53,9 @@ type clientConfig struct {
 	rdb      redis.UniversalClient
 	logger   *slog.Logger
 	maxInput int
+
+	tracerProvider trace.TracerProvider
+	serviceName    string
 }
 
 // WithRedisURL sets the Redis address (redis:// or rediss://). Default:
@@ -65,7 +80,7 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c := &Client{rdb: cfg.rdb, logger: cfg.logger, maxInput: cfg.maxInput}
+	c := &Client{rdb: cfg.rdb, logger: cfg.logger, maxInput: cfg.maxInput, instanceID: newRunnerID()}
 	if c.rdb == nil {
 		url := cfg.redisURL
 		if url == "" {
@@ -87,6 +102,12 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		return nil, fmt.Errorf("connect to redis: %w", err)
 	}
 	c.q = q
+	if err := c.setUpTelemetry(ctx, cfg); err != nil {
+		if c.ownsRedis {
+			_ = c.rdb.Close()
+		}
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -116,12 +137,14 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
-// Close releases the Redis connection the client opened.
+// Close releases the Redis connection the client opened and flushes the
+// OpenTelemetry providers it set up from the environment.
 func (c *Client) Close() error {
+	err := c.shutdownTelemetry()
 	if c.ownsRedis {
-		return c.rdb.Close()
+		return errors.Join(c.rdb.Close(), err)
 	}
-	return nil
+	return err
 }
 
 // Clusters manages clusters.

@@ -234,6 +234,7 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 		o := &batch[i]
 		switch {
 		case o.done != nil:
+			o.done.StartDelay = o.start.Sub(o.claim.Claimed)
 			comps = append(comps, *o.done)
 			if metrics {
 				mComps = append(mComps, o)
@@ -244,7 +245,8 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 			}
 		default:
 			f := queue.Failure{JobID: o.claim.JobID, Seq: o.claim.Seq, Attempt: o.claim.Attempt,
-				Error: o.err.Error(), HandBack: o.handBack, Lost: o.lost}
+				Error: o.err.Error(), HandBack: o.handBack, Lost: o.lost,
+				Claimed: o.claim.Claimed, Started: o.start, Stack: panicStack(o.err)}
 			if o.exec != nil {
 				f.Display, f.Progress = o.exec.display, o.exec.progressJSON()
 			}

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/rftype"
@@ -26,6 +29,18 @@ type execution struct {
 	display  string
 	progress map[string]*[2]int64
 	err      error // first invalid subtask submission; fails the execution
+
+	// Task logs (logs.go). logOut is where records go (nil in a release
+	// worker whose runner takes none); the rest is made or counted only
+	// once the task logs, under mu.
+	logOut    logOutput
+	wireID    uint64            // the execution's id in the worker protocol, in a release worker
+	logLevel  slog.Level        // the least level its release runner takes, in a release worker
+	logger    *slog.Logger      // made by the first Logger call
+	logSpan   trace.SpanContext // the span logger was made in
+	logEcho   slog.Handler      // the runner's handler with the execution's attributes
+	logBytes  int               // stored so far, against the per-task cap
+	logCapped bool              // the per-task cap was reached
 }
 
 type execKey struct{}

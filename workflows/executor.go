@@ -29,14 +29,26 @@ type outcome struct {
 	// goes back to the pool only then.
 	dev     []Device
 	devGone <-chan struct{}
-	// m is the task's metrics (nil without); took its execution time.
-	m    *taskMetrics
-	took time.Duration
+	// m is the task's metrics (nil without); took its execution time,
+	// from start.
+	m     *taskMetrics
+	took  time.Duration
+	start time.Time
 }
 
 // execute runs one claimed task on devs (nil without a device pool), started
-// at start, and returns what to commit.
+// at start, and returns what to commit; in its span when the runner traces
+// (tracing.go).
 func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
+	if r.tracing != nil {
+		return r.executeTraced(workCtx, c, devs, start)
+	}
+	return r.executeClaim(workCtx, c, devs, start)
+}
+
+// executeClaim is execute without the span.
+func (r *Runner) executeClaim(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
+	r.recordContext(workCtx, c.JobID)
 	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
 		return outcome{claim: c, err: fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)}
@@ -65,6 +77,9 @@ func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Cl
 	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
 		Identifier: c.Task.TaskIdentifier(), Devices: devs}}
+	if tl := r.taskLogs.Load(); tl != nil {
+		e.logOut = tl
+	}
 	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
@@ -143,14 +158,32 @@ func decodeInput(input []byte, into any) error {
 	return nil
 }
 
-// runTask calls Execute, turning a panic into an error.
+// runTask calls Execute, turning a panic into a *PanicError.
 func runTask(ctx context.Context, t Task) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("task panicked: %v\n%s", p, debug.Stack())
+			err = &PanicError{Value: fmt.Sprint(p), Stack: string(debug.Stack())}
 		}
 	}()
 	return t.Execute(ctx)
+}
+
+// PanicError is the failure of an execution that panicked. Its message is
+// the panic's value; the stack is kept apart, with the attempt (runfleet
+// task get), so task lists stay readable.
+type PanicError struct {
+	Value string
+	Stack string
+}
+
+func (e *PanicError) Error() string { return "task panicked: " + e.Value }
+
+// panicStack is the stack of a panic that err records, "" for other errors.
+func panicStack(err error) string {
+	if pe, ok := errors.AsType[*PanicError](err); ok {
+		return pe.Stack
+	}
+	return ""
 }
 
 func (r *Runner) checkSubtaskClusters(ctx context.Context, subs []queue.SubtaskSpec) error {

@@ -288,7 +288,7 @@ func (jc *JobClient) submit(ctx context.Context, s submission) (Job, bool, error
 	p := queue.SubmitJobParams{ID: jobID, Name: name, Cluster: cluster,
 		Task: id, Input: s.input, MaxRetries: s.maxRetries, Notify: s.notify}
 	created := true
-	if err := jc.c.q.SubmitJob(ctx, p); errors.Is(err, queue.ErrJobExists) && s.idemKey != "" {
+	if err := jc.c.submitJob(ctx, p); errors.Is(err, queue.ErrJobExists) && s.idemKey != "" {
 		created = false // a concurrent delivery of the same submission won
 	} else if err != nil {
 		return Job{}, false, err
@@ -361,6 +361,76 @@ func (jc *JobClient) Cancel(ctx context.Context, id string) error {
 // archived job come from its archive.
 func (jc *JobClient) Tasks(ctx context.Context, id string) ([]TaskInfo, error) {
 	return jc.jobTasks(ctx, id)
+}
+
+// Attempt is one execution of a task: its runner and that runner's context,
+// times, outcome, error and, for a panic, the stack.
+type Attempt = queue.Attempt
+
+// Attempt outcomes.
+const (
+	AttemptRunning    = queue.AttemptRunning
+	AttemptComputed   = queue.AttemptComputed
+	AttemptFailed     = queue.AttemptFailed
+	AttemptLost       = queue.AttemptLost
+	AttemptHandedBack = queue.AttemptHandedBack
+)
+
+// RunnerContext is where an attempt ran.
+type RunnerContext = queue.RunnerContext
+
+// ErrTaskNotFound is returned for a task id the job does not have.
+var ErrTaskNotFound = queue.ErrTaskNotFound
+
+// Task returns one task of a job; that of an archived job comes from its
+// archive.
+func (jc *JobClient) Task(ctx context.Context, jobID string, taskID int64) (TaskInfo, error) {
+	a, ok, err := jc.c.archived(ctx, jobID)
+	if err != nil {
+		return TaskInfo{}, err
+	}
+	if ok {
+		for _, t := range a.Tasks {
+			if t.Seq == taskID {
+				return t, nil
+			}
+		}
+		return TaskInfo{}, fmt.Errorf("%w: job %s has no task %d", ErrTaskNotFound, jobID, taskID)
+	}
+	return jc.c.q.GetTask(ctx, jobID, taskID)
+}
+
+// Attempts returns every execution of one task, oldest first.
+func (jc *JobClient) Attempts(ctx context.Context, jobID string, taskID int64) ([]Attempt, error) {
+	a, ok, err := jc.c.archived(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if _, err := jc.Task(ctx, jobID, taskID); err != nil {
+			return nil, err
+		}
+		return a.Attempts[taskID], nil
+	}
+	return jc.c.q.TaskAttempts(ctx, jobID, taskID)
+}
+
+// JobAttempts returns the attempts of every task of a job that started,
+// by task id, with the tasks they belong to (parents before children).
+func (jc *JobClient) JobAttempts(ctx context.Context, jobID string) ([]TaskInfo, map[int64][]Attempt, error) {
+	a, ok, err := jc.c.archived(ctx, jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ok {
+		return a.Tasks, a.Attempts, nil
+	}
+	tasks, err := jc.c.q.JobTasks(ctx, jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	attempts, err := jc.c.q.JobAttempts(ctx, jobID, tasks)
+	return tasks, attempts, err
 }
 
 // Finished reports whether a job state is final until someone retries it.

@@ -108,6 +108,9 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	}
 	// Deferred before the shutdown: what the shutdown settles is counted.
 	defer stopMetrics()
+	// Deferred before the shutdown too: the executions' last records are
+	// written once they have all returned.
+	defer r.startTaskLogs(cfg)()
 	p.startCompleter()
 	p.startExecutors()
 	p.startUpkeep(ctx)
@@ -147,7 +150,7 @@ func (p *producer) startExecutors() {
 			for w := range p.work {
 				start := time.Now()
 				o := p.r.execute(p.workCtx, w.claim, w.dev, start)
-				o.dev = w.dev
+				o.dev, o.start = w.dev, start
 				o.took = time.Since(start)
 				p.noteExecTime(o.took)
 				p.results <- o
@@ -489,7 +492,7 @@ func (r *Runner) handBack(ctx context.Context, held *holdings) {
 	fails := make([]queue.Failure, len(tasks))
 	for i, c := range tasks {
 		fails[i] = queue.Failure{JobID: c.JobID, Seq: c.Seq, Attempt: c.Attempt, HandBack: true,
-			Error: "handed back: the runner stopped before the task finished"}
+			Error: "handed back: the runner stopped before the task finished", Claimed: c.Claimed}
 	}
 	if _, err := r.client.q.Fail(ctx, r.id, fails); err != nil {
 		r.logger.Error("hand back running tasks failed; they are reclaimed when this runner's heartbeat expires", slog.Any("error", err))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/runfleet/runfleet/protocol"
 	"github.com/runfleet/runfleet/queue"
@@ -71,7 +72,14 @@ func (c *Client) NewRemoteRunner(ctx context.Context, cluster string, tasks []Ta
 func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []Device) outcome {
 	x := protocol.Execute{Type: protocol.TypeExecute, JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt,
 		Cluster: r.cluster, RunnerID: r.id, Release: r.release,
-		Task: c.Task.TaskIdentifier(), Input: c.Input, Devices: devs}
+		Task: c.Task.TaskIdentifier(), Input: c.Input, Devices: devs, TraceParent: r.tracing.traceParent(workCtx)}
+	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
+		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id, Release: r.release,
+		Identifier: x.Task}}
+	if tl := r.taskLogs.Load(); tl != nil && tl.wire != "" {
+		// The worker's records go where a local execution's go.
+		x.Logs, x.OnLog = tl.wire, tl.remoteLogs(e)
+	}
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}
@@ -97,11 +105,14 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 		}
 		return out
 	}
-	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, display: res.Display}
+	e.display = res.Display
 	for _, p := range res.Progress {
 		pi := ProgressIndicator{e: e, label: p.Label}
 		pi.Add(p.Add)
 		pi.Done(p.Done)
+	}
+	if res.Stack != "" {
+		return r.outcomeOf(workCtx, c, e, &PanicError{Value: strings.TrimPrefix(res.Error, "task panicked: "), Stack: res.Stack})
 	}
 	if res.Error != "" {
 		return r.outcomeOf(workCtx, c, e, errors.New(res.Error))

@@ -24,10 +24,11 @@ type Runner struct {
 	id      string
 	logger  *slog.Logger
 
-	reg     *registry // what the runner can run
-	streams []string
-	remote  RemoteExecutor // nil: tasks run in this process
-	release string         // the release a remote executor serves, for logs
+	reg      *registry // what the runner can run
+	streams  []string
+	remote   RemoteExecutor  // nil: tasks run in this process
+	release  string          // the release a remote executor serves, for logs
+	contexts contextRecorder // jobs this runner's context was recorded in
 
 	stopNow chan struct{} // closed by StopNow; replaced per run
 	stopMu  sync.Mutex
@@ -39,6 +40,9 @@ type Runner struct {
 	ownMetrics  *Metrics               // made by the first run WithMetricsAddr without WithMetrics
 	hadMetrics  bool                   // a run attached metrics to the registrations
 	metricsAddr atomic.Pointer[string] // where a run serves its metrics
+
+	taskLogs atomic.Pointer[taskLogs] // where the current run's executions log
+	tracing  *taskTracing             // nil when the client does not trace
 }
 
 type registration struct {
@@ -66,12 +70,13 @@ func (c *Client) newRunner(ctx context.Context, cluster string, reg *registry, r
 	if _, err := c.q.GetCluster(ctx, cluster); err != nil {
 		return nil, fmt.Errorf("new runner: %w", err)
 	}
-	r := &Runner{client: c, cluster: cluster, id: newRunnerID(), reg: reg, remote: remote,
+	r := &Runner{client: c, cluster: cluster, id: c.takeRunnerID(), reg: reg, remote: remote,
 		release: release, stopNow: make(chan struct{})}
 	r.logger = c.logger.With(slog.String("runner_id", r.id), slog.String("cluster", cluster))
 	if release != "" {
 		r.logger = r.logger.With(slog.String("release", release))
 	}
+	r.tracing = newTaskTracing(c, r)
 	r.knownClusters.Store(cluster, struct{}{})
 	streamSeen := map[string]bool{}
 	for _, id := range reg.ids {
@@ -197,6 +202,7 @@ type runConfig struct {
 	reclaimEvery   time.Duration
 	metrics        *Metrics // WithMetrics
 	metricsAddr    string   // WithMetricsAddr
+	taskLogs       TaskLogs // WithTaskLogs, defaults applied by config
 }
 
 // WithConcurrency sets how many tasks run at once. Default 1.
@@ -247,6 +253,10 @@ func (r *Runner) config(ctx context.Context, opts []RunOption) (runConfig, error
 	}
 	if cfg.grace < 0 {
 		return cfg, fmt.Errorf("grace period %v is negative", cfg.grace)
+	}
+	var err error
+	if cfg.taskLogs, err = cfg.taskLogs.withDefaults(); err != nil {
+		return cfg, err
 	}
 	if cfg.idleWait < time.Millisecond {
 		cfg.idleWait = time.Millisecond

@@ -66,6 +66,7 @@ func serveMode(mode string, tasks []Task, stdout, stderr io.Writer) int {
 				protocol.WorkerInFD, protocol.WorkerInFD, protocol.WorkerOutFD)
 			return 2
 		}
+		defer startWorkerTelemetry(stderr)()
 		if err := serveWorker(context.Background(), reg, in, out); err != nil {
 			fmt.Fprintf(stderr, "runfleet worker: %v\n", err)
 			return 1
@@ -135,7 +136,7 @@ func serveWorker(ctx context.Context, reg *registry, in io.Reader, out io.Writer
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res := runWorkerTask(xctx, reg, x)
+				res := runWorkerTask(xctx, reg, x, w)
 				mu.Lock()
 				delete(running, x.ID)
 				mu.Unlock()
@@ -193,7 +194,7 @@ func (w *workerConn) err() error {
 
 // runWorkerTask executes one task in the worker process and builds its
 // result; it never fails the conversation, only the execution.
-func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) protocol.Result {
+func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute, w *workerConn) protocol.Result {
 	res := protocol.Result{Type: protocol.TypeResult, ID: x.ID}
 	id, err := x.Task.Parse()
 	if err != nil {
@@ -213,7 +214,11 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
 		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
 		Identifier: id.TaskIdentifier(), Devices: x.Devices}}
-	err = runTask(context.WithValue(ctx, execKey{}, e), ptr.Interface().(Task))
+	if x.Logs != "" && e.logLevel.UnmarshalText([]byte(x.Logs)) == nil {
+		// The release runner takes the task's records (Logger).
+		e.logOut, e.wireID = workerLogs{w}, x.ID
+	}
+	err = runTask(context.WithValue(workerTraceContext(ctx, x), execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
 	}
@@ -224,7 +229,7 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute) proto
 		res.Progress = append(res.Progress, protocol.Progress{Label: label, Add: c[0], Done: c[1]})
 	}
 	if err != nil {
-		res.Error = err.Error()
+		res.Error, res.Stack = err.Error(), panicStack(err)
 		if res.Error == "" {
 			res.Error = "task failed with an empty error"
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/console"
 	"github.com/runfleet/runfleet/controlplane"
 )
 
@@ -23,6 +24,7 @@ type gatewayOptions struct {
 	sweep     time.Duration
 	tick      time.Duration
 	metrics   string
+	noConsole bool
 	verbose   bool
 }
 
@@ -36,6 +38,10 @@ event webhooks such as MinIO's), cron automations (checked every --tick),
 the sweep (every --sweep-interval: dead runners' tasks, abandoned staged
 subtasks, archiving finished jobs older than --retention to the store) and
 job notification delivery (every second).
+
+The same address serves the web console at / (log in with a token from
+runfleet token create; --no-console leaves it out): jobs, their graphs, tasks,
+attempts and logs, live over Server-Sent Events, with retry and cancel.
 
 Any number of gateways may share one Redis: each cron tick and each object
 version still makes exactly one job. The gateway prints the address it
@@ -59,6 +65,7 @@ age and the live runners, read from Redis at each scrape.`,
 	f.DurationVar(&o.sweep, "sweep-interval", time.Minute, "how often the sweep runs (0 disables it)")
 	f.DurationVar(&o.tick, "tick", time.Second, "how often cron automations are checked")
 	f.StringVar(&o.metrics, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (default: none)")
+	f.BoolVar(&o.noConsole, "no-console", false, "serve the HTTP API only, without the web console at /")
 	f.BoolVar(&o.verbose, "verbose", false, "log every submission and delivery")
 	return cmd
 }
@@ -72,6 +79,7 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 		return usageErrorf("--sweep-interval must not be negative and --tick must be positive")
 	}
 	logger := a.daemonLogger(o.verbose)
+	a.service = "runfleet-gateway"
 	client, err := a.client(ctx)
 	if err != nil {
 		return err
@@ -136,6 +144,16 @@ func (a *app) gateway(ctx context.Context, o *gatewayOptions) error {
 		sweep = -1
 	}
 	g := &controlplane.Gateway{Server: srv, TickEvery: o.tick, SweepEvery: sweep}
+	if !o.noConsole {
+		con, err := console.New(console.Config{Client: client, Logger: logger})
+		if err != nil {
+			return err
+		}
+		g.Handler = console.Mount(srv.Handler(), con)
+		// Ends the console's live streams, so the graceful shutdown does
+		// not wait for pages that stay open.
+		go func() { <-runCtx.Done(); con.Close() }()
+	}
 	if err := g.Serve(runCtx, l); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -34,6 +34,7 @@ instead of Redis; job tasks always reads Redis.`,
 	}
 	cmd.AddCommand(a.jobSubmitCmd(), a.jobGetCmd(), a.jobListCmd(), a.jobTasksCmd(), a.jobGraphCmd(),
 		a.jobWaitCmd(), a.jobRetryCmd(), a.jobCancelCmd())
+	cmd.AddCommand(a.jobLogsCmd())
 	return cmd
 }
 

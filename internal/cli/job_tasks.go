@@ -13,8 +13,9 @@ import (
 
 func (a *app) jobTasksCmd() *cobra.Command {
 	var (
-		all    bool
-		asJSON bool
+		all      bool
+		asJSON   bool
+		attempts bool
 	)
 	cmd := &cobra.Command{
 		Use:   "tasks ID",
@@ -25,13 +26,21 @@ subtasks are indented under their parent.
 
 A parent with more than %d subtasks shows the first %d, any that are running or
 failed, and one summary line for the rest, counted per state. --all lists
-every task; --json prints every task with all its fields.`, elideOver, showFirst),
+every task; --json prints every task with all its fields.
+
+--attempts lists every execution of every task that started instead: attempt
+number, outcome, runner, host, release, start, duration and error (see
+runfleet task get for one task's attempts in full, with panic stacks).`, elideOver, showFirst),
 		Example: `  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d
   runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --all | grep failed
-  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq '.[] | select(.state == "failed") | .error'`,
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq '.[] | select(.state == "failed") | .error'
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --attempts`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
+				if attempts {
+					return a.writeAttempts(cmd, c, args[0], asJSON)
+				}
 				tasks, err := c.Jobs().Tasks(cmd.Context(), args[0])
 				if err != nil {
 					return jobErr(err)
@@ -48,7 +57,26 @@ every task; --json prints every task with all its fields.`, elideOver, showFirst
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "list every subtask, however many a parent has")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print every task as a JSON array, parents before children")
+	cmd.Flags().BoolVar(&attempts, "attempts", false, "list every attempt of every task: outcome, runner, host, release, times, error")
 	return cmd
+}
+
+// writeAttempts is job tasks --attempts.
+func (a *app) writeAttempts(cmd *cobra.Command, c *workflows.Client, job string, asJSON bool) error {
+	tasks, attempts, err := c.Jobs().JobAttempts(cmd.Context(), job)
+	if err != nil {
+		return jobErr(err)
+	}
+	if !asJSON {
+		return writeJobAttempts(a.out, tasks, attempts)
+	}
+	out := []taskAttemptsView{}
+	for _, t := range tasks {
+		if as := attempts[t.Seq]; len(as) > 0 {
+			out = append(out, taskAttemptsView{ID: t.Seq, Name: t.Name, State: t.State, Attempts: as})
+		}
+	}
+	return writeJSON(a.out, out)
 }
 
 // How job tasks shortens big fan-outs.

@@ -107,6 +107,9 @@ type app struct {
 	notify     func(c chan<- os.Signal, sig ...os.Signal)
 	stopNotify func(c chan<- os.Signal)
 	logger     *slog.Logger
+	// service is service.name in what the command exports with
+	// OpenTelemetry (OTEL_EXPORTER_OTLP_ENDPOINT); "" is "runfleet".
+	service string
 }
 
 func newApp(s Streams) *app {
@@ -206,8 +209,9 @@ uses Redis.`,
 	a.configureRoot(root)
 	a.addAPIFlags(root)
 
-	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd(),
+	root.AddCommand(a.clusterCmd(), a.jobCmd(), a.taskCmd(), a.parallelCmd(), a.sweepCmd(), a.workflowCmd(), a.runnerCmd(), a.storeCmd(),
 		a.tokenCmd(), a.automationCmd(), a.gatewayCmd(), a.notificationCmd(), a.infraCmd())
+	root.AddCommand(a.consoleCmd())
 
 	// Create cobra's help and completion commands now so they get examples too.
 	root.InitDefaultHelpCmd()
@@ -295,7 +299,11 @@ func (a *app) effectiveRedisURL() string {
 
 // client connects to Redis. The caller closes it.
 func (a *app) client(ctx context.Context) (*workflows.Client, error) {
-	opts := []workflows.ClientOption{workflows.WithLogger(a.logger)}
+	service := a.service
+	if service == "" {
+		service = "runfleet"
+	}
+	opts := []workflows.ClientOption{workflows.WithLogger(a.logger), workflows.WithServiceName(service)}
 	if a.redisURL != "" {
 		opts = append(opts, workflows.WithRedisURL(a.redisURL))
 	}

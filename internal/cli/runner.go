@@ -48,6 +48,9 @@ type runnerStartOptions struct {
 	check        time.Duration
 	metricsAddr  string
 	verbose      bool
+	taskLogBytes int
+	jobLogBytes  int
+	noTaskLogs   bool
 
 	concurrencySet bool // --concurrency was given
 }
@@ -89,6 +92,10 @@ Without --concurrency, each runner runs as many tasks as there are devices.
 counters and durations per cluster and task, busy and free slots, and the
 Go and process collectors.
 
+What tasks write to workflows.Logger(ctx) is stored with their job in Redis
+(runfleet job logs), at most --task-log-bytes per execution and
+--job-log-bytes per job; --no-stored-logs stores none.
+
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace;
 a second signal hands them back at once.
 
@@ -125,6 +132,9 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.DurationVar(&o.check, "check-interval", 10*time.Second, "how often to read deployments when no announcement arrives")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (default: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug details too")
+	f.IntVar(&o.taskLogBytes, "task-log-bytes", workflows.DefaultTaskLogBytes, "task log bytes one execution stores with its job; past them a marker says the rest was dropped")
+	f.IntVar(&o.jobLogBytes, "job-log-bytes", workflows.DefaultJobLogBytes, "task log bytes one job stores over all its tasks")
+	f.BoolVar(&o.noTaskLogs, "no-stored-logs", false, "store no task logs in Redis (tasks' records still reach this runner's log)")
 	return cmd
 }
 
@@ -134,6 +144,9 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	}
 	if o.concurrency < 1 {
 		return usageErrorf("--concurrency must be at least 1, got %d", o.concurrency)
+	}
+	if o.taskLogBytes < 1 || o.jobLogBytes < 1 {
+		return usageErrorf("--task-log-bytes and --job-log-bytes must be at least 1, got %d and %d", o.taskLogBytes, o.jobLogBytes)
 	}
 	var devices []workflows.Device
 	if o.gpus != "" {
@@ -159,6 +172,7 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 	}
 	logger := a.daemonLogger(o.verbose)
 	// The daemon logs its own progress; the CLI's client logs warnings only.
+	a.service = "runfleet-runner"
 	client, err := a.client(ctx)
 	if err != nil {
 		return err
@@ -169,7 +183,8 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 		TrustedKeys: keys, Runners: o.runners, CheckInterval: o.check, Logger: logger, Devices: devices,
 		MetricsAddr: o.metricsAddr,
 		RunOptions: []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
-			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim)},
+			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim),
+			workflows.WithTaskLogs(workflows.TaskLogs{Off: o.noTaskLogs, PerTask: o.taskLogBytes, PerJob: o.jobLogBytes})},
 	})
 	if err != nil {
 		return usageErrorf("%v", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -41,19 +40,8 @@ const invokePath = "/2015-03-31/functions/function/invocations"
 // `go install` puts it (`go tool task setup-rie` installs the pinned one
 // there: $GOBIN, else the first $GOPATH/bin), then $PATH.
 func RIEPath() (string, error) {
-	if p := os.Getenv("RUNFLEET_RIE_BIN"); p != "" {
-		return p, nil
-	}
-	for _, dir := range goBinDirs() {
-		p := filepath.Join(dir, "aws-lambda-rie")
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath("aws-lambda-rie"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("aws-lambda-rie not found: run `go tool task setup-rie` (go installs the pinned emulator into $(go env GOBIN) or $(go env GOPATH)/bin) or set RUNFLEET_RIE_BIN")
+	return findGoBinary("RUNFLEET_RIE_BIN", "aws-lambda-rie",
+		"aws-lambda-rie not found: run `go tool task setup-rie` (go installs the pinned emulator into $(go env GOBIN) or $(go env GOPATH)/bin) or set RUNFLEET_RIE_BIN")
 }
 
 // LogPath is the file the emulator's and the function's output go to.

@@ -47,19 +47,26 @@ func (m *MinIO) LogPath() string { return filepath.Join(m.Dir, "minio.log") }
 // install` puts it (`go tool task setup` installs it so: $GOBIN, else the
 // first $GOPATH/bin), then $PATH.
 func MinIOPath() (string, error) {
-	if p := os.Getenv("RUNFLEET_MINIO_BIN"); p != "" {
+	return findGoBinary("RUNFLEET_MINIO_BIN", "minio",
+		"minio not found: run `go tool task setup` (go installs the pinned MinIO into $(go env GOBIN) or $(go env GOPATH)/bin) or set RUNFLEET_MINIO_BIN")
+}
+
+// findGoBinary finds a program the setup tasks install: $envVar, then the
+// Go bin directories, then $PATH; missing is the error otherwise.
+func findGoBinary(envVar, name, missing string) (string, error) {
+	if p := os.Getenv(envVar); p != "" {
 		return p, nil
 	}
 	for _, dir := range goBinDirs() {
-		p := filepath.Join(dir, "minio")
+		p := filepath.Join(dir, name)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath("minio"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	return "", errors.New("minio not found: run `go tool task setup` (go installs the pinned MinIO into $(go env GOBIN) or $(go env GOPATH)/bin) or set RUNFLEET_MINIO_BIN")
+	return "", errors.New(missing)
 }
 
 // goBinDirs lists where `go install` may have put binaries. `go env` sees

@@ -18,7 +18,7 @@ const Version = "v1.0"
 
 // All returns one of each bench task, ready to register.
 func All() []workflows.Task {
-	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}, &Probe{}, &Crash{}, &Ingest{}}
+	return []workflows.Task{&Noop{}, &Sleep{}, &Fail{}, &Flaky{}, &FanOut{}, &Probe{}, &Crash{}, &Ingest{}, &Log{}, &Traced{}}
 }
 
 // Noop does nothing.
@@ -129,8 +129,10 @@ func byName(name string, input json.RawMessage) (workflows.Task, error) {
 		t = &Flaky{}
 	case "FanOut":
 		t = &FanOut{}
+	case "Log":
+		t = &Log{}
 	default:
-		return nil, fmt.Errorf("fan out: unknown child task %q (want Noop, Sleep, Fail, Flaky or FanOut)", name)
+		return nil, fmt.Errorf("fan out: unknown child task %q (want Noop, Sleep, Fail, Flaky, FanOut or Log)", name)
 	}
 	if len(input) > 0 && string(input) != "null" {
 		if err := json.Unmarshal(input, t); err != nil {

@@ -1,0 +1,118 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/runfleet/runfleet/console"
+	"github.com/runfleet/runfleet/controlplane"
+	"github.com/runfleet/runfleet/workflows"
+)
+
+// Tiles fans out N optional Tiles, of which tiles 7 and N/2+7 fail, and a
+// Stitch that waits for all of them: the shape of a big job.
+type Tiles struct {
+	N int `json:"n"`
+}
+
+func (*Tiles) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Tiles", version)
+}
+func (t *Tiles) Execute(ctx context.Context) error {
+	workflows.Progress(ctx, "tiles").Add(int64(t.N))
+	tiles := make([]workflows.Task, t.N)
+	for i := range tiles {
+		tiles[i] = &Tile{I: i, Fail: i == 7 || i == t.N/2+7}
+	}
+	fs, err := workflows.SubmitSubtasks(ctx, tiles, workflows.Optional())
+	if err != nil {
+		return err
+	}
+	_, err = workflows.SubmitSubtask(ctx, &Step{Label: "stitch"}, workflows.WithDependencies(fs...))
+	return err
+}
+
+// Tile renders tile I, or fails.
+type Tile struct {
+	I    int  `json:"i"`
+	Fail bool `json:"fail,omitempty"`
+}
+
+func (*Tile) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("Tile", version)
+}
+func (t *Tile) Execute(ctx context.Context) error {
+	if t.Fail {
+		return fmt.Errorf("tile %d: out of memory", t.I)
+	}
+	workflows.Progress(ctx, "tiles").Done(1)
+	return nil
+}
+
+// bigJob runs a job of n Tiles (n+2 tasks) to its end with a runner of its
+// own and returns its id.
+func (b *testBundle) bigJob(tb testing.TB, n int) string {
+	tb.Helper()
+	r, err := b.client.NewRunner(b.ctx, "dev", &Tiles{}, &Tile{}, &Step{})
+	require.NoError(tb, err)
+	j, err := b.client.Jobs().Submit(b.ctx, "tiles", "dev", &Tiles{N: n})
+	require.NoError(tb, err)
+	require.NoError(tb, r.RunAll(b.ctx, workflows.WithConcurrency(512), workflows.WithIdleWait(time.Millisecond)))
+	j, err = b.client.Jobs().Get(b.ctx, j.ID)
+	require.NoError(tb, err)
+	require.Equal(tb, workflows.JobCompleted, j.State)
+	require.Equal(tb, int64(2), j.TaskCounts[workflows.TaskFailedOptional])
+	return j.ID
+}
+
+// BenchmarkJobPage100k serves the job page of a 100,002-task job (a
+// 100,000-tile fan-out, two tiles failed) over HTTP from a gateway on real
+// Redis: the page with its graph inline, the failures and the first page of
+// tasks. "cold" draws the graph on every request (the cache off), "cached"
+// is a repeated view of the finished job. It reports the median and p90
+// request time; the target is 300 ms.
+func BenchmarkJobPage100k(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		cache int
+	}{{"cold", -1}, {"cached", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			bd := setupWith(b, console.Config{GraphCache: c.cache})
+			id := bd.bigJob(b, 100_000)
+			br := bd.browser(b)
+			br.login(bd.token(b, controlplane.ScopeRead))
+			get := func(path string) time.Duration {
+				start := time.Now()
+				p := br.get(path)
+				d := time.Since(start)
+				if p.status != http.StatusOK || !strings.Contains(p.body, "Tile ×100,000") {
+					b.Fatalf("GET %s: %d, graph missing: %.300s", path, p.status, p.body)
+				}
+				return d
+			}
+			get("/jobs/" + id) // warm connections (and the cache, when on)
+			// At least 15 requests, so a median means something with
+			// -benchtime 1x too.
+			samples := max(b.N, 15)
+			took := make([]time.Duration, 0, samples)
+			b.ResetTimer()
+			for range samples {
+				took = append(took, get("/jobs/"+id))
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			// ns/op is the median request, not the loop's mean.
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "ns/op")
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms")
+			b.ReportMetric(float64(took[len(took)*9/10].Microseconds())/1000, "p90-ms")
+			b.ReportMetric(100_002, "tasks")
+		})
+	}
+}

@@ -1,0 +1,487 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Reads for the web console (package console): pages of a job's tasks, job
+// listings filtered by name, queue depth per identifier and login sessions.
+// They read what other parts of the queue write, in bounded steps, so a page
+// of a 100,000-task job costs one page of tasks, not the whole job.
+//
+//	rf:console:s:<hash>   string: a console session record (JSON), written
+//	                      at login with a TTL; <hash> is the hex SHA-256 of
+//	                      the session id the browser holds, so a reader of
+//	                      Redis cannot take over a session
+
+func consoleSessionKey(hash string) string { return "rf:console:s:" + hash }
+
+const (
+	// taskPageScan bounds the task seqs one TasksPage call reads when it
+	// filters by a state without an index of its own: the rest is the next
+	// page's.
+	taskPageScan = 20_000
+	// taskReadChunk is the most task hashes one pipeline reads.
+	taskReadChunk = 1000
+)
+
+// TasksPage returns up to limit tasks of a job with seqs above after (-1
+// for the first page), in seq order, and the after of the next page (-1
+// when there is none). state filters by task state: "" for all, "failed"
+// reads the job's failed set, any other state scans at most 20,000 seqs per
+// call (a page may then hold fewer than limit tasks and still have a next
+// page). Subtasks staged by an execution that never committed them are left
+// out, as JobTasks does.
+func (q *Queue) TasksPage(ctx context.Context, jobID string, after int64, limit int, state string) ([]Task, int64, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	if state != "" && !slices.Contains(TaskStates, state) {
+		return nil, -1, fmt.Errorf("task state %q is not one of %s", state, strings.Join(TaskStates, ", "))
+	}
+	after = max(after, -1)
+	nextText, err := q.rdb.HGet(ctx, jobKey(jobID), "next").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, -1, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
+	}
+	if err != nil {
+		return nil, -1, fmt.Errorf("get job tasks: %w", err)
+	}
+	end, _ := strconv.ParseInt(nextText, 10, 64) // seqs run from 0 to end-1
+	if state == TaskFailed {
+		return q.failedTasksPage(ctx, jobID, after, limit)
+	}
+	var out []Task
+	scanned := int64(0)
+	for from := after + 1; from < end; {
+		n := min(int64(taskReadChunk), end-from)
+		if state == "" {
+			n = min(n, int64(limit-len(out)))
+		}
+		seqs := make([]int64, n)
+		for i := range seqs {
+			seqs[i] = from + int64(i)
+		}
+		tasks, err := q.committedTasks(ctx, jobID, seqs)
+		if err != nil {
+			return nil, -1, err
+		}
+		for _, t := range tasks {
+			if state != "" && t.State != state {
+				continue
+			}
+			out = append(out, t)
+			if len(out) == limit {
+				return out, nextAfter(t.Seq, end), nil
+			}
+		}
+		from += n
+		scanned += n
+		if scanned >= taskPageScan && from < end {
+			return out, from - 1, nil
+		}
+	}
+	return out, -1, nil
+}
+
+// nextAfter is the next page's after once a page ended at seq, -1 when no
+// task follows.
+func nextAfter(seq, end int64) int64 {
+	if seq+1 >= end {
+		return -1
+	}
+	return seq
+}
+
+// failedTasksPage is TasksPage for failed tasks, read through the job's
+// failed set.
+func (q *Queue) failedTasksPage(ctx context.Context, jobID string, after int64, limit int) ([]Task, int64, error) {
+	members, err := q.rdb.SMembers(ctx, jobPrefix(jobID)+"failed").Result()
+	if err != nil {
+		return nil, -1, fmt.Errorf("get failed tasks: %w", err)
+	}
+	seqs := make([]int64, 0, len(members))
+	for _, m := range members {
+		if seq, err := strconv.ParseInt(m, 10, 64); err == nil && seq > after {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	var out []Task
+	for len(seqs) > 0 && len(out) < limit {
+		n := min(len(seqs), limit-len(out))
+		tasks, err := q.committedTasks(ctx, jobID, seqs[:n])
+		if err != nil {
+			return nil, -1, err
+		}
+		seqs = seqs[n:]
+		for _, t := range tasks {
+			if t.State == TaskFailed { // the set is a hint kept for retry
+				out = append(out, t)
+			}
+		}
+	}
+	if len(seqs) == 0 || len(out) == 0 {
+		return out, -1, nil
+	}
+	return out, out[len(out)-1].Seq, nil
+}
+
+// committedTasks reads the tasks of seqs (ascending) in one pipeline, then
+// drops those their parent never committed: a task belongs to the job once
+// its parent's committed child range (kb, kn) holds it.
+func (q *Queue) committedTasks(ctx context.Context, jobID string, seqs []int64) ([]Task, error) {
+	tasks, err := q.Tasks(ctx, jobID, seqs)
+	if err != nil {
+		return nil, err
+	}
+	read := make(map[int64]int, len(tasks))
+	for i, t := range tasks {
+		read[t.Seq] = i
+	}
+	// The children ranges of parents outside this page.
+	type span struct{ base, count int64 }
+	ranges := map[int64]span{}
+	var missing []int64
+	for _, t := range tasks {
+		if t.Parent < 0 {
+			continue
+		}
+		if i, ok := read[t.Parent]; ok {
+			ranges[t.Parent] = span{tasks[i].childBase, tasks[i].childCount}
+		} else if _, ok := ranges[t.Parent]; !ok {
+			ranges[t.Parent] = span{}
+			missing = append(missing, t.Parent)
+		}
+	}
+	if len(missing) > 0 {
+		pipe := q.rdb.Pipeline()
+		pc := make([]*redis.SliceCmd, len(missing))
+		for i, p := range missing {
+			pc[i] = pipe.HMGet(ctx, taskKey(jobID, p), "kb", "kn")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("get job tasks: %w", err)
+		}
+		for i, p := range missing {
+			v := pc[i].Val()
+			kb, _ := v[0].(string)
+			kn, _ := v[1].(string)
+			b, _ := strconv.ParseInt(kb, 10, 64)
+			n, _ := strconv.ParseInt(kn, 10, 64)
+			ranges[p] = span{b, n}
+		}
+	}
+	out := tasks[:0]
+	for _, t := range tasks {
+		if r, ok := ranges[t.Parent]; t.Parent >= 0 && (!ok || t.Seq < r.base || t.Seq >= r.base+r.count) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// FindJobsParams filters a job listing; zero values match everything.
+type FindJobsParams struct {
+	Cluster string
+	State   string
+	// Name keeps jobs whose name contains it, ignoring case.
+	Name  string
+	Limit int // default 100
+	// Cursor continues a listing where a previous page ended.
+	Cursor string
+	// ScanLimit bounds the jobs one call looks at when Name is set; the
+	// call then returns what it found with a cursor to go on from. Default
+	// 10,000.
+	ScanLimit int
+}
+
+// FindJobs is ListJobsPage with a name filter. Without Name it is
+// ListJobsPage; with it, it reads pages of the listing and keeps the jobs
+// whose name matches, looking at no more than ScanLimit jobs per call, so
+// a page may hold fewer than Limit jobs and still have a next cursor.
+func (q *Queue) FindJobs(ctx context.Context, p FindJobsParams) ([]Job, string, error) {
+	if p.Limit <= 0 {
+		p.Limit = 100
+	}
+	list := ListJobsParams{Cluster: p.Cluster, State: p.State, Limit: p.Limit, Cursor: p.Cursor}
+	if p.Name == "" {
+		return q.ListJobsPage(ctx, list)
+	}
+	if p.ScanLimit <= 0 {
+		p.ScanLimit = 10_000
+	}
+	name := strings.ToLower(p.Name)
+	list.Limit = 200
+	var out []Job
+	for scanned := 0; ; {
+		jobs, next, err := q.ListJobsPage(ctx, list)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, j := range jobs {
+			if !strings.Contains(strings.ToLower(j.Name), name) {
+				continue
+			}
+			out = append(out, j)
+			if len(out) == p.Limit {
+				// The listing's cursor: the job's index score (its
+				// creation time) and id.
+				return out, strconv.FormatInt(j.CreatedAt.UnixMilli(), 10) + "." + j.ID, nil
+			}
+		}
+		scanned += len(jobs)
+		if next == "" || scanned >= p.ScanLimit {
+			return out, next, nil
+		}
+		list.Cursor = next
+	}
+}
+
+// IdentifierQueue is the queue of one task identifier in a cluster.
+type IdentifierQueue struct {
+	Identifier string // "Name@vM.m"
+	// Ready counts the stream entries not yet delivered to a runner (an
+	// upper bound, as in ClusterMetrics).
+	Ready int64
+	// OldestReadyAge is how long the oldest of them has waited; 0 when
+	// none is ready.
+	OldestReadyAge time.Duration
+}
+
+// IdentifierQueues reads the ready tasks and the oldest ready age of every
+// identifier registered in cluster, by identifier.
+func (q *Queue) IdentifierQueues(ctx context.Context, cluster string) ([]IdentifierQueue, error) {
+	ids, err := q.RegisteredIdentifiers(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(ids, compareIdentifiers)
+	now := time.Now()
+	pipe := q.rdb.Pipeline()
+	groups := make([]*redis.XInfoGroupsCmd, len(ids))
+	for i, id := range ids {
+		groups[i] = pipe.XInfoGroups(ctx, StreamKey(cluster, id))
+	}
+	// A stream nobody created yet answers "no such key": nothing queued.
+	_, _ = pipe.Exec(ctx)
+	out := make([]IdentifierQueue, 0, len(ids))
+	for i, id := range ids {
+		iq := IdentifierQueue{Identifier: id.String()}
+		stream := StreamKey(cluster, id)
+		if err := groups[i].Err(); err != nil {
+			if !isNoGroup(err) {
+				return nil, fmt.Errorf("inspect stream %s: %w", stream, err)
+			}
+			out = append(out, iq)
+			continue
+		}
+		var g *redis.XInfoGroup
+		for k := range groups[i].Val() {
+			if groups[i].Val()[k].Name == Group {
+				g = &groups[i].Val()[k]
+			}
+		}
+		ready, first, err := q.undelivered(ctx, stream, g)
+		if err != nil {
+			return nil, err
+		}
+		iq.Ready = ready
+		if ms, _, ok := parseID(first); ok && ready > 0 {
+			iq.OldestReadyAge = max(0, now.Sub(time.UnixMilli(int64(ms))))
+		}
+		out = append(out, iq)
+	}
+	return out, nil
+}
+
+// PutConsoleSession stores a console session record under the hash of its
+// id for ttl. An id already in use is ErrExists.
+func (q *Queue) PutConsoleSession(ctx context.Context, hash string, record []byte, ttl time.Duration) error {
+	ok, err := q.rdb.SetNX(ctx, consoleSessionKey(hash), record, ttl).Result()
+	if err != nil {
+		return fmt.Errorf("store console session: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("console session: %w", ErrExists)
+	}
+	return nil
+}
+
+// ConsoleSession returns the record of a console session, nil when there is
+// none (never created, expired or ended).
+func (q *Queue) ConsoleSession(ctx context.Context, hash string) ([]byte, error) {
+	b, err := q.rdb.Get(ctx, consoleSessionKey(hash)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read console session: %w", err)
+	}
+	return b, nil
+}
+
+// DeleteConsoleSession ends a console session.
+func (q *Queue) DeleteConsoleSession(ctx context.Context, hash string) error {
+	if err := q.rdb.Del(ctx, consoleSessionKey(hash)).Err(); err != nil {
+		return fmt.Errorf("end console session: %w", err)
+	}
+	return nil
+}
+
+// graphFields are the task fields GraphTasks reads: what a picture of the
+// job needs for every task (state, name, children, dependents); text is
+// read for the few tasks drawn one by one (Tasks).
+var graphFields = []string{"st", "nm", "kb", "kn", "dn"}
+
+// graphReadChunk is the most task hashes one GraphTasks round reads, in
+// two pipelines at once, so Redis answers one while the client encodes or
+// decodes the other.
+const graphReadChunk = 10_000
+
+// GraphTasks returns every task of a job in tree order, as JobTasks does,
+// but with only its seq, parent, state, name, children and dependents:
+// reading five short fields instead of all of them makes a 100,000-task job
+// several times cheaper to draw. Version, display name and error are left
+// empty; read them with Tasks for the tasks that need them.
+func (q *Queue) GraphTasks(ctx context.Context, jobID string) ([]Task, error) {
+	nextText, err := q.rdb.HGet(ctx, jobKey(jobID), "next").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job tasks: %w", err)
+	}
+	// Every task has a seq below "next": room for all of them up front
+	// saves copying 100,000 records as the slices grow.
+	size, _ := strconv.ParseInt(nextText, 10, 64)
+	size = min(max(size, 1), 10_000_000)
+	out := make([]Task, 0, size)
+	frontier := make([]graphPending, 1, size)
+	frontier[0] = graphPending{0, -1}
+	// One array holds every task's dependents, not one small slice each.
+	deps := make([]int64, 0, size)
+	for done := 0; done < len(frontier); {
+		n := min(len(frontier)-done, graphReadChunk)
+		batch := frontier[done : done+n]
+		done += n
+		vals, err := q.readGraphFields(ctx, jobID, batch)
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			if len(v) < len(graphFields) {
+				continue
+			}
+			st, _ := v[0].(string)
+			if st == "" {
+				continue
+			}
+			t := Task{Seq: batch[i].seq, Parent: batch[i].parent, State: st}
+			t.Name, _ = v[1].(string)
+			kb, _ := v[2].(string)
+			kn, _ := v[3].(string)
+			t.childBase, _ = strconv.ParseInt(kb, 10, 64)
+			t.childCount, _ = strconv.ParseInt(kn, 10, 64)
+			if dn, _ := v[4].(string); dn != "" {
+				from := len(deps)
+				for d := range strings.SplitSeq(dn, ",") {
+					if n, err := strconv.ParseInt(d, 10, 64); err == nil {
+						deps = append(deps, n)
+					}
+				}
+				t.Dependents = deps[from:len(deps):len(deps)]
+			}
+			for k := int64(0); k < t.childCount; k++ {
+				frontier = append(frontier, graphPending{t.childBase + k, t.Seq})
+			}
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// graphPending is a task GraphTasks is yet to read, and its parent.
+type graphPending struct{ seq, parent int64 }
+
+// readGraphFields reads graphFields of every task of batch, half of them
+// in each of two pipelines at once, and returns the values in batch order.
+func (q *Queue) readGraphFields(ctx context.Context, jobID string, batch []graphPending) ([][]any, error) {
+	vals := make([][]any, len(batch))
+	half := len(batch) / 2
+	var wg sync.WaitGroup
+	var errFirst error
+	wg.Go(func() { errFirst = q.readGraphPipeline(ctx, jobID, batch[:half], vals[:half]) })
+	errSecond := q.readGraphPipeline(ctx, jobID, batch[half:], vals[half:])
+	wg.Wait()
+	return vals, errors.Join(errFirst, errSecond)
+}
+
+// readGraphPipeline reads graphFields of the tasks of batch into vals, in
+// one pipeline.
+func (q *Queue) readGraphPipeline(ctx context.Context, jobID string, batch []graphPending, vals [][]any) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	// One array of arguments for the whole batch, sliced per command, and
+	// the field names boxed once: this loop runs 100,000 times for a big
+	// job, and allocations are most of its cost.
+	argv := make([]any, 0, len(batch)*(2+len(graphFieldArgs)))
+	prefix := jobPrefix(jobID) + "t:"
+	for i, p := range batch {
+		from := len(argv)
+		argv = append(argv, "hmget", prefix+strconv.FormatInt(p.seq, 10))
+		argv = append(argv, graphFieldArgs...)
+		cmds[i] = pipe.Do(ctx, argv[from:len(argv):len(argv)]...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("get job tasks: %w", err)
+	}
+	for i, c := range cmds {
+		vals[i], _ = c.Val().([]any)
+	}
+	return nil
+}
+
+// graphFieldArgs is graphFields as command arguments.
+var graphFieldArgs = func() []any {
+	out := make([]any, len(graphFields))
+	for i, f := range graphFields {
+		out[i] = f
+	}
+	return out
+}()
+
+// Tasks returns the tasks of seqs that exist, in the order asked, in one
+// pipeline; a seq without a task is left out.
+func (q *Queue) Tasks(ctx context.Context, jobID string, seqs []int64) ([]Task, error) {
+	pipe := q.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(seqs))
+	for i, seq := range seqs {
+		cmds[i] = pipe.HMGet(ctx, taskKey(jobID, seq), taskFields...)
+	}
+	if len(seqs) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("get tasks: %w", err)
+		}
+	}
+	out := make([]Task, 0, len(seqs))
+	for i, c := range cmds {
+		if t, ok := parseTask(seqs[i], c.Val()); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}

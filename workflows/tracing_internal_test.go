@@ -1,0 +1,117 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/runfleet/runfleet/internal/telemetry"
+	"github.com/runfleet/runfleet/internal/testenv"
+	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/queue"
+)
+
+// allocProbe fails at once: its executions stay off Redis, so their
+// allocations are the runner's own.
+type allocProbe struct{}
+
+func (*allocProbe) Execute(context.Context) error { return errAllocProbe }
+
+var errAllocProbe = errors.New("probe")
+
+// With no OTEL_EXPORTER_OTLP_* endpoint and no WithTracerProvider, a client
+// makes no provider, wraps no logger, and an execution allocates exactly
+// what it does without the tracing hook; the release-worker hooks
+// allocate nothing.
+func TestTracingOffAllocatesNothing(t *testing.T) {
+	// Not parallel: it clears the OpenTelemetry environment.
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"} {
+		t.Setenv(k, "")
+		require.NoError(t, os.Unsetenv(k))
+	}
+	rdb := testenv.NewRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	handler := slog.NewTextHandler(io.Discard, nil)
+	c, err := NewClient(ctx, WithRedisURL(rdb.URL()), WithLogger(slog.New(handler)))
+	require.NoError(t, err)
+	defer c.Close()
+	require.Nil(t, c.tracer)
+	require.Nil(t, c.tel)
+	require.Same(t, handler, c.logger.Handler(), "the logger is not wrapped")
+	_, err = c.Clusters().Create(ctx, "main", "")
+	require.NoError(t, err)
+	r, err := c.NewRunner(ctx, "main", &allocProbe{})
+	require.NoError(t, err)
+	require.Nil(t, r.tracing)
+
+	claim := queue.Claimed{JobID: "job", Seq: 3, Task: r.reg.ids[0], Input: []byte("{}"), Attempt: 1, Parent: 0,
+		Hint: queue.Hint{Stream: "s", ID: "1-1", JobID: "job", Seq: 3, N: 1, Total: 1}}
+	now := time.Now()
+	out := r.execute(ctx, claim, nil, now) // records the runner's context with the job, once
+	require.ErrorIs(t, out.err, errAllocProbe)
+	// AllocsPerRun counts the whole process's allocations: goroutines of
+	// earlier tests may add some to a round, never take any away, so the
+	// least of a few rounds is the execution's own.
+	least := func(f func()) float64 {
+		n := testing.AllocsPerRun(100, f)
+		for range 4 {
+			n = min(n, testing.AllocsPerRun(100, f))
+		}
+		return n
+	}
+	hooked := least(func() { out = r.execute(ctx, claim, nil, now) })
+	bare := least(func() { out = r.executeClaim(ctx, claim, nil, now) })
+	require.Equal(t, bare, hooked)
+	require.Zero(t, testing.AllocsPerRun(200, func() { _ = r.tracing.traceParent(ctx) }))
+	x := protocol.Execute{JobID: "job", TaskID: 3}
+	require.Zero(t, testing.AllocsPerRun(200, func() { _ = workerTraceContext(ctx, x) }))
+}
+
+// BenchmarkExecutionSpan measures what tracing adds to one execution: its
+// span started and ended (lineage cached, as for all but a job's first
+// execution per parent) and exported over OTLP/HTTP to a local endpoint
+// that discards it. cpu-ns/op is the whole process's CPU time, the batch
+// exporter's encoding included.
+func BenchmarkExecutionSpan(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(srv.URL+"/v1/traces"))
+	require.NoError(b, err)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithIDGenerator(TraceIDGenerator()))
+	c := &Client{tracer: telemetry.Tracer(tp)}
+	r := &Runner{client: c, id: "host-1-abcd", cluster: "bench", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tr := newTaskTracing(c, r)
+	id := queue.Identifier{Name: "Noop", Major: 1}
+	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
+		Hint: queue.Hint{Stream: queue.StreamKey("bench", id), ID: "1764460800000-7"}}
+	tr.jobs[claim.JobID] = jobSpanContext(claim.JobID, "")
+	tr.parents[parentKey{claim.JobID, 0}] = 1
+	ctx := context.Background()
+	var before, after syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		claim.Seq = int64(i + 1)
+		_, span := tr.start(ctx, claim)
+		tr.end(span, outcome{claim: claim})
+	}
+	require.NoError(b, tp.Shutdown(ctx)) // the rest of the export, counted
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
