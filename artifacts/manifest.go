@@ -184,12 +184,15 @@ const maxEntryPath = 255
 
 // checkEntryPath reports why p is not a canonical relative slash path, or nil.
 // The error reads after the path, e.g. `path "a/../b" contains a ".." component`.
-func checkEntryPath(p string) error {
+func checkEntryPath(p string) error { return checkSlashPath(p, maxEntryPath) }
+
+// checkSlashPath is checkEntryPath with a length limit of maxLen bytes.
+func checkSlashPath(p string, maxLen int) error {
 	switch {
 	case p == "":
 		return errors.New("is empty")
-	case len(p) > maxEntryPath:
-		return fmt.Errorf("is %d bytes, at most %d allowed", len(p), maxEntryPath)
+	case len(p) > maxLen:
+		return fmt.Errorf("is %d bytes, at most %d allowed", len(p), maxLen)
 	case strings.HasPrefix(p, "/"):
 		return errors.New("is absolute")
 	case strings.ContainsAny(p, "\\\x00"):

@@ -373,9 +373,8 @@ func (s *S3Store) Exists(ctx context.Context, key string) (bool, error) {
 
 // List implements Store.
 func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
-	if strings.ContainsAny(prefix, "\\\x00") || strings.HasPrefix(prefix, "/") ||
-		slices.Contains(strings.Split(prefix, "/"), "..") {
-		return nil, fmt.Errorf("list: %w: prefix %q must be a relative slash path", ErrInvalidKey, prefix)
+	if err := checkPrefix("list", prefix); err != nil {
+		return nil, err
 	}
 	var keys []string
 	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
@@ -402,6 +401,55 @@ func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 	}
 	slices.Sort(keys)
 	return keys, nil
+}
+
+// Delete implements Store. S3 answers a delete of a missing key with
+// success, so no error means no object is left.
+func (s *S3Store) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: aws.String(s.object(key))})
+	if err != nil {
+		return s.fail("delete", key, err)
+	}
+	return nil
+}
+
+// s3DeleteBatch is S3's limit of keys per DeleteObjects request.
+const s3DeleteBatch = 1000
+
+// DeletePrefix implements Store: a listing, then batched DeleteObjects
+// requests of up to 1,000 keys, each retried as any request is.
+func (s *S3Store) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	if err := checkPrefix("delete prefix", prefix); err != nil {
+		return 0, err
+	}
+	keys, err := s.List(ctx, prefix)
+	if err != nil {
+		return 0, fmt.Errorf("delete prefix %q: %w", prefix, err)
+	}
+	deleted := 0
+	for batch := range slices.Chunk(keys, s3DeleteBatch) {
+		ids := make([]types.ObjectIdentifier, len(batch))
+		for i, k := range batch {
+			ids[i] = types.ObjectIdentifier{Key: aws.String(s.object(k))}
+		}
+		out, err := s.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+			Bucket: &s.bucket,
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+		})
+		if err != nil {
+			return deleted, s.fail("delete prefix", prefix, err)
+		}
+		if len(out.Errors) > 0 {
+			e := out.Errors[0]
+			return deleted + len(batch) - len(out.Errors), fmt.Errorf("delete prefix %s%s: %d of %d objects not deleted, first %q: %s: %s",
+				s, prefix, len(out.Errors), len(batch), aws.ToString(e.Key), aws.ToString(e.Code), aws.ToString(e.Message))
+		}
+		deleted += len(batch)
+	}
+	return deleted, nil
 }
 
 // s3Reader is the body of an S3 object that survives broken connections:

@@ -31,6 +31,13 @@ type Store interface {
 	// List returns the keys starting with prefix (a plain string prefix, as
 	// in S3), sorted.
 	List(ctx context.Context, prefix string) ([]string, error)
+	// Delete removes the object at key; a key with no object is no error.
+	Delete(ctx context.Context, key string) error
+	// DeletePrefix removes every object whose key starts with prefix (a
+	// plain string prefix, as List takes; "" is refused so that a slip
+	// cannot empty the store) and returns how many it removed. An error
+	// may leave some removed: calling again finishes the work.
+	DeletePrefix(ctx context.Context, prefix string) (int, error)
 }
 
 // ErrNotFound is wrapped by Store.Get when no object is stored at the key.
@@ -113,8 +120,13 @@ func NewFileStore(dir string) (*FileStore, error) {
 	return &FileStore{Root: dir}, nil
 }
 
+// maxStoreKey is the longest store key: S3's limit for object keys. (A
+// FileStore further needs each component within the file system's 255
+// bytes, which the OS reports.)
+const maxStoreKey = 1024
+
 func checkKey(key string) error {
-	if err := checkEntryPath(key); err != nil {
+	if err := checkSlashPath(key, maxStoreKey); err != nil {
 		return fmt.Errorf("%w %q: key %v", ErrInvalidKey, key, err)
 	}
 	if key == tmpDirName || strings.HasPrefix(key, tmpDirName+"/") {
@@ -189,9 +201,8 @@ func (s *FileStore) Exists(ctx context.Context, key string) (bool, error) {
 
 // List implements Store.
 func (s *FileStore) List(ctx context.Context, prefix string) ([]string, error) {
-	if strings.ContainsAny(prefix, "\\\x00") || strings.HasPrefix(prefix, "/") ||
-		slices.Contains(strings.Split(prefix, "/"), "..") {
-		return nil, fmt.Errorf("list: %w: prefix %q must be a relative slash path", ErrInvalidKey, prefix)
+	if err := checkPrefix("list", prefix); err != nil {
+		return nil, err
 	}
 	// Walk only the deepest directory the prefix names.
 	base := prefix[:strings.LastIndexByte(prefix, '/')+1]
@@ -227,6 +238,72 @@ func (s *FileStore) List(ctx context.Context, prefix string) ([]string, error) {
 	}
 	slices.Sort(keys)
 	return keys, nil
+}
+
+// checkPrefix checks a List or DeletePrefix prefix.
+func checkPrefix(op, prefix string) error {
+	if strings.ContainsAny(prefix, "\\\x00") || strings.HasPrefix(prefix, "/") ||
+		slices.Contains(strings.Split(prefix, "/"), "..") {
+		return fmt.Errorf("%s: %w: prefix %q must be a relative slash path", op, ErrInvalidKey, prefix)
+	}
+	if op == "delete prefix" && prefix == "" {
+		return fmt.Errorf("%s: %w: an empty prefix would delete the whole store", op, ErrInvalidKey)
+	}
+	return nil
+}
+
+// Delete implements Store. It leaves the key's directories, even empty: a
+// concurrent Put into them must not lose its directory.
+func (s *FileStore) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	p := s.path(key)
+	st, err := os.Lstat(p)
+	if isMissing(err) || (err == nil && !st.Mode().IsRegular()) {
+		return nil // not an object
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := os.Remove(p); err != nil && !isMissing(err) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// pruneDirs removes dir and its parents below the root while they are
+// empty; a directory another writer just filled stays (Remove fails).
+func (s *FileStore) pruneDirs(dir string) {
+	for dir != s.Root && strings.HasPrefix(dir, s.Root+string(filepath.Separator)) {
+		if os.Remove(dir) != nil {
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// DeletePrefix implements Store. Directories it leaves empty are removed.
+func (s *FileStore) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	if err := checkPrefix("delete prefix", prefix); err != nil {
+		return 0, err
+	}
+	keys, err := s.List(ctx, prefix)
+	if err != nil {
+		return 0, fmt.Errorf("delete prefix %q: %w", prefix, err)
+	}
+	for i, k := range keys {
+		if err := s.Delete(ctx, k); err != nil {
+			return i, fmt.Errorf("delete prefix %q: %w", prefix, err)
+		}
+	}
+	for _, k := range slices.Backward(keys) {
+		s.pruneDirs(filepath.Dir(s.path(k)))
+	}
+	return len(keys), nil
 }
 
 // isMissing reports a path that does not exist, including one through a

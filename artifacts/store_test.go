@@ -80,6 +80,38 @@ func testStore(t *testing.T, s Store) {
 		require.Contains(t, keys, "lists/x")
 		require.Contains(t, keys, "releases/wf/a.tar.zst")
 	})
+	t.Run("delete", func(t *testing.T) {
+		require.NoError(t, s.Put(ctx, "del/a/1", strings.NewReader("1")))
+		require.NoError(t, s.Put(ctx, "del/a/2", strings.NewReader("2")))
+		require.NoError(t, s.Put(ctx, "del/ab", strings.NewReader("3")))
+		require.NoError(t, s.Put(ctx, "delx", strings.NewReader("4")))
+		require.NoError(t, s.Delete(ctx, "del/a/1"))
+		_, err := s.Get(ctx, "del/a/1")
+		require.ErrorIs(t, err, ErrNotFound)
+		require.NoError(t, s.Delete(ctx, "del/a/1"), "deleting a missing key is no error")
+		require.NoError(t, s.Delete(ctx, "del/a"), "a prefix is not an object: nothing to delete")
+		require.Equal(t, "2", get(t, "del/a/2"))
+
+		n, err := s.DeletePrefix(ctx, "del/a")
+		require.NoError(t, err)
+		require.Equal(t, 2, n, "del/a/2 and del/ab")
+		keys, err := s.List(ctx, "del")
+		require.NoError(t, err)
+		require.Equal(t, []string{"delx"}, keys)
+		n, err = s.DeletePrefix(ctx, "del/")
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.NoError(t, s.Put(ctx, "del/a/3", strings.NewReader("again")), "a deleted prefix can be written again")
+		require.Equal(t, "again", get(t, "del/a/3"))
+
+		_, err = s.DeletePrefix(ctx, "")
+		require.ErrorIs(t, err, ErrInvalidKey)
+		require.ErrorContains(t, err, "whole store")
+		_, err = s.DeletePrefix(ctx, "../x")
+		require.ErrorIs(t, err, ErrInvalidKey)
+		require.ErrorIs(t, s.Delete(ctx, "../x"), ErrInvalidKey)
+		require.Equal(t, "4", get(t, "delx"))
+	})
 	t.Run("invalid keys", func(t *testing.T) {
 		for _, k := range []string{"", "/abs", "../x", "a/../../x", "a//b", "a/", "./a", `a\b`} {
 			require.ErrorIs(t, s.Put(ctx, k, strings.NewReader("x")), ErrInvalidKey, "key %q", k)
@@ -108,6 +140,18 @@ func TestFileStore(t *testing.T) {
 	require.NoError(t, err)
 	testStore(t, s)
 	requireEmpty(t, filepath.Join(dir, tmpDirName))
+
+	// DeletePrefix leaves no empty directories behind; Delete leaves them.
+	ctx := t.Context()
+	require.NoError(t, s.Put(ctx, "prune/x/y", strings.NewReader("y")))
+	require.NoError(t, s.Put(ctx, "prune/z", strings.NewReader("z")))
+	require.NoError(t, s.Delete(ctx, "prune/z"))
+	require.DirExists(t, filepath.Join(dir, "prune"))
+	n, err := s.DeletePrefix(ctx, "prune/")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoDirExists(t, filepath.Join(dir, "prune"))
+	require.DirExists(t, dir)
 }
 
 func TestS3Store(t *testing.T) {

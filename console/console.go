@@ -25,6 +25,11 @@ type Config struct {
 	GraphCache int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// LivePing is how often an idle live stream sends a comment (so
+	// proxies keep it open) and checks that its session is still live; a
+	// stream whose session ended (logged out, token revoked) closes then.
+	// Default 15 s.
+	LivePing time.Duration
 }
 
 // DefaultSessionTTL is how long a console login lasts by default.

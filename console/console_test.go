@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/artifacts"
+	"github.com/runfleet/runfleet/console"
 	"github.com/runfleet/runfleet/controlplane"
 	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/queue"
@@ -93,6 +95,12 @@ func TestWrongTokenIsRefused(t *testing.T) {
 	p = br.post("/login", url.Values{"token": {b.token(t, controlplane.ScopeRead)}, "next": {"//evil.example/x"}})
 	require.Equal(t, http.StatusSeeOther, p.status)
 	require.Equal(t, "/jobs", p.header.Get("Location"), "the login sends nobody off-site")
+	// Browsers drop tabs and newlines from a Location: "/\t/evil" is "//evil".
+	for _, next := range []string{"/\t/evil.example/x", "/\n/evil.example/x", "/\r\n/evil.example/x"} {
+		o := b.browser(t).post("/login", url.Values{"token": {b.token(t, controlplane.ScopeRead)}, "next": {next}})
+		require.Equal(t, http.StatusSeeOther, o.status)
+		require.Equal(t, "/jobs", o.header.Get("Location"), "next %q sends nobody off-site", next)
+	}
 	ck := p.header.Get("Set-Cookie")
 	require.Contains(t, ck, "HttpOnly")
 	require.Contains(t, ck, "SameSite=Strict")
@@ -529,5 +537,38 @@ func TestLiveStreamsAreBounded(t *testing.T) {
 		"a closed stream frees its watcher")
 	for _, c := range cancels {
 		c()
+	}
+}
+
+// An open live stream ends once its session does: a logged-out browser
+// stops receiving the job's updates.
+func TestLiveStreamEndsWithItsSession(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, console.Config{LivePing: 50 * time.Millisecond})
+	b.runner(t)
+	j, _ := b.failedJob(t, "watched-then-logged-out")
+	br := b.browser(t)
+	br.login(b.token(t, controlplane.ScopeRead))
+	hc := *br.hc
+	hc.Timeout = 0
+	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url+"/jobs/"+j.ID+"/events", nil)
+	require.NoError(t, err)
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
+	select {
+	case <-ended:
+		t.Fatal("the stream ended while its session was live")
+	case <-time.After(300 * time.Millisecond):
+	}
+	csrf := br.csrf("/jobs")
+	require.Equal(t, http.StatusSeeOther, br.post("/logout", url.Values{"csrf": {csrf}}).status)
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its session")
 	}
 }

@@ -272,7 +272,11 @@ func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request, s *session) 
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil || rc.Flush() != nil {
 		return
 	}
-	ping := time.NewTicker(livePing)
+	every := c.cfg.LivePing
+	if every <= 0 {
+		every = livePing
+	}
+	ping := time.NewTicker(every)
 	defer ping.Stop()
 	for {
 		var err error
@@ -285,6 +289,11 @@ func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request, s *session) 
 			}
 			_, err = fmt.Fprintf(w, "event: job\ndata: %s\n\n", b)
 		case <-ping.C:
+			// A stream outliving its session (logged out, token revoked)
+			// ends here: the browser's reconnect then meets the login.
+			if live, serr := c.session(r); serr != nil || live == nil {
+				return
+			}
 			_, err = fmt.Fprint(w, ": ping\n\n")
 		}
 		if err != nil || rc.Flush() != nil {

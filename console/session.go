@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/runfleet/runfleet/controlplane"
 )
@@ -151,9 +152,12 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // localPath keeps next if it is a path of this site, so the login page
-// cannot send anyone elsewhere; else "/jobs".
+// cannot send anyone elsewhere; else "/jobs". Control characters are
+// refused too: browsers drop tabs and newlines from a Location, so
+// "/\t/evil.example" would arrive as "//evil.example", another site.
 func localPath(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") ||
+		strings.ContainsFunc(next, unicode.IsControl) {
 		return "/jobs"
 	}
 	return next

@@ -20,10 +20,11 @@ type Host struct {
 	mu        sync.Mutex
 	nextID    uint64
 	waiting   map[uint64]chan Result
-	logs      map[uint64]func([]LogRecord) // OnLog of waiting executions that have one
-	abandoned int                          // executions given up on after a cancel, maybe still running
-	dead      error                        // set once the worker's output ended
-	done      chan struct{}                // closed with dead
+	logs      map[uint64]func([]LogRecord)             // OnLog of waiting executions that have one
+	caches    map[uint64]func(CacheRequest) CacheReply // OnCache of waiting executions that have one
+	abandoned int                                      // executions given up on after a cancel, maybe still running
+	dead      error                                    // set once the worker's output ended
+	done      chan struct{}                            // closed with dead
 }
 
 // ErrWorkerGone wraps every error of an execution whose worker went away
@@ -80,7 +81,8 @@ func NewHost(r io.Reader, w io.WriteCloser, timeout time.Duration) (*Host, Hello
 	if f.h.Protocol != Version {
 		return nil, f.h, fmt.Errorf("worker speaks protocol version %d; this release runner speaks %d", f.h.Protocol, Version)
 	}
-	h := &Host{w: w, waiting: map[uint64]chan Result{}, logs: map[uint64]func([]LogRecord){}, done: make(chan struct{})}
+	h := &Host{w: w, waiting: map[uint64]chan Result{}, logs: map[uint64]func([]LogRecord){},
+		caches: map[uint64]func(CacheRequest) CacheReply{}, done: make(chan struct{})}
 	go h.readLoop(r)
 	return h, f.h, nil
 }
@@ -90,6 +92,11 @@ func (h *Host) readLoop(r io.Reader) {
 		typ, body, err := ReadFrame(r)
 		if err == nil && typ == TypeLog {
 			if err = h.deliverLog(body); err == nil {
+				continue
+			}
+		}
+		if err == nil && typ == TypeCache {
+			if err = h.serveCache(body); err == nil {
 				continue
 			}
 		}
@@ -113,6 +120,7 @@ func (h *Host) readLoop(r io.Reader) {
 		ch := h.waiting[res.ID]
 		delete(h.waiting, res.ID)
 		delete(h.logs, res.ID)
+		delete(h.caches, res.ID)
 		h.mu.Unlock()
 		if ch != nil {
 			ch <- res
@@ -133,6 +141,27 @@ func (h *Host) deliverLog(body []byte) error {
 	if onLog != nil && len(m.Records) > 0 {
 		onLog(m.Records)
 	}
+	return nil
+}
+
+// serveCache answers a Cache request on a goroutine of its own (a slow
+// cache must not hold up results and logs), with OnCache of its execution.
+func (h *Host) serveCache(body []byte) error {
+	var req CacheRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return fmt.Errorf("decode cache request: %w", err)
+	}
+	h.mu.Lock()
+	onCache := h.caches[req.ID]
+	h.mu.Unlock()
+	go func() {
+		reply := CacheReply{Error: fmt.Sprintf("job cache request for execution %d, which has no job cache through the runner (it is not running, or its Execute had no \"cache\": %q)", req.ID, CacheViaRunner)}
+		if onCache != nil {
+			reply = onCache(req)
+		}
+		reply.Type, reply.Req = TypeCacheReply, req.Req
+		_ = h.write(reply) // a broken pipe shows in the read loop
+	}()
 	return nil
 }
 
@@ -190,11 +219,15 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 	} else if x.Logs != "" {
 		h.logs[x.ID] = x.OnLog
 	}
+	if x.OnCache != nil {
+		h.caches[x.ID] = x.OnCache
+	}
 	h.mu.Unlock()
 	forget := func() {
 		h.mu.Lock()
 		delete(h.waiting, x.ID)
 		delete(h.logs, x.ID)
+		delete(h.caches, x.ID)
 		h.mu.Unlock()
 	}
 	if err := h.write(x); err != nil {
@@ -234,6 +267,7 @@ func (h *Host) Execute(ctx context.Context, x Execute) (Result, error) {
 		h.mu.Lock()
 		delete(h.waiting, x.ID)
 		delete(h.logs, x.ID)
+		delete(h.caches, x.ID)
 		h.abandoned++
 		h.mu.Unlock()
 		return Result{}, &AbandonedError{Wait: CancelWait, Cause: ctx.Err(), gone: h.done}

@@ -83,6 +83,21 @@
 // SDK exposes them as workflows.CurrentTask(ctx).Devices and
 // workflows.CUDAVisibleDevices.
 //
+// # Job cache
+//
+// An Execute's "cache" field says where the execution's job cache
+// (workflows.JobCache) lives. An object store URL (s3://..., file:///...):
+// the worker opens that store itself, with the credentials of the
+// environment runnerd passed on, and keeps keys under
+// cache/<job id>/ in it. "runner": the cache is the runner's Redis, which
+// the worker does not reach; it sends a [CacheRequest] per operation, with
+// the execution's id and a request id, and runnerd answers each with a
+// [CacheReply] carrying that request id, in any order, while the execution
+// runs (values up to MaxCacheValue). Absent (an older runnerd): the
+// execution has no cache. runnerd checks every key as the SDK does; a worker
+// never sends Cache messages for an Execute without "cache": "runner", so
+// older runners never see them.
+//
 // A Result must fit in one frame: a worker whose result is larger answers
 // with an error Result instead (the Go SDK does), failing that execution.
 //
@@ -132,7 +147,18 @@ const (
 	TypeCancel  = "cancel"
 	TypeResult  = "result"
 	TypeLog     = "log"
+	// The job cache proxy (see "Job cache" above).
+	TypeCache      = "cache"
+	TypeCacheReply = "cache_reply"
 )
+
+// CacheViaRunner is the Execute "cache" value that sends the execution's
+// job cache requests to the release runner as Cache messages.
+const CacheViaRunner = "runner"
+
+// MaxCacheValue is the largest value a Cache message carries: the runner's
+// Redis cache holds no larger ones.
+const MaxCacheValue = 1 << 20
 
 // Describe is what a release binary prints in describe mode.
 type Describe struct {
@@ -176,6 +202,62 @@ type Execute struct {
 	// execution, when the runner traces (OpenTelemetry): spans the worker
 	// starts for the task are its children. Empty otherwise.
 	TraceParent string `json:"traceparent,omitempty"`
+	// Cache is where the execution's job cache lives: an object store URL
+	// (s3://bucket/prefix?endpoint=..., file:///dir) the worker opens
+	// itself, CacheViaRunner, or empty when the runner has none.
+	Cache string `json:"cache,omitempty"`
+	// OnCache answers the execution's Cache requests, on a goroutine of
+	// its own per request. Not sent; Host.Execute answers every request
+	// with an error without it.
+	OnCache func(CacheRequest) CacheReply `json:"-"`
+}
+
+// Cache operations of a CacheRequest.
+const (
+	CachePut    = "put"
+	CacheGet    = "get"
+	CacheExists = "exists"
+	CacheDelete = "delete"
+	CacheKeys   = "keys"
+)
+
+// Error codes of a CacheReply, which the worker maps to its SDK's errors.
+const (
+	CacheErrMiss       = "miss"        // get: the key has no value
+	CacheErrInvalidKey = "invalid_key" // the key breaks a rule (Error says which)
+	CacheErrTooLarge   = "too_large"   // put: the value is over the cache's limit
+)
+
+// CacheRequest is a job cache operation of execution ID, sent by the worker
+// while the execution runs, for an Execute with "cache": "runner".
+type CacheRequest struct {
+	Type string `json:"type"` // "cache"
+	ID   uint64 `json:"id"`   // the execution's id
+	// Req is unique among the worker's requests in flight; the reply
+	// carries it.
+	Req uint64 `json:"req"`
+	Op  string `json:"op"` // put, get, exists, delete or keys
+	// Key is the full key (a group's keys are "<group>/<key>"); for keys,
+	// the prefix to list ("" for all).
+	Key string `json:"key"`
+	// Value is put's value (base64 in JSON), at most MaxCacheValue bytes.
+	Value []byte `json:"value,omitempty"`
+	// After asks keys for the keys sorting after it: the previous page's
+	// last key.
+	After string `json:"after,omitempty"`
+}
+
+// CacheReply answers a CacheRequest.
+type CacheReply struct {
+	Type  string `json:"type"` // "cache_reply"
+	Req   uint64 `json:"req"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`  // one of the CacheErr codes, or empty
+	Value []byte `json:"value,omitempty"` // get
+	Found bool   `json:"found,omitempty"` // get, exists
+	// Keys is one page of keys, sorted; More says a later page exists.
+	Keys []string `json:"keys,omitempty"`
+	More bool     `json:"more,omitempty"`
 }
 
 // Log carries log records of execution ID, oldest first. A worker sends it

@@ -21,7 +21,8 @@ import (
 //
 //	rf:{j:<id>}:att      hash "<seq>:<attempt>" -> attempt record JSON
 //	rf:{j:<id>}:runners  hash runner id -> RunnerContext JSON, written once
-//	                     per runner by its first execution of the job
+//	                     per runner, with the commit after its first
+//	                     execution of the job (rf_runner_context)
 //
 // A computed task costs nothing extra, and a runner's context is stored
 // once per job rather than once per attempt.
@@ -53,8 +54,8 @@ type RunnerContext struct {
 	// Release is the release the task ran from on a release runner; empty
 	// on a direct runner.
 	Release string `json:"release,omitempty"`
-	// SDKVersion is the runfleet build the runner (or the release's
-	// worker) was built with.
+	// SDKVersion is the runfleet build of the runner process: runnerd's
+	// for a release runner, whose release id names what its worker runs.
 	SDKVersion string `json:"sdk_version"`
 	OS         string `json:"os"`
 	Arch       string `json:"arch"`
@@ -132,17 +133,20 @@ func encodeAttempt(owner string, f *Failure, finished int64) string {
 	return string(b)
 }
 
-// RecordRunnerContext stores where a runner runs, once per job: the first
-// execution of a job by a runner calls it; a second call changes nothing.
+// RecordRunnerContext stores where a runner runs, once per job: a second
+// call changes nothing, and a job that is gone or being purged gets
+// nothing. Runners send it with their next commit instead
+// (Commit.Contexts), so recording costs no round trip of its own.
 func (q *Queue) RecordRunnerContext(ctx context.Context, jobID string, rc RunnerContext) error {
 	b, err := json.Marshal(rc)
 	if err != nil {
 		return err
 	}
-	if err := q.rdb.HSetNX(ctx, jobRunnersKey(jobID), rc.ID, b).Err(); err != nil {
-		return fmt.Errorf("record runner context: %w", err)
+	res, err := q.CommitAndClaim(ctx, rc.ID, Commit{Contexts: []JobContext{{JobID: jobID, Context: b}}})
+	if err == nil {
+		err = res.ContextErr
 	}
-	return nil
+	return err
 }
 
 // JobRunners returns the contexts of the runners that executed tasks of a

@@ -151,3 +151,11 @@ func TestAttemptTextIsCapped(t *testing.T) {
 	}
 	require.Equal(t, "short", CapText("short", 10))
 }
+
+// A runner context for a job that is gone (or never was) leaves no key.
+func TestRunnerContextNeedsTheJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.q.RecordRunnerContext(b.ctx, "gone", RunnerContext{ID: "r1"}))
+	require.Zero(t, b.rdb.Exists(b.ctx, jobRunnersKey("gone")).Val())
+}

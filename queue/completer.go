@@ -119,6 +119,16 @@ type Commit struct {
 	Completions []Completion
 	Claims      []Hint
 	Acks        []Hint
+	// Contexts are the runner's context (RunnerContext JSON) to record in
+	// each job it names, best effort: an attempt whose runner's context is
+	// missing still shows the runner id.
+	Contexts []JobContext
+}
+
+// JobContext is a runner context to record in a job.
+type JobContext struct {
+	JobID   string
+	Context []byte
 }
 
 // CommitResult is what CommitAndClaim did.
@@ -132,6 +142,9 @@ type CommitResult struct {
 	// Unclaimed are the Claims whose call failed: still pending under the
 	// runner, to be claimed again.
 	Unclaimed []Hint
+	// ContextErr is the first failure to record a runner context; it
+	// fails nothing else.
+	ContextErr error
 	// AckErr is set when an XACK of c.Acks failed: those entries may
 	// still be pending.
 	AckErr error
@@ -202,6 +215,10 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 	})
 	pipe := q.rdb.Pipeline()
 	acks := queueAcks(ctx, pipe, c.Acks)
+	contexts := make([]*redis.Cmd, len(c.Contexts))
+	for i, jc := range c.Contexts {
+		contexts[i] = pipe.FCall(ctx, "rf_runner_context", []string{jobKey(jc.JobID)}, owner, jc.Context)
+	}
 	for k, cl := range calls {
 		args := []any{owner, nowMS(), len(cl.items)}
 		weight := 0
@@ -232,6 +249,11 @@ func (q *Queue) CommitAndClaim(ctx context.Context, owner string, c Commit) (Com
 	for _, a := range acks {
 		if err := a.Err(); err != nil && res.AckErr == nil {
 			res.AckErr = fmt.Errorf("acknowledge committed hints: %w", err)
+		}
+	}
+	for _, cmd := range contexts {
+		if err := cmd.Err(); err != nil && res.ContextErr == nil {
+			res.ContextErr = fmt.Errorf("record runner context: %w", err)
 		}
 	}
 

@@ -28,6 +28,14 @@ import "strconv"
 //	                                 written by the call that changed the job (events.go)
 //	rf:{j:<id>}:logs                 stream of task log records (t task seq, r record JSON),
 //	                                 capped in bytes by the job hash's "lgb"/"lgx" (logs.go)
+//	rf:{j:<id>}:att                  hash "<seq>:<attempt>" -> attempt record JSON of attempts
+//	                                 that did not compute, written by rf_fail/rf_reclaim (attempts.go)
+//	rf:{j:<id>}:runners              hash runner id -> RunnerContext JSON, once per runner (attempts.go)
+//	rf:{j:<id>}:cache                hash key -> value: the job's Redis cache (cache.go)
+//	rf:{j:<id>}:cachex               sorted set of the cache's keys, all scored 0 (sorted listings)
+//	rf:{j:<id>}:cacheurls            set of object-store cache URLs the job's tasks used (cache.go)
+//	rf:cachegc                       set of "<job id> <url>": object-store caches of jobs that
+//	                                 left Redis, still to delete (cache.go)
 //	rf:archived                      hash job id -> archive record JSON: where an archived
 //	                                 job's export lives once it left Redis (archive.go)
 //

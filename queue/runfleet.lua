@@ -875,6 +875,17 @@ end)
 -- KEYS[1] job hash. ARGV: cap in bytes, marker record JSON, then pairs of
 -- task seq and record JSON. Returns how many records were dropped, or -1
 -- when the job is gone.
+-- rf_runner_context records a runner's context (queue/attempts.go) in a job
+-- it executes tasks of, once per runner: later calls change nothing. A job
+-- that is gone or being purged gets nothing, so a late call never leaves a
+-- key behind. KEYS[1] job hash. ARGV: runner id, context JSON. Returns 1
+-- when it wrote the context.
+redis.register_function('rf_runner_context', function(keys, args)
+  local j = redis.call('HMGET', keys[1], 'state', 'arc')
+  if not j[1] or j[2] then return 0 end
+  return redis.call('HSETNX', prefix_of(keys[1]) .. 'runners', args[1], args[2])
+end)
+
 redis.register_function('rf_log', function(keys, args)
   local jk = keys[1]
   local j = redis.call('HMGET', jk, 'state', 'arc', 'lgb', 'lgx')
@@ -904,7 +915,7 @@ end)
 -- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
 -- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
 -- key must be added here, or archived jobs leave it behind.
-local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events', 'att', 'runners', 'logs'}
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events', 'att', 'runners', 'logs', 'cache', 'cachex', 'cacheurls'}
 
 -- rf_purge removes an archived job from Redis, one chunk per call. The
 -- first call checks the job is still what was archived: finished, "updated"
@@ -1075,4 +1086,36 @@ redis.register_function('rf_take', function(keys, args)
   redis.call('HSET', keys[1], 'tokens', tostring(tokens), 'ts', math.max(now, ts))
   redis.call('PEXPIRE', keys[1], math.ceil(burst * 1000 / rate) + 1000)
   return {ok, wait}
+end)
+
+-- ---- job cache (queue/cache.go) ----
+-- A job's Redis cache lives in its tag: rf:{j:<id>}:cache (hash key -> value)
+-- and rf:{j:<id>}:cachex (sorted set of the same keys, all scored 0, for
+-- sorted paged listings by ZRANGE BYLEX). rf:{j:<id>}:cacheurls is the set of
+-- object-store cache URLs the job's tasks used, read when the job is archived
+-- to delete those caches. All three are in JOB_KEYS, so rf_purge removes them.
+-- Writes check the job exists and is not being purged, so no write can
+-- recreate a key of a job that left Redis.
+
+local function cache_job_alive(jk)
+  local j = redis.call('HMGET', jk, 'state', 'arc')
+  return j[1] and not j[2]
+end
+
+-- rf_cache_put stores one value. KEYS[1] job hash. ARGV: key, value.
+-- Returns 1, or fails with "ERR nojob" when the job is gone.
+redis.register_function('rf_cache_put', function(keys, args)
+  if not cache_job_alive(keys[1]) then return redis.error_reply('ERR nojob') end
+  local pre = prefix_of(keys[1])
+  redis.call('HSET', pre .. 'cache', args[1], args[2])
+  redis.call('ZADD', pre .. 'cachex', 0, args[1])
+  return 1
+end)
+
+-- rf_cache_use records that the job's tasks use the object-store cache at
+-- URL ARGV[1]. KEYS[1] job hash. Returns 1, or fails with "ERR nojob".
+redis.register_function('rf_cache_use', function(keys, args)
+  if not cache_job_alive(keys[1]) then return redis.error_reply('ERR nojob') end
+  redis.call('SADD', prefix_of(keys[1]) .. 'cacheurls', args[1])
+  return 1
 end)

@@ -54,7 +54,8 @@ const archiveLease = 10 * time.Minute
 // must be able to open again, and key) is recorded in Redis, and only then
 // are the job's keys deleted. Jobs with a task still running or a
 // notification not yet delivered wait for a later call. Jobs.Get and
-// Jobs.Tasks find archived jobs through the record, read-only.
+// Jobs.Tasks find archived jobs through the record, read-only. The job's
+// cache (JobCache) is not archived: it is deleted with the job.
 //
 // A crash at any point leaves each job in Redis or in the archive; calling
 // again finishes the work. A job retried while it is being archived stays in
@@ -64,6 +65,9 @@ func (c *Client) ArchiveJobs(ctx context.Context, store artifacts.Store, storeUR
 	if store == nil || storeURL == "" {
 		return 0, errors.New("archive jobs: a store and its URL are required")
 	}
+	// Job caches are not archived: those in Redis leave with the job (rf_purge),
+	// those in object stores are deleted last, and retried by the next call.
+	defer c.deleteArchivedCaches(ctx)
 	n := 0
 	for {
 		ids, err := c.q.ArchivableJobs(ctx, cutoff, archiveBatch)
@@ -157,6 +161,11 @@ func (c *Client) archiveJob(ctx context.Context, store artifacts.Store, storeURL
 		if err := c.q.RecordArchive(ctx, id, rec); err != nil {
 			return false, err
 		}
+	}
+	// The job's object-store caches are scheduled for deletion before the
+	// purge removes the record of them.
+	if err := c.q.CacheGCJob(ctx, id); err != nil {
+		return false, err
 	}
 	purged, err := c.q.PurgeArchivedJob(ctx, id)
 	if err != nil {

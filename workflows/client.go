@@ -35,6 +35,10 @@ type Client struct {
 	logger    *slog.Logger
 	maxInput  int
 
+	// The job cache (jobcache.go) and the URL it was opened from.
+	cache    cacheBackend
+	cacheURL string
+
 	// OpenTelemetry (tracing.go): tracer is nil when the client does not
 	// trace; tel is the providers it made from the environment, if any.
 	// instanceID is service.instance.id, and the id of the client's first
@@ -53,6 +57,7 @@ type clientConfig struct {
 	rdb      redis.UniversalClient
 	logger   *slog.Logger
 	maxInput int
+	cacheURL string
 
 	tracerProvider trace.TracerProvider
 	serviceName    string
@@ -74,9 +79,17 @@ func WithLogger(l *slog.Logger) ClientOption { return func(c *clientConfig) { c.
 // WithMaxInputBytes sets the largest task input accepted at submit. Default 1 MiB.
 func WithMaxInputBytes(n int) ClientOption { return func(c *clientConfig) { c.maxInput = n } }
 
+// WithJobCache sets where job caches live (JobCache, JobClient.Cache):
+// "redis" for the client's Redis (values up to 1 MiB), or an object store
+// URL as artifacts.OpenStore takes it (s3://bucket/prefix?endpoint=...,
+// file:///dir) for values of any size. Runners pass it on to release
+// workers. Default: $RUNFLEET_CACHE, else "redis".
+func WithJobCache(url string) ClientOption { return func(c *clientConfig) { c.cacheURL = url } }
+
 // NewClient connects to Redis and loads runfleet's functions into it.
 func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
-	cfg := clientConfig{redisURL: os.Getenv("RUNFLEET_REDIS_URL"), logger: slog.Default(), maxInput: DefaultMaxInputBytes}
+	cfg := clientConfig{redisURL: os.Getenv("RUNFLEET_REDIS_URL"), logger: slog.Default(), maxInput: DefaultMaxInputBytes,
+		cacheURL: os.Getenv("RUNFLEET_CACHE")}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -102,6 +115,12 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 		return nil, fmt.Errorf("connect to redis: %w", err)
 	}
 	c.q = q
+	if c.cache, c.cacheURL, err = c.openCacheBackend(cfg.cacheURL); err != nil {
+		if c.ownsRedis {
+			_ = c.rdb.Close()
+		}
+		return nil, err
+	}
 	if err := c.setUpTelemetry(ctx, cfg); err != nil {
 		if c.ownsRedis {
 			_ = c.rdb.Close()
@@ -149,6 +168,10 @@ func (c *Client) Close() error {
 
 // Clusters manages clusters.
 func (c *Client) Clusters() *ClusterClient { return &ClusterClient{c: c} }
+
+// JobCacheURL is where the client's job caches live: "redis" or an object
+// store URL (WithJobCache).
+func (c *Client) JobCacheURL() string { return c.cacheURL }
 
 // Jobs submits and manages jobs.
 func (c *Client) Jobs() *JobClient { return &JobClient{c: c} }

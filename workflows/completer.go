@@ -257,12 +257,19 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 		}
 	}
 	acksOK = len(acks) == 0
+	contexts := r.takeContexts()
 	retry := backoff.New(10*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
 		var err error
-		if len(comps) > 0 || len(claims) > 0 || len(acks) > 0 {
+		if len(comps) > 0 || len(claims) > 0 || len(acks) > 0 || len(contexts) > 0 {
 			var res queue.CommitResult
-			res, err = r.client.q.CommitAndClaim(ctx, r.id, queue.Commit{Completions: comps, Claims: claims, Acks: acks})
+			res, err = r.client.q.CommitAndClaim(ctx, r.id,
+				queue.Commit{Completions: comps, Claims: claims, Acks: acks, Contexts: contexts})
+			if res.ContextErr != nil {
+				r.logger.Warn("could not record the runner's context with its jobs; their attempts show the runner id only",
+					slog.Any("error", res.ContextErr))
+			}
+			contexts = nil
 			claimed = append(claimed, res.Claimed...)
 			unclaimed = append(unclaimed, res.Unclaimed...)
 			if len(acks) > 0 {

@@ -28,7 +28,8 @@ type execution struct {
 	subtasks []queue.SubtaskSpec
 	display  string
 	progress map[string]*[2]int64
-	err      error // first invalid subtask submission; fails the execution
+	err      error        // first invalid subtask submission; fails the execution
+	cache    cacheBackend // the job cache (jobcache.go); nil when the runner has none
 
 	// Task logs (logs.go). logOut is where records go (nil in a release
 	// worker whose runner takes none); the rest is made or counted only

@@ -48,7 +48,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device
 
 // executeClaim is execute without the span.
 func (r *Runner) executeClaim(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
-	r.recordContext(workCtx, c.JobID)
+	r.noteJob(c.JobID)
 	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
 		return outcome{claim: c, err: fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)}
@@ -76,7 +76,7 @@ func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Cl
 	}
 	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
-		Identifier: c.Task.TaskIdentifier(), Devices: devs}}
+		Identifier: c.Task.TaskIdentifier(), Devices: devs}, cache: r.client.cache}
 	if tl := r.taskLogs.Load(); tl != nil {
 		e.logOut = tl
 	}

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	neturl "net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -366,6 +368,46 @@ func (jc *JobClient) Tasks(ctx context.Context, id string) ([]TaskInfo, error) {
 // Attempt is one execution of a task: its runner and that runner's context,
 // times, outcome, error and, for a panic, the stack.
 type Attempt = queue.Attempt
+
+// TasksPage returns up to limit tasks of a job with ids above after (-1
+// for the first page), in id order, and the after of the next page (-1
+// when there is none), so a job of a million tasks is read a page at a
+// time. state filters by task state ("" for all); "failed" reads the job's
+// failed set instead of scanning its tasks, while other states scan a
+// bounded number of tasks per call, so a page may hold fewer than limit
+// tasks and still have a next page. An archived job is paged from its
+// archive.
+func (jc *JobClient) TasksPage(ctx context.Context, jobID string, after int64, limit int, state string) ([]TaskInfo, int64, error) {
+	a, ok, err := jc.c.archived(ctx, jobID)
+	if err != nil {
+		return nil, -1, err
+	}
+	if !ok {
+		return jc.c.q.TasksPage(ctx, jobID, after, limit, state)
+	}
+	if state != "" && !slices.Contains(TaskStates, state) {
+		return nil, -1, fmt.Errorf("task state %q is not one of %s", state, strings.Join(TaskStates, ", "))
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	tasks := slices.Clone(a.Tasks)
+	slices.SortFunc(tasks, func(x, y TaskInfo) int { return cmp.Compare(x.Seq, y.Seq) })
+	var out []TaskInfo
+	for i, t := range tasks {
+		if t.Seq <= after || (state != "" && t.State != state) {
+			continue
+		}
+		out = append(out, t)
+		if len(out) == limit {
+			if i+1 < len(tasks) {
+				return out, t.Seq, nil
+			}
+			break
+		}
+	}
+	return out, -1, nil
+}
 
 // Attempt outcomes.
 const (

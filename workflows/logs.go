@@ -363,6 +363,12 @@ func (t *taskLogs) remoteLogs(e *execution) func([]protocol.LogRecord) {
 			if err := level.UnmarshalText([]byte(pr.Level)); err != nil {
 				level = slog.LevelInfo
 			}
+			// A worker may be written in any language: ids that are not
+			// W3C-shaped are dropped, so they can neither mislead a reader
+			// nor carry bytes past the record caps.
+			if !isHexID(pr.TraceID, 32) || !isHexID(pr.SpanID, 16) {
+				pr.TraceID, pr.SpanID = "", ""
+			}
 			if t.logger.Enabled(context.Background(), level) {
 				r := slog.NewRecord(pr.Time, level, pr.Message, 0)
 				if pr.TraceID != "" {
@@ -384,6 +390,19 @@ func (t *taskLogs) remoteLogs(e *execution) func([]protocol.LogRecord) {
 			t.store(e, rec, size)
 		}
 	}
+}
+
+// isHexID reports whether s is n lowercase hex digits.
+func isHexID(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // slogAttrs turns decoded JSON attributes into slog attributes, sorted by

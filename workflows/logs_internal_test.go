@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/internal/testenv"
+	"github.com/runfleet/runfleet/protocol"
 	"github.com/runfleet/runfleet/queue"
 )
 
@@ -116,4 +117,22 @@ func TestLogSinkDropsWhenFullAndSaysSo(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, "after", recs[0].Message)
+}
+
+// A release worker's trace ids are kept only when they are W3C-shaped.
+func TestRemoteLogsDropMalformedTraceIDs(t *testing.T) {
+	sink := &logSink{perJob: 64 << 20}
+	tl := &taskLogs{logger: slog.New(slog.NewTextHandler(io.Discard, nil)), sink: sink, perTask: 1 << 20}
+	e := &execution{info: CurrentTaskInfo{JobID: "j", TaskID: 3, Attempt: 1, RunnerID: "r1"}}
+	good := protocol.LogRecord{Level: "INFO", Message: "ok", TraceID: strings.Repeat("ab", 16), SpanID: strings.Repeat("cd", 8)}
+	long := protocol.LogRecord{Level: "INFO", Message: "long", TraceID: strings.Repeat("a", 64<<10), SpanID: strings.Repeat("cd", 8)}
+	upper := protocol.LogRecord{Level: "INFO", Message: "upper", TraceID: strings.Repeat("AB", 16), SpanID: strings.Repeat("cd", 8)}
+	tl.remoteLogs(e)([]protocol.LogRecord{good, long, upper})
+	require.Len(t, sink.pending, 3)
+	require.Equal(t, good.TraceID, sink.pending[0].rec.TraceID)
+	require.Equal(t, good.SpanID, sink.pending[0].rec.SpanID)
+	for _, p := range sink.pending[1:] {
+		require.Empty(t, p.rec.TraceID, p.rec.Message)
+		require.Empty(t, p.rec.SpanID, p.rec.Message)
+	}
 }

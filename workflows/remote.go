@@ -80,6 +80,15 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 		// The worker's records go where a local execution's go.
 		x.Logs, x.OnLog = tl.wire, tl.remoteLogs(e)
 	}
+	cache, err := r.cacheForExecute(workCtx, c.JobID)
+	if err != nil {
+		r.taskLog(c).Warn("job cache unavailable; handing the task back", slog.Any("error", err))
+		return outcome{claim: c, err: err, handBack: true}
+	}
+	x.Cache = cache
+	if cache == protocol.CacheViaRunner {
+		x.OnCache = r.serveCache(workCtx, c.JobID)
+	}
 	res, err := r.remote.Execute(workCtx, x)
 	if err != nil {
 		out := outcome{claim: c, err: fmt.Errorf("worker process lost: %w", err)}

@@ -170,9 +170,26 @@ type taskTracing struct {
 	common   []attribute.KeyValue // runner id, cluster, release, messaging system
 	readFail sync.Once            // a lineage read failed: said once
 
+	// records, when set, takes the spans of computed executions as
+	// compact records (telemetry.ExecSpans); exported with recordAttrs.
+	records     *telemetry.ExecSpans
+	recordAttrs *telemetry.ExecAttrs
+
 	mu      sync.Mutex
 	jobs    map[string]trace.SpanContext // job id -> its traceparent
 	parents map[parentKey]int            // parent task -> committed attempt
+}
+
+// execSpan is the span of one execution: an SDK span, or with
+// taskTracing.records what the span's record or late SDK span needs.
+type execSpan struct {
+	sdk    trace.Span
+	sc     trace.SpanContext
+	parent trace.SpanContext
+	root   bool
+	start  time.Time
+	stream string
+	claim  queue.Claimed
 }
 
 type parentKey struct {
@@ -191,8 +208,12 @@ func newTaskTracing(c *Client, r *Runner) *taskTracing {
 	if r.release != "" {
 		common = append(common, attrRelease.String(r.release))
 	}
-	return &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common,
+	t := &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common,
 		jobs: map[string]trace.SpanContext{}, parents: map[parentKey]int{}}
+	if rec := c.tel.ExecSpans(); rec != nil {
+		t.records, t.recordAttrs = rec, telemetry.NewExecAttrs(common...)
+	}
+	return t
 }
 
 // executeTraced is execute in the execution's span.
@@ -204,7 +225,10 @@ func (r *Runner) executeTraced(workCtx context.Context, c queue.Claimed, devs []
 }
 
 // start begins the span of execution c; the returned context carries it.
-func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Context, trace.Span) {
+// With records, no SDK span is made: the context carries the span's
+// context (what task code's spans and log records need) and end writes
+// the record, or for an execution that did not compute, the SDK span.
+func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Context, execSpan) {
 	parent, root := t.parentOf(ctx, c)
 	tid := parent.TraceID()
 	sid := telemetry.ExecutionSpanID(tid, c.JobID, c.Seq, c.Attempt)
@@ -212,6 +236,27 @@ func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Conte
 	if stream == "" {
 		stream = queue.StreamKey(t.cluster, c.Task)
 	}
+	if t.records == nil {
+		span := t.startSDK(ctx, &c, parent, root, sid, stream)
+		return trace.ContextWithSpan(ctx, span), execSpan{sdk: span}
+	}
+	samplerCtx := context.Background()
+	if !root {
+		samplerCtx = trace.ContextWithRemoteSpanContext(samplerCtx, parent)
+	}
+	var flags trace.TraceFlags
+	if t.records.Sampled(samplerCtx, tid, c.Task.Name) {
+		flags = trace.FlagsSampled
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,
+		TraceState: parent.TraceState()})
+	return trace.ContextWithSpanContext(ctx, sc), execSpan{sc: sc, parent: parent, root: root, start: time.Now(),
+		stream: stream, claim: c}
+}
+
+// startSDK starts execution c's SDK span, with the options given.
+func (t *taskTracing) startSDK(ctx context.Context, c *queue.Claimed, parent trace.SpanContext, root bool,
+	sid trace.SpanID, stream string, opts ...trace.SpanStartOption) trace.Span {
 	attrs := make([]attribute.KeyValue, 0, len(t.common)+5)
 	attrs = append(attrs, t.common...)
 	attrs = append(attrs, attrJobID.String(c.JobID), attrTaskID.Int64(c.Seq), attrAttempt.Int(c.Attempt),
@@ -219,21 +264,21 @@ func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Conte
 	if c.Hint.ID != "" {
 		attrs = append(attrs, semconv.MessagingMessageIDKey.String(c.Hint.ID))
 	}
-	kind := trace.WithSpanKind(trace.SpanKindConsumer)
+	opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer))
 	startCtx := ctx
 	var span trace.Span
 	// Only this span may take the wanted ids: the task's context is made
 	// from ctx, not startCtx.
 	if root {
-		_, span = t.tracer.Start(telemetry.WithIDs(startCtx, tid, sid), "task/"+c.Task.Name, kind, trace.WithNewRoot())
+		opts = append(opts, trace.WithNewRoot())
 	} else {
 		startCtx = trace.ContextWithRemoteSpanContext(ctx, parent)
-		_, span = t.tracer.Start(telemetry.WithIDs(startCtx, tid, sid), "task/"+c.Task.Name, kind)
 	}
+	_, span = t.tracer.Start(telemetry.WithIDs(startCtx, parent.TraceID(), sid), "task/"+c.Task.Name, opts...)
 	// Set after the start rather than as a start option, which the SDK
 	// would copy once more.
 	span.SetAttributes(attrs...)
-	return trace.ContextWithSpan(ctx, span), span
+	return span
 }
 
 // parentOf is the span context execution c's span is a child of, or, with
@@ -310,7 +355,26 @@ const maxStatusBytes = 4096
 // execution's span gets nothing more (its status stays unset): an
 // attribute added now would copy the span's attributes, and most
 // executions compute.
-func (t *taskTracing) end(span trace.Span, out outcome) {
+func (t *taskTracing) end(x execSpan, out outcome) {
+	span := x.sdk
+	if span == nil {
+		if !x.sc.IsSampled() {
+			return
+		}
+		c := &x.claim
+		if out.err == nil {
+			rec := telemetry.ExecRecord{TraceID: x.sc.TraceID(), SpanID: x.sc.SpanID(), Flags: x.sc.TraceFlags(),
+				TaskName: c.Task.Name, Start: x.start, End: time.Now(), JobID: c.JobID, TaskID: c.Seq,
+				Attempt: c.Attempt, Destination: x.stream, MessageID: c.Hint.ID, Common: t.recordAttrs}
+			if !x.root {
+				rec.Parent, rec.ParentRemote = x.parent.SpanID(), true
+			}
+			t.records.Add(rec)
+			return
+		}
+		// Rare: made as an SDK span now, for its status and events.
+		span = t.startSDK(context.Background(), c, x.parent, x.root, x.sc.SpanID(), x.stream, trace.WithTimestamp(x.start))
+	}
 	switch {
 	case out.err == nil:
 	case out.handBack:

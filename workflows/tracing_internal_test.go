@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -83,17 +84,37 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 // span started and ended (lineage cached, as for all but a job's first
 // execution per parent) and exported over OTLP/HTTP to a local endpoint
 // that discards it. cpu-ns/op is the whole process's CPU time, the batch
-// exporter's encoding included.
+// exporter's encoding included. "sdk" is a client given a TracerProvider
+// (an SDK span each), "env" one set up from the environment (compact
+// records, telemetry.ExecSpans).
 func BenchmarkExecutionSpan(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer srv.Close()
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(srv.URL+"/v1/traces"))
-	require.NoError(b, err)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithIDGenerator(TraceIDGenerator()))
-	c := &Client{tracer: telemetry.Tracer(tp)}
+	b.Run("sdk", func(b *testing.B) {
+		exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(srv.URL+"/v1/traces"))
+		require.NoError(b, err)
+		// A queue that takes every span: none dropped, all exported.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(1<<22)),
+			sdktrace.WithIDGenerator(TraceIDGenerator()))
+		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tp)}, func() error { return tp.Shutdown(context.Background()) })
+	})
+	b.Run("env", func(b *testing.B) {
+		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", srv.URL+"/v1/traces")
+		b.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", strconv.Itoa(1<<22))
+		tel, err := telemetry.FromEnv(context.Background(), telemetry.Config{ServiceName: "bench"})
+		require.NoError(b, err)
+		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}, func() error {
+			err := tel.Shutdown(context.Background())
+			require.Zero(b, tel.ExecSpans().Dropped())
+			return err
+		})
+	})
+}
+
+func benchExecutionSpan(b *testing.B, c *Client, flush func() error) {
 	r := &Runner{client: c, id: "host-1-abcd", cluster: "bench", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	tr := newTaskTracing(c, r)
 	id := queue.Identifier{Name: "Noop", Major: 1}
@@ -110,7 +131,7 @@ func BenchmarkExecutionSpan(b *testing.B) {
 		_, span := tr.start(ctx, claim)
 		tr.end(span, outcome{claim: claim})
 	}
-	require.NoError(b, tp.Shutdown(ctx)) // the rest of the export, counted
+	require.NoError(b, flush()) // the rest of the export, counted
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")

@@ -150,6 +150,12 @@ func serveWorker(ctx context.Context, reg *registry, in io.Reader, out io.Writer
 				// Any other error is a broken pipe: runnerd is gone and
 				// re-queues what this worker held.
 			}()
+		case protocol.TypeCacheReply:
+			var m protocol.CacheReply
+			if err := json.Unmarshal(body, &m); err != nil {
+				return fmt.Errorf("decode cache reply: %w", err)
+			}
+			w.replies.deliver(m)
 		case protocol.TypeCancel:
 			var m protocol.Cancel
 			if err := json.Unmarshal(body, &m); err != nil {
@@ -171,6 +177,7 @@ type workerConn struct {
 	mu      sync.Mutex
 	out     io.Writer
 	failure error
+	replies cacheReplies // job cache requests waiting for the runner (jobcache.go)
 }
 
 func (w *workerConn) send(v any) error {
@@ -214,6 +221,10 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute, w *wo
 	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
 		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
 		Identifier: id.TaskIdentifier(), Devices: x.Devices}}
+	if e.cache, err = workerCache(x, w); err != nil {
+		res.Error = fmt.Sprintf("worker: %v", err)
+		return res
+	}
 	if x.Logs != "" && e.logLevel.UnmarshalText([]byte(x.Logs)) == nil {
 		// The release runner takes the task's records (Logger).
 		e.logOut, e.wireID = workerLogs{w}, x.ID

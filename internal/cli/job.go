@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/runfleet/runfleet/internal/jobgraph"
+	"github.com/runfleet/runfleet/internal/telemetry"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -35,6 +36,7 @@ instead of Redis; job tasks always reads Redis.`,
 	cmd.AddCommand(a.jobSubmitCmd(), a.jobGetCmd(), a.jobListCmd(), a.jobTasksCmd(), a.jobGraphCmd(),
 		a.jobWaitCmd(), a.jobRetryCmd(), a.jobCancelCmd())
 	cmd.AddCommand(a.jobLogsCmd())
+	cmd.AddCommand(a.jobCacheCmd())
 	return cmd
 }
 
@@ -209,6 +211,10 @@ func writeJob(w io.Writer, j workflows.Job) error {
 		fmt.Fprintf(tw, "Duration:\t%s\n", shortDuration(j.FinishedAt.Sub(j.CreatedAt)))
 	}
 	fmt.Fprintf(tw, "Tasks:\t%s/%s done (%s)\n", jobgraph.Commas(done), jobgraph.Commas(total), countsSummary(j))
+	if sc, ok := telemetry.ParseTraceParent(j.TraceParent); ok {
+		// The id to search for in an OTLP backend.
+		fmt.Fprintf(tw, "Trace:\t%s\n", sc.TraceID())
+	}
 	for i, p := range j.Progress {
 		label := ""
 		if i == 0 {

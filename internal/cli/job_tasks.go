@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +18,7 @@ func (a *app) jobTasksCmd() *cobra.Command {
 		all      bool
 		asJSON   bool
 		attempts bool
+		page     pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "tasks ID",
@@ -28,18 +31,26 @@ A parent with more than %d subtasks shows the first %d, any that are running or
 failed, and one summary line for the rest, counted per state. --all lists
 every task; --json prints every task with all its fields.
 
+--limit N (with --cursor C from the previous page, and --state S) lists one
+page of tasks in id order instead of the whole tree, for jobs too big to read
+at once; --state failed reads the job's failed set rather than every task.
+
 --attempts lists every execution of every task that started instead: attempt
 number, outcome, runner, host, release, start, duration and error (see
 runfleet task get for one task's attempts in full, with panic stacks).`, elideOver, showFirst),
 		Example: `  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d
   runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --all | grep failed
   runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --json | jq '.[] | select(.state == "failed") | .error'
-  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --attempts`,
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --attempts
+  runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --state failed --limit 50`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
 				if attempts {
 					return a.writeAttempts(cmd, c, args[0], asJSON)
+				}
+				if page.set(cmd) {
+					return a.writeTasksPage(cmd, c, args[0], page, asJSON)
 				}
 				tasks, err := c.Jobs().Tasks(cmd.Context(), args[0])
 				if err != nil {
@@ -58,7 +69,85 @@ runfleet task get for one task's attempts in full, with panic stacks).`, elideOv
 	cmd.Flags().BoolVar(&all, "all", false, "list every subtask, however many a parent has")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print every task as a JSON array, parents before children")
 	cmd.Flags().BoolVar(&attempts, "attempts", false, "list every attempt of every task: outcome, runner, host, release, times, error")
+	cmd.Flags().IntVar(&page.limit, "limit", 0, "list one page of at most N tasks, in id order, instead of the tree")
+	cmd.Flags().StringVar(&page.cursor, "cursor", "", "the page after this cursor (printed at the end of the previous page)")
+	cmd.Flags().StringVar(&page.state, "state", "", "only tasks in this state: "+strings.Join(workflows.TaskStates, ", "))
+	cmd.MarkFlagsMutuallyExclusive("attempts", "limit")
+	cmd.MarkFlagsMutuallyExclusive("attempts", "state")
+	cmd.MarkFlagsMutuallyExclusive("all", "limit")
 	return cmd
+}
+
+// pageFlags are job tasks' paging flags.
+type pageFlags struct {
+	limit  int
+	cursor string
+	state  string
+}
+
+func (p pageFlags) set(cmd *cobra.Command) bool {
+	return cmd.Flags().Changed("limit") || cmd.Flags().Changed("cursor") || cmd.Flags().Changed("state")
+}
+
+// tasksPageView is job tasks --limit --json.
+type tasksPageView struct {
+	Tasks []workflows.TaskInfo `json:"tasks"`
+	// Next is the --cursor of the next page, "" after the last.
+	Next string `json:"next_cursor"`
+}
+
+// writeTasksPage is job tasks with paging flags: one page, flat, in id order.
+func (a *app) writeTasksPage(cmd *cobra.Command, c *workflows.Client, job string, p pageFlags, asJSON bool) error {
+	if p.limit < 0 || p.limit > 10_000 {
+		return fmt.Errorf("--limit %d is out of range: give 1 to 10000 (0 for 100)", p.limit)
+	}
+	if p.state != "" && !slices.Contains(workflows.TaskStates, p.state) {
+		return fmt.Errorf("--state %q is not a task state: one of %s", p.state, strings.Join(workflows.TaskStates, ", "))
+	}
+	after := int64(-1)
+	if p.cursor != "" {
+		n, err := strconv.ParseInt(p.cursor, 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("--cursor %q is not a cursor: pass the one the previous page printed", p.cursor)
+		}
+		after = n
+	}
+	tasks, next, err := c.Jobs().TasksPage(cmd.Context(), job, after, p.limit, p.state)
+	if err != nil {
+		return jobErr(err)
+	}
+	nextCursor := ""
+	if next >= 0 {
+		nextCursor = strconv.FormatInt(next, 10)
+	}
+	if asJSON {
+		if tasks == nil {
+			tasks = []workflows.TaskInfo{}
+		}
+		return writeJSON(a.out, tasksPageView{Tasks: tasks, Next: nextCursor})
+	}
+	tw := newTable(a.out)
+	fmt.Fprintln(tw, "TASK\tPARENT\tNAME\tSTATE\tATTEMPTS\tDISPLAY\tERROR")
+	for _, t := range tasks {
+		errText := ""
+		if t.Error != "" && t.State != workflows.TaskComputed {
+			errText = oneLine(firstLine(t.Error, errorWidth))
+		}
+		parent := "-"
+		if t.Parent >= 0 {
+			parent = strconv.FormatInt(t.Parent, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s@%s\t%s\t%d\t%s\t%s\n", t.Seq, parent, oneLine(t.Name), t.Version, t.State,
+			t.Attempts, oneLine(t.Display), errText)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if nextCursor != "" {
+		_, err := fmt.Fprintf(a.out, "(more: --cursor %s)\n", nextCursor)
+		return err
+	}
+	return nil
 }
 
 // writeAttempts is job tasks --attempts.

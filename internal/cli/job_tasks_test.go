@@ -103,3 +103,53 @@ func TestTaskTreeBigFanOut(t *testing.T) {
 	require.NoError(t, writeTaskTree(&b, tasks, true))
 	require.Equal(t, 1+1+n, strings.Count(b.String(), "\n"))
 }
+
+// --limit, --cursor and --state page through a job's tasks in id order.
+func TestJobTasksPages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.cluster("dev")
+	f.runner("dev")
+	id := f.submit("dev", "FanOut", `{"n": 5, "child": "Noop"}`)
+	f.ok("job", "wait", id, "--interval", "20ms", "--timeout", "30s")
+
+	var seen []int64
+	cursor := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 10, "paging ends")
+		args := []string{"job", "tasks", id, "--limit", "2", "--json"}
+		if cursor != "" {
+			args = append(args, "--cursor", cursor)
+		}
+		var page struct {
+			Tasks []workflows.TaskInfo `json:"tasks"`
+			Next  string               `json:"next_cursor"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(f.ok(args...).stdout), &page))
+		require.LessOrEqual(t, len(page.Tasks), 2)
+		for _, task := range page.Tasks {
+			seen = append(seen, task.Seq)
+		}
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	require.Equal(t, []int64{0, 1, 2, 3, 4, 5}, seen)
+
+	r := f.ok("job", "tasks", id, "--limit", "2")
+	require.Regexp(t, `^TASK\s+PARENT\s+NAME\s+STATE\s+ATTEMPTS\s+DISPLAY\s+ERROR\n0\s+-\s+FanOut@v1\.0\s+computed\s+1\s*\n1\s+0\s+Noop@v1\.0\s+computed`, r.stdout)
+	require.Contains(t, r.stdout, "(more: --cursor 1)")
+
+	r = f.ok("job", "tasks", id, "--state", "failed")
+	require.Equal(t, "TASK  PARENT  NAME  STATE  ATTEMPTS  DISPLAY  ERROR\n", r.stdout, "no failed task")
+
+	r = f.run("job", "tasks", id, "--state", "broken")
+	require.NotEqual(t, 0, r.code)
+	require.Contains(t, r.stderr, `--state "broken" is not a task state`)
+	r = f.run("job", "tasks", id, "--limit", "2", "--cursor", "x")
+	require.NotEqual(t, 0, r.code)
+	require.Contains(t, r.stderr, `--cursor "x" is not a cursor`)
+	r = f.run("job", "tasks", id, "--limit", "2", "--attempts")
+	require.NotEqual(t, 0, r.code)
+}

@@ -98,6 +98,7 @@ type app struct {
 	out, err io.Writer
 
 	redisURL string   // --redis
+	jobCache string   // runner start --cache: where job caches live ("" = $RUNFLEET_CACHE)
 	api      apiFlags // --api, --token (api.go)
 
 	// terminal reports whether w is an interactive terminal (live progress).
@@ -306,6 +307,9 @@ func (a *app) client(ctx context.Context) (*workflows.Client, error) {
 	opts := []workflows.ClientOption{workflows.WithLogger(a.logger), workflows.WithServiceName(service)}
 	if a.redisURL != "" {
 		opts = append(opts, workflows.WithRedisURL(a.redisURL))
+	}
+	if a.jobCache != "" {
+		opts = append(opts, workflows.WithJobCache(a.jobCache))
 	}
 	c, err := workflows.NewClient(ctx, opts...)
 	if err == nil {

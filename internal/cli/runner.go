@@ -96,6 +96,12 @@ What tasks write to workflows.Logger(ctx) is stored with their job in Redis
 (runfleet job logs), at most --task-log-bytes per execution and
 --job-log-bytes per job; --no-stored-logs stores none.
 
+--cache sets where the job caches of the tasks live (workflows.JobCache):
+"redis" (values up to 1 MiB, in the Redis runfleet uses) or an object store
+URL; worker processes open an object store themselves, with the credentials
+in the environment they inherit, and reach a Redis cache through this
+runner.
+
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace;
 a second signal hands them back at once.
 
@@ -135,6 +141,7 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.IntVar(&o.taskLogBytes, "task-log-bytes", workflows.DefaultTaskLogBytes, "task log bytes one execution stores with its job; past them a marker says the rest was dropped")
 	f.IntVar(&o.jobLogBytes, "job-log-bytes", workflows.DefaultJobLogBytes, "task log bytes one job stores over all its tasks")
 	f.BoolVar(&o.noTaskLogs, "no-stored-logs", false, "store no task logs in Redis (tasks' records still reach this runner's log)")
+	f.StringVar(&a.jobCache, "cache", "", `where tasks' job caches (workflows.JobCache) live: "redis", or an object store URL such as s3://bucket/prefix or file:///dir, which worker processes open themselves (default $RUNFLEET_CACHE, else redis)`)
 	return cmd
 }
 

@@ -17,6 +17,10 @@ func (a *app) taskCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "task",
 		Short: "Inspect one task of a job: its attempts, where they ran, how they ended",
+		Long: `Inspect one task of a job. task get shows the task and every execution of it
+(an attempt): the runner and where it ran, its times, outcome, error and, for
+a panic, the stack. runfleet job tasks ID --attempts lists the attempts of
+every task of a job. Reads Redis, or the job's archive once it left Redis.`,
 		Example: `  runfleet task get 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d 3
   runfleet job tasks 0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d --attempts`,
 		Args: groupArgs,

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -82,6 +83,16 @@ func TestTaskGetNamesWhatIsWrong(t *testing.T) {
 	f.runner("dev")
 	id := f.submit("dev", "Noop", `{}`)
 	f.ok("job", "wait", id, "--interval", "20ms", "--timeout", "30s")
+
+	// job get names the job's trace: the id to search for in a backend.
+	got := f.ok("job", "get", id).stdout
+	m := regexp.MustCompile(`(?m)^Trace:\s+([0-9a-f]{32})$`).FindStringSubmatch(got)
+	require.NotNil(t, m, got)
+	var j struct {
+		TraceParent string `json:"traceparent"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(f.ok("job", "get", id, "--json").stdout), &j))
+	require.Equal(t, m[1], strings.Split(j.TraceParent, "-")[1])
 
 	r := f.run("task", "get", id, "9")
 	require.NotEqual(t, 0, r.code)

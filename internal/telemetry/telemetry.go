@@ -51,8 +51,9 @@ type Config struct {
 // Telemetry is the process's OpenTelemetry providers, made from the
 // environment. Shutdown flushes what they hold.
 type Telemetry struct {
-	tp *sdktrace.TracerProvider // nil when traces are off
-	lp *sdklog.LoggerProvider   // nil when logs are off
+	tp        *sdktrace.TracerProvider // nil when traces are off
+	execSpans *ExecSpans               // nil when traces are off
+	lp        *sdklog.LoggerProvider   // nil when logs are off
 
 	shutdown sync.Once
 	err      error
@@ -99,8 +100,13 @@ func FromEnv(ctx context.Context, cfg Config) (*Telemetry, error) {
 			return nil, fmt.Errorf("set up OpenTelemetry traces: %w", err)
 		}
 		// The batcher reads OTEL_BSP_* (queue size, delay, batch size).
+		sampler := samplerFromEnv()
 		t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
-			sdktrace.WithIDGenerator(NewIDGenerator()))
+			sdktrace.WithIDGenerator(NewIDGenerator()), sdktrace.WithSampler(sampler))
+		if t.execSpans, err = newExecSpans(newTraceClient(), res, sampler); err != nil {
+			_ = t.Shutdown(ctx)
+			return nil, err
+		}
 	}
 	if logs {
 		exp, err := otlploghttp.New(ctx)
@@ -174,6 +180,15 @@ func (t *Telemetry) TracerProvider() *sdktrace.TracerProvider {
 	return t.tp
 }
 
+// ExecSpans is the export queue of execution spans, nil when traces are
+// off.
+func (t *Telemetry) ExecSpans() *ExecSpans {
+	if t == nil {
+		return nil
+	}
+	return t.execSpans
+}
+
 // LoggerProvider is the logs provider, nil when logs are off.
 func (t *Telemetry) LoggerProvider() *sdklog.LoggerProvider {
 	if t == nil {
@@ -241,6 +256,9 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	}
 	t.shutdown.Do(func() {
 		var errs []error
+		if t.execSpans != nil {
+			errs = append(errs, t.execSpans.shutdown(ctx))
+		}
 		if t.tp != nil {
 			errs = append(errs, t.tp.Shutdown(ctx))
 		}

@@ -24,6 +24,9 @@ import (
 type OTLPReceiver struct {
 	Addr string // host:port of its OTLP/HTTP receiver
 	Dir  string // its directory: config, output and log
+	// discard: received data is decoded and dropped (nop exporter), not
+	// written; Spans and Logs find nothing.
+	discard bool
 	process
 }
 
@@ -60,9 +63,27 @@ func NewOTLPReceiver(t testing.TB) *OTLPReceiver {
 	return o
 }
 
+// NewDiscardingOTLPReceiver is NewOTLPReceiver for benchmarks: the
+// collector receives and decodes everything sent to it and drops it (its
+// nop exporter) instead of writing JSON, so that what is measured is the
+// sender, not a collector that in production runs elsewhere.
+func NewDiscardingOTLPReceiver(t testing.TB) *OTLPReceiver {
+	t.Helper()
+	o, err := startOTLPReceiver(context.Background(), t.TempDir(), true)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(o.Stop)
+	return o
+}
+
 // StartOTLPReceiver starts a collector in dir on a free loopback port and
 // waits until it accepts connections.
 func StartOTLPReceiver(ctx context.Context, dir string) (*OTLPReceiver, error) {
+	return startOTLPReceiver(ctx, dir, false)
+}
+
+func startOTLPReceiver(ctx context.Context, dir string, discard bool) (*OTLPReceiver, error) {
 	bin, err := OTelColPath()
 	if err != nil {
 		return nil, err
@@ -74,7 +95,7 @@ func StartOTLPReceiver(ctx context.Context, dir string) (*OTLPReceiver, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := &OTLPReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir}
+		o := &OTLPReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, discard: discard}
 		if lastErr = o.start(ctx, bin); lastErr == nil {
 			return o, nil
 		}
@@ -106,9 +127,32 @@ service:
       exporters: [file]
 `
 
+// otelcolDiscardConfig receives traces and logs over OTLP/HTTP and drops
+// them once decoded.
+const otelcolDiscardConfig = `receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: %q
+exporters:
+  nop:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [nop]
+    logs:
+      receivers: [otlp]
+      exporters: [nop]
+`
+
 func (o *OTLPReceiver) start(ctx context.Context, bin string) error {
 	cfg := filepath.Join(o.Dir, "otelcol.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, otelcolConfig, o.Addr, o.outPath()), 0o644); err != nil {
+	text := fmt.Appendf(nil, otelcolConfig, o.Addr, o.outPath())
+	if o.discard {
+		text = fmt.Appendf(nil, otelcolDiscardConfig, o.Addr)
+	}
+	if err := os.WriteFile(cfg, text, 0o644); err != nil {
 		return fmt.Errorf("start collector: %w", err)
 	}
 	logf, err := os.Create(o.LogPath())

@@ -1,9 +1,11 @@
 // Command runfleet-otelcol is the OpenTelemetry Collector that runfleet's
-// tests send traces and logs to: the OTLP receiver and the file exporter,
-// nothing else. It is a module of its own, so its dependencies stay out of
-// runfleet's, and its go.mod pins the collector's version; `go tool task
-// setup-otel` builds it into $(go env GOBIN) or $(go env GOPATH)/bin, where
-// testenv.NewOTLPReceiver finds it.
+// tests send traces and logs to: the OTLP receiver, the file exporter the
+// tests read, and the nop exporter for benchmarks (what a collector
+// elsewhere costs is not the runner's), nothing else. It is a module of
+// its own, so its dependencies stay out of runfleet's, and its go.mod pins
+// the collector's version; `go tool task setup-otel` builds it into
+// $(go env GOBIN) or $(go env GOPATH)/bin, where testenv.NewOTLPReceiver
+// finds it.
 //
 //	runfleet-otelcol --config file:/path/to/config.yaml
 package main
@@ -17,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/exporter/nopexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -31,7 +34,7 @@ type telemetryConfig struct{}
 
 func main() {
 	info := component.BuildInfo{Command: "runfleet-otelcol",
-		Description: "OpenTelemetry Collector for runfleet's tests (OTLP in, JSON file out)", Version: "test"}
+		Description: "OpenTelemetry Collector for runfleet's tests (OTLP in, JSON file or nothing out)", Version: "test"}
 	set := otelcol.CollectorSettings{BuildInfo: info, Factories: factories,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{ResolverSettings: confmap.ResolverSettings{
 			ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()}, DefaultScheme: "file"}}}
@@ -45,7 +48,7 @@ func factories() (otelcol.Factories, error) {
 	if err != nil {
 		return otelcol.Factories{}, err
 	}
-	exp, err := otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory())
+	exp, err := otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory(), nopexporter.NewFactory())
 	if err != nil {
 		return otelcol.Factories{}, err
 	}

@@ -1,0 +1,347 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+// Execution spans are most of what a busy runner exports, thousands a
+// second, and almost all of them end the same way: computed, status unset,
+// the same few attributes. An SDK span costs each of them a span object,
+// a copy of its attributes at End, a queue hand-off and a conversion to
+// OTLP; ExecSpans skips all of that: a runner appends a small record when
+// the execution ends and a background goroutine writes batches of them as
+// OTLP and uploads them with the standard OTLP/HTTP client (same
+// environment, retries and headers as the SDK's exporter). Everything else
+// (submits, spans of task code, failed executions with their events) stays
+// with the SDK.
+
+// ExecRecord is a finished execution span: kind CONSUMER, status unset,
+// named "task/" + TaskName.
+type ExecRecord struct {
+	TraceID      trace.TraceID
+	SpanID       trace.SpanID
+	Parent       trace.SpanID // zero for a root
+	Flags        trace.TraceFlags
+	TaskName     string
+	Start, End   time.Time
+	JobID        string
+	TaskID       int64
+	Attempt      int
+	Destination  string // messaging.destination.name
+	MessageID    string // messaging.message.id, "" for none
+	Common       *ExecAttrs
+	ParentRemote bool
+}
+
+// ExecAttrs are the attributes every execution span of one runner has,
+// encoded once.
+type ExecAttrs struct {
+	kvs []*commonpb.KeyValue
+}
+
+// NewExecAttrs encodes attrs for ExecRecord.Common.
+func NewExecAttrs(attrs ...attribute.KeyValue) *ExecAttrs {
+	return &ExecAttrs{kvs: keyValues(attrs)}
+}
+
+// ExecSpans queues execution spans for export: bounded like the SDK's
+// batch span processor (OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
+// OTEL_BSP_MAX_EXPORT_BATCH_SIZE), dropping and counting what does not fit
+// when the collector falls behind.
+type ExecSpans struct {
+	client   otlptrace.Client
+	resource *resourcepb.Resource
+	scope    *commonpb.InstrumentationScope
+	sampler  sdktrace.Sampler
+
+	maxQueue, maxBatch int
+	delay              time.Duration
+
+	mu      sync.Mutex
+	queue   []ExecRecord
+	stopped bool
+	dropped atomic.Int64
+
+	kick    chan struct{}
+	flushes chan chan error
+	done    chan struct{}
+	stop    sync.Once
+}
+
+// newExecSpans starts the queue of execution spans exported with client.
+func newExecSpans(client otlptrace.Client, res *resource.Resource, sampler sdktrace.Sampler) (*ExecSpans, error) {
+	if err := client.Start(context.Background()); err != nil {
+		return nil, fmt.Errorf("set up OpenTelemetry traces: %w", err)
+	}
+	e := &ExecSpans{client: client, sampler: sampler, scope: &commonpb.InstrumentationScope{Name: Scope},
+		resource: &resourcepb.Resource{Attributes: keyValues(res.Attributes())},
+		maxQueue: envInt("OTEL_BSP_MAX_QUEUE_SIZE", 2048), maxBatch: envInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+		delay: time.Duration(envInt("OTEL_BSP_SCHEDULE_DELAY", 5000)) * time.Millisecond,
+		kick:  make(chan struct{}, 1), flushes: make(chan chan error), done: make(chan struct{})}
+	e.maxBatch = min(e.maxBatch, e.maxQueue)
+	e.queue = make([]ExecRecord, 0, e.maxBatch)
+	go e.run()
+	return e, nil
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(name))); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// Sampled reports whether a span with parent (invalid for a root) in trace
+// tid is sampled, as the provider's sampler decides.
+func (e *ExecSpans) Sampled(parent context.Context, tid trace.TraceID, name string) bool {
+	r := e.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: parent, TraceID: tid, Name: name,
+		Kind: trace.SpanKindConsumer})
+	return r.Decision == sdktrace.RecordAndSample
+}
+
+// Add queues r for export, or drops it when the queue is full.
+func (e *ExecSpans) Add(r ExecRecord) {
+	e.mu.Lock()
+	if e.stopped || len(e.queue) >= e.maxQueue {
+		e.mu.Unlock()
+		e.dropped.Add(1)
+		return
+	}
+	e.queue = append(e.queue, r)
+	full := len(e.queue) >= e.maxBatch
+	e.mu.Unlock()
+	if full {
+		select {
+		case e.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Dropped is how many records did not fit the queue.
+func (e *ExecSpans) Dropped() int64 { return e.dropped.Load() }
+
+// Flush exports what is queued.
+func (e *ExecSpans) Flush(ctx context.Context) error {
+	ch := make(chan error, 1)
+	select {
+	case e.flushes <- ch:
+	case <-e.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// shutdown exports what is queued and stops.
+func (e *ExecSpans) shutdown(ctx context.Context) error {
+	err := e.Flush(ctx)
+	e.stop.Do(func() {
+		e.mu.Lock()
+		e.stopped = true
+		e.mu.Unlock()
+		close(e.done)
+	})
+	err = errors.Join(err, e.client.Stop(ctx))
+	if n := e.dropped.Load(); n > 0 {
+		otel.Handle(fmt.Errorf("%d execution spans dropped: the OTLP exporter fell behind (OTEL_BSP_MAX_QUEUE_SIZE)", n))
+	}
+	return err
+}
+
+func (e *ExecSpans) run() {
+	timer := time.NewTimer(e.delay)
+	defer timer.Stop()
+	var spare []ExecRecord
+	for {
+		var reply chan error
+		select {
+		case <-e.done:
+			return
+		case <-timer.C:
+		case <-e.kick:
+		case reply = <-e.flushes:
+		}
+		e.mu.Lock()
+		batch := e.queue
+		e.queue = spare[:0]
+		if cap(e.queue) == 0 {
+			e.queue = make([]ExecRecord, 0, e.maxBatch)
+		}
+		e.mu.Unlock()
+		var err error
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), e.maxBatch)
+			if xerr := e.export(rest[:n]); xerr != nil {
+				otel.Handle(xerr)
+				err = xerr
+			}
+			rest = rest[n:]
+		}
+		// Reused for the next batch, without the strings it holds.
+		clear(batch)
+		spare = batch[:0]
+		if reply != nil {
+			reply <- err
+		}
+		timer.Reset(e.delay)
+	}
+}
+
+// export uploads records as one OTLP request.
+func (e *ExecSpans) export(records []ExecRecord) error {
+	spans := make([]*tracepb.Span, len(records))
+	// Most records share job, destination and attempt: their attributes
+	// are encoded once.
+	var job, dest, att *commonpb.KeyValue
+	for i := range records {
+		r := &records[i]
+		if job == nil || job.Value.GetStringValue() != r.JobID {
+			job = stringKV(string(attrJobID), r.JobID)
+		}
+		if dest == nil || dest.Value.GetStringValue() != r.Destination {
+			dest = stringKV(string(attrDestination), r.Destination)
+		}
+		if att == nil || att.Value.GetIntValue() != int64(r.Attempt) {
+			att = intKV(string(attrAttempt), int64(r.Attempt))
+		}
+		var common []*commonpb.KeyValue
+		if r.Common != nil {
+			common = r.Common.kvs
+		}
+		attrs := make([]*commonpb.KeyValue, 0, len(common)+5)
+		attrs = append(attrs, common...)
+		attrs = append(attrs, job, intKV(string(attrTaskID), r.TaskID), att, dest)
+		if r.MessageID != "" {
+			attrs = append(attrs, stringKV(string(attrMessageID), r.MessageID))
+		}
+		flags := uint32(r.Flags) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+		if r.ParentRemote {
+			flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+		}
+		s := &tracepb.Span{TraceId: r.TraceID[:], SpanId: r.SpanID[:], Name: "task/" + r.TaskName,
+			Kind: tracepb.Span_SPAN_KIND_CONSUMER, StartTimeUnixNano: uint64(r.Start.UnixNano()),
+			EndTimeUnixNano: uint64(r.End.UnixNano()), Attributes: attrs, Flags: flags, Status: &tracepb.Status{}}
+		if r.Parent.IsValid() {
+			s.ParentSpanId = r.Parent[:]
+		}
+		spans[i] = s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return e.client.UploadTraces(ctx, []*tracepb.ResourceSpans{{Resource: e.resource,
+		ScopeSpans: []*tracepb.ScopeSpans{{Scope: e.scope, Spans: spans}}}})
+}
+
+// Keys of the per-execution attributes ExecRecord carries.
+const (
+	attrJobID       = attribute.Key("runfleet.job.id")
+	attrTaskID      = attribute.Key("runfleet.task.id")
+	attrAttempt     = attribute.Key("runfleet.task.attempt")
+	attrDestination = attribute.Key("messaging.destination.name")
+	attrMessageID   = attribute.Key("messaging.message.id")
+)
+
+func stringKV(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+func intKV(k string, v int64) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
+}
+
+// keyValues encodes attrs as OTLP does.
+func keyValues(attrs []attribute.KeyValue) []*commonpb.KeyValue {
+	out := make([]*commonpb.KeyValue, 0, len(attrs))
+	for _, a := range attrs {
+		out = append(out, &commonpb.KeyValue{Key: string(a.Key), Value: anyValue(a.Value)})
+	}
+	return out
+}
+
+func anyValue(v attribute.Value) *commonpb.AnyValue {
+	switch v.Type() {
+	case attribute.BOOL:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: v.AsBool()}}
+	case attribute.INT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v.AsInt64()}}
+	case attribute.FLOAT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}}
+	case attribute.STRING:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.AsString()}}
+	case attribute.BOOLSLICE, attribute.INT64SLICE, attribute.FLOAT64SLICE, attribute.STRINGSLICE:
+		var vals []*commonpb.AnyValue
+		switch v.Type() {
+		case attribute.BOOLSLICE:
+			for _, x := range v.AsBoolSlice() {
+				vals = append(vals, anyValue(attribute.BoolValue(x)))
+			}
+		case attribute.INT64SLICE:
+			for _, x := range v.AsInt64Slice() {
+				vals = append(vals, anyValue(attribute.Int64Value(x)))
+			}
+		case attribute.FLOAT64SLICE:
+			for _, x := range v.AsFloat64Slice() {
+				vals = append(vals, anyValue(attribute.Float64Value(x)))
+			}
+		default:
+			for _, x := range v.AsStringSlice() {
+				vals = append(vals, anyValue(attribute.StringValue(x)))
+			}
+		}
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: vals}}}
+	}
+	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
+}
+
+// samplerFromEnv is the sampler OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG name, as the SDK reads them; given to the
+// provider too, so that both decide alike.
+func samplerFromEnv() sdktrace.Sampler {
+	ratio := 1.0
+	if f, err := strconv.ParseFloat(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG")), 64); err == nil && f >= 0 && f <= 1 {
+		ratio = f
+	}
+	switch strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER"))) {
+	case "always_on":
+		return sdktrace.AlwaysSample()
+	case "always_off":
+		return sdktrace.NeverSample()
+	case "traceidratio":
+		return sdktrace.TraceIDRatioBased(ratio)
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample())
+	case "parentbased_traceidratio":
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
+	}
+	return sdktrace.ParentBased(sdktrace.AlwaysSample())
+}
+
+// newTraceClient is the OTLP/HTTP client of ExecSpans, configured from the
+// environment as the SDK's exporter is.
+func newTraceClient() otlptrace.Client { return otlptracehttp.NewClient() }
