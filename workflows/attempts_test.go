@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/runfleet/runfleet/examples/bench/benchtask"
+	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/workflows"
 )
 
@@ -142,5 +143,27 @@ func TestHandedBackAttemptIsKeptAndArchived(t *testing.T) {
 		require.Equal(t, as[i].Runner, archived[i].Runner)
 		require.Equal(t, as[i].Context, archived[i].Context)
 		require.True(t, as[i].Finished.Equal(archived[i].Finished))
+	}
+}
+
+// Once a job is seen finished, its tasks' log records are stored: the
+// runner writes waiting records before it commits the results.
+func TestLogsAreStoredBeforeTheJobFinishes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r, err := b.client.NewRunner(b.ctx, b.cluster, benchtask.All()...)
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(b.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.RunForever(ctx) }()
+	defer func() { stop(); <-done }()
+	for i := range 5 {
+		j := b.submit(t, &benchtask.FanOut{N: 3, Child: "Log"})
+		j, err = b.client.Jobs().Wait(b.ctx, j.ID, time.Millisecond, nil)
+		require.NoError(t, err)
+		require.Equal(t, workflows.JobCompleted, j.State)
+		recs, err := b.client.Jobs().Logs(b.ctx, j.ID, queue.LogQuery{Task: -1})
+		require.NoError(t, err)
+		require.Len(t, recs, 3, "job %d: every record is stored when the job completes", i)
 	}
 }

@@ -257,6 +257,9 @@ func (p *producer) commit(batch []outcome, claims, acks []queue.Hint) (claimed [
 		}
 	}
 	acksOK = len(acks) == 0
+	if tl := r.taskLogs.Load(); tl != nil && tl.sink != nil && (len(comps) > 0 || len(fails) > 0) {
+		tl.sink.flushPending()
+	}
 	contexts := r.takeContexts()
 	retry := backoff.New(10*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {

@@ -45,6 +45,8 @@ type logSink struct {
 	failures int       // writes that failed since the last warning
 	warned   time.Time // when the last warning was logged
 
+	flushing sync.Mutex // one flush at a time, so a job's records keep their order
+
 	wake chan struct{} // buffered: a full batch waits
 	stop chan struct{}
 	done chan struct{}
@@ -110,6 +112,19 @@ func (s *logSink) loop() {
 	}
 }
 
+// flushPending writes what waits now, if anything does: the completer
+// calls it before committing results, so that once a job is seen finished
+// its tasks' records are stored too. A batch whose tasks logged nothing
+// costs nothing.
+func (s *logSink) flushPending() {
+	s.mu.Lock()
+	waiting := len(s.pending) > 0 || len(s.dropped) > 0
+	s.mu.Unlock()
+	if waiting {
+		s.flush()
+	}
+}
+
 // close writes what waits and stops the sink; records added later are
 // dropped.
 func (s *logSink) close() {
@@ -127,6 +142,8 @@ func (s *logSink) close() {
 // flush writes the waiting records, grouped per job in their order, plus a
 // marker for each execution that had records dropped.
 func (s *logSink) flush() {
+	s.flushing.Lock()
+	defer s.flushing.Unlock()
 	s.mu.Lock()
 	pending, dropped := s.pending, s.dropped
 	s.pending, s.bytes, s.dropped = nil, 0, nil

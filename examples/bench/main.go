@@ -1,6 +1,6 @@
 // Command bench is a direct runner registering the bench tasks (Noop, Sleep,
-// Fail, Flaky, FanOut, Probe, Crash, Ingest, all v1.0), for load tests, chaos tests
-// and demos. It is also a workflow project (runfleet.workflow.toml):
+// Fail, Flaky, FanOut, Probe, Crash, Ingest, Log, Traced, all v1.0), for load
+// tests, chaos tests and demos. It is also a workflow project (runfleet.workflow.toml):
 // `runfleet workflow build` in this directory makes a release of it that
 // release runners run.
 //
@@ -50,7 +50,9 @@ func main() {
 
 Runs the bench tasks Noop, Sleep {"ms"}, Fail, Flaky {"fail_times"},
 FanOut {"n","child","child_input","merge"}, Probe {"ms","children","child_ms"},
-Crash {"marker"} and Ingest {"object","tag","ms"} (storage automations), all v1.0.
+Crash {"marker"}, Ingest {"object","tag","ms"} (storage automations),
+Log {"lines","message","level","attrs"} (task log records) and
+Traced {"span","log","fail","children"} (spans and subtasks), all v1.0.
 
 SIGINT or SIGTERM stops claiming and lets running tasks finish within --grace,
 handing back what does not; a second signal hands them back at once.
