@@ -192,10 +192,12 @@ func (r *Reader) Close() error { return r.conn.Close() }
 func (q *Queue) TrimStreams(ctx context.Context, streams []string) error {
 	pipe := q.rdb.Pipeline()
 	groups := make([]*redis.XInfoGroupsCmd, len(streams))
-	pending := make([]*redis.XPendingCmd, len(streams))
+	oldest := make([]*redis.XPendingExtCmd, len(streams))
 	for i, s := range streams {
 		groups[i] = pipe.XInfoGroups(ctx, s)
-		pending[i] = pipe.XPending(ctx, s, Group)
+		// Only the oldest pending entry: the summary form lists every
+		// consumer, a long reply once a thousand runners read a stream.
+		oldest[i] = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: s, Group: Group, Start: "-", End: "+", Count: 1})
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("inspect task streams: %w", err)
@@ -209,8 +211,8 @@ func (q *Queue) TrimStreams(ctx context.Context, streams []string) error {
 			}
 		}
 		minID := nextID(last)
-		if p := pending[i].Val(); p != nil && p.Count > 0 && p.Lower != "" && lessID(p.Lower, minID) {
-			minID = p.Lower
+		if p := oldest[i].Val(); len(p) > 0 && p[0].ID != "" && lessID(p[0].ID, minID) {
+			minID = p[0].ID
 		}
 		if minID != "" {
 			pipe.XTrimMinIDApprox(ctx, s, minID, 0)

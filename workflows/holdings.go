@@ -34,6 +34,9 @@ type holdings struct {
 	// before that may still list it as pending (see orphans).
 	gone   map[string]uint64
 	ackGen uint64
+	// touched is set when hints are read or acknowledged: only then can
+	// the runner's streams hold entries to trim (see maintain).
+	touched atomic.Bool
 }
 
 // heldEntry counts the tasks of one pending entry still held here, in the
@@ -56,6 +59,9 @@ func newHoldings() *holdings {
 // remember queues hints just read (or pending ones nothing here holds) in
 // the backlog, and returns the malformed ones, to acknowledge.
 func (l *holdings) remember(hints []queue.Hint) (acks []queue.Hint) {
+	if len(hints) > 0 {
+		l.touched.Store(true)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, h := range hints {
@@ -166,6 +172,9 @@ func (l *holdings) release(h queue.Hint, n int64, acks []queue.Hint) []queue.Hin
 func (l *holdings) acked(hints []queue.Hint, ok bool) {
 	if len(hints) == 0 {
 		return
+	}
+	if ok {
+		l.touched.Store(true)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

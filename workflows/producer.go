@@ -188,7 +188,7 @@ func (p *producer) startUpkeep(ctx context.Context) {
 	p.upkeepDone = make(chan struct{})
 	go func() {
 		defer close(p.upkeepDone)
-		p.r.maintain(maintCtx, p.cfg)
+		p.r.maintain(maintCtx, p.cfg, p.held)
 	}()
 }
 
