@@ -24,6 +24,13 @@ func isCode(err error, codes ...string) bool {
 	return false
 }
 
+// isAlreadyExists reports whether err says a create found the resource
+// there already, in any of the ways the services say it.
+func isAlreadyExists(err error) bool {
+	return isCode(err, "EntityAlreadyExists", "ResourceConflictException", "ResourceAlreadyExistsException",
+		"ConflictException", "BucketAlreadyOwnedByYou")
+}
+
 // isNotFound reports whether err says the resource does not exist, in any
 // of the ways the services say it.
 func isNotFound(err error) bool {

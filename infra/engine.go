@@ -438,7 +438,21 @@ func (e *Engine) run(ctx context.Context, apply bool, progress func(Change)) (Re
 		d = d.done()
 		if apply && (d.action == ActionCreate || d.action == ActionUpdate) {
 			e.log.Info("apply", "action", d.action, "type", r.kind(), "name", r.name())
-			if err := r.apply(ctx, d); err != nil {
+			err := r.apply(ctx, d)
+			if err != nil && d.action == ActionCreate && isAlreadyExists(err) {
+				// The resource appeared between plan and create: most often
+				// this create itself, retried by the SDK after its first
+				// reply was lost. Plan it again: the plan checks that it is
+				// this stack's, and what is left to do is applied.
+				d, err = r.plan(ctx)
+				if err == nil {
+					d = d.done()
+					if d.action == ActionCreate || d.action == ActionUpdate {
+						err = r.apply(ctx, d)
+					}
+				}
+			}
+			if err != nil {
 				return rep, fmt.Errorf("%s %s %s: %w", d.action, r.kind(), r.name(), err)
 			}
 		}
