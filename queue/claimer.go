@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -92,6 +93,11 @@ func matchHints(out []Claimed, hints []Hint, failed map[int]bool) (stale []Hint)
 // holds seq, name, version, input, attempt and parent seq per task.
 func appendClaimed(out []Claimed, job string, rows []any) []Claimed {
 	now := time.Now()
+	// The tasks of one claim are mostly of one name and version: parse
+	// each pair once (ParseIdentifier runs a regular expression).
+	var lastName, lastVersion string
+	var lastID Identifier
+	var lastErr error = errors.New("none parsed yet")
 	for k := 0; k+5 < len(rows); k += 6 {
 		seq, _ := rows[k].(string)
 		name, _ := rows[k+1].(string)
@@ -103,8 +109,12 @@ func appendClaimed(out []Claimed, job string, rows []any) []Claimed {
 			parent, _ = strconv.ParseInt(p, 10, 64)
 		}
 		n, _ := strconv.ParseInt(seq, 10, 64)
-		id, err := ParseIdentifier(name, version)
-		if err != nil {
+		if name != lastName || version != lastVersion || lastErr != nil {
+			lastName, lastVersion = name, version
+			lastID, lastErr = ParseIdentifier(name, version)
+		}
+		id := lastID
+		if lastErr != nil {
 			id = Identifier{Name: name}
 		}
 		out = append(out, Claimed{JobID: job, Seq: n, Task: id, Input: []byte(input), Attempt: int(att), Parent: parent, Claimed: now})

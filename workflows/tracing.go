@@ -240,12 +240,8 @@ func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Conte
 		span := t.startSDK(ctx, &c, parent, root, sid, stream)
 		return trace.ContextWithSpan(ctx, span), execSpan{sdk: span}
 	}
-	samplerCtx := context.Background()
-	if !root {
-		samplerCtx = trace.ContextWithRemoteSpanContext(samplerCtx, parent)
-	}
 	var flags trace.TraceFlags
-	if t.records.Sampled(samplerCtx, tid, c.Task.Name) {
+	if t.records.SampledUnder(parent, root, tid, c.Task.Name) {
 		flags = trace.FlagsSampled
 	}
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,

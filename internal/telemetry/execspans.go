@@ -72,6 +72,10 @@ type ExecSpans struct {
 	resource *resourcepb.Resource
 	scope    *commonpb.InstrumentationScope
 	sampler  sdktrace.Sampler
+	// parentDecides is set for the default sampler, parentbased_always_on:
+	// a root is sampled and a child follows its parent's flag, which
+	// SampledUnder then reads without building a context for the sampler.
+	parentDecides bool
 
 	maxQueue, maxBatch int
 	delay              time.Duration
@@ -98,6 +102,7 @@ func newExecSpans(client otlptrace.Client, res *resource.Resource, sampler sdktr
 		delay: time.Duration(envInt("OTEL_BSP_SCHEDULE_DELAY", 5000)) * time.Millisecond,
 		kick:  make(chan struct{}, 1), flushes: make(chan chan error), done: make(chan struct{})}
 	e.maxBatch = min(e.maxBatch, e.maxQueue)
+	e.parentDecides = sampler.Description() == defaultSampler.Description()
 	e.queue = make([]ExecRecord, 0, e.maxBatch)
 	go e.run()
 	return e, nil
@@ -116,6 +121,20 @@ func (e *ExecSpans) Sampled(parent context.Context, tid trace.TraceID, name stri
 	r := e.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: parent, TraceID: tid, Name: name,
 		Kind: trace.SpanKindConsumer})
 	return r.Decision == sdktrace.RecordAndSample
+}
+
+// SampledUnder is Sampled for an execution whose parent is parent (root:
+// it starts its trace): with the default sampler it reads the parent's
+// flag and allocates nothing; with any other it asks the sampler.
+func (e *ExecSpans) SampledUnder(parent trace.SpanContext, root bool, tid trace.TraceID, name string) bool {
+	if e.parentDecides {
+		return root || parent.IsSampled()
+	}
+	ctx := context.Background()
+	if !root {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	return e.Sampled(ctx, tid, name)
 }
 
 // Add queues r for export, or drops it when the queue is full.
@@ -339,8 +358,12 @@ func samplerFromEnv() sdktrace.Sampler {
 	case "parentbased_traceidratio":
 		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
 	}
-	return sdktrace.ParentBased(sdktrace.AlwaysSample())
+	return defaultSampler
 }
+
+// defaultSampler is the SDK's default, which OTEL_TRACES_SAMPLER unset or
+// "parentbased_always_on" gives.
+var defaultSampler = sdktrace.ParentBased(sdktrace.AlwaysSample())
 
 // newTraceClient is the OTLP/HTTP client of ExecSpans, configured from the
 // environment as the SDK's exporter is.

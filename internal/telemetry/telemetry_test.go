@@ -11,7 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // clearOTelEnv unsets every variable FromEnv reads, for the test.
@@ -144,4 +146,33 @@ func TestLogHandlerFansOutFromInfo(t *testing.T) {
 	debug := tel.LogHandler(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	require.True(t, debug.Enabled(ctx, slog.LevelDebug))
 	require.True(t, h.WithAttrs([]slog.Attr{slog.String("k", "v")}).WithGroup("g").Enabled(ctx, slog.LevelInfo))
+}
+
+// With the default sampler SampledUnder reads the parent's flag instead of
+// asking the sampler, and must decide as the sampler would; any other
+// sampler is asked.
+func TestSampledUnderDecidesAsTheSampler(t *testing.T) {
+	tid := JobTraceID("job")
+	sampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: PlaceholderSpanID(tid, "job"),
+		TraceFlags: trace.FlagsSampled, Remote: true})
+	unsampled := sampled.WithTraceFlags(0)
+	for _, s := range []sdktrace.Sampler{defaultSampler, sdktrace.ParentBased(sdktrace.NeverSample()),
+		sdktrace.TraceIDRatioBased(0), sdktrace.AlwaysSample()} {
+		e := &ExecSpans{sampler: s, parentDecides: s.Description() == defaultSampler.Description()}
+		for _, c := range []struct {
+			parent trace.SpanContext
+			root   bool
+		}{{sampled, false}, {unsampled, false}, {trace.SpanContext{}, true}} {
+			ctx := context.Background()
+			if !c.root {
+				ctx = trace.ContextWithRemoteSpanContext(ctx, c.parent)
+			}
+			want := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: "T",
+				Kind: trace.SpanKindConsumer}).Decision == sdktrace.RecordAndSample
+			require.Equal(t, want, e.SampledUnder(c.parent, c.root, tid, "T"), "%s, parent sampled %v, root %v",
+				s.Description(), c.parent.IsSampled(), c.root)
+		}
+	}
+	t.Setenv("OTEL_TRACES_SAMPLER", "")
+	require.Equal(t, defaultSampler.Description(), samplerFromEnv().Description(), "no OTEL_TRACES_SAMPLER gives the default")
 }
