@@ -79,37 +79,45 @@ func countsOf(j queue.Job) ([]stateCount, int64) {
 
 // loadJob reads the job of the path's {id}: from Redis, or from its archive
 // once it left Redis. It answers 404 or 403 itself and returns false then.
-func (c *Console) loadJob(ctx context.Context, w http.ResponseWriter, r *http.Request, s *session) (queue.Job, bool) {
+func (c *Console) loadJob(ctx context.Context, w http.ResponseWriter, r *http.Request, s *session) (queue.Job, *workflows.JobArchive, bool) {
 	id := r.PathValue("id")
 	var j queue.Job
+	var arch *workflows.JobArchive
 	var err error
 	if len(id) > maxIDLength {
 		err = fmt.Errorf("%w: %q", queue.ErrJobNotFound, id)
 	} else if j, err = c.q.GetJob(ctx, id); errors.Is(err, queue.ErrJobNotFound) {
-		j, err = c.cfg.Client.Jobs().Get(ctx, id) // its archive, if it has one
+		// Its archive, if it has one: read once, for every part of the page.
+		a, ok, aerr := c.cfg.Client.Jobs().Archive(ctx, id)
+		switch {
+		case aerr != nil:
+			err = aerr
+		case ok:
+			j, arch, err = a.Job, &a, nil
+		}
 	}
 	if errors.Is(err, queue.ErrJobNotFound) {
 		c.errorPage(w, r, s, http.StatusNotFound, "Job not found",
 			fmt.Sprintf("There is no job %q: it never existed, or it was archived and its archive is gone.", short(80, id)),
 			"Find the job in the list of jobs.")
-		return j, false
+		return j, nil, false
 	}
 	if err != nil {
 		c.internalError(w, r, s, "get job", err)
-		return j, false
+		return j, nil, false
 	}
 	if !s.token.Allows(j.Cluster) {
 		c.errorPage(w, r, s, http.StatusForbidden, "Not allowed",
 			fmt.Sprintf("Token %q may not see jobs of cluster %q.", s.token.Name, j.Cluster), "")
-		return j, false
+		return j, nil, false
 	}
-	return j, true
+	return j, arch, true
 }
 
 func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := pageContext(r)
 	defer cancel()
-	j, ok := c.loadJob(ctx, w, r, s)
+	j, arch, ok := c.loadJob(ctx, w, r, s)
 	if !ok {
 		return
 	}
@@ -132,11 +140,8 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		v.After = n
 	}
-	src, err := c.tasksOf(ctx, j)
-	if err != nil {
-		c.internalError(w, r, s, "read tasks", err)
-		return
-	}
+	src := c.tasksOf(j, arch)
+	var err error
 	if v.Tasks, v.Next, err = src.page(ctx, v.After, tasksPerPage, v.TaskFilter); err != nil {
 		c.internalError(w, r, s, "read tasks", err)
 		return
@@ -191,7 +196,7 @@ func (c *Console) changeJob(action string) func(http.ResponseWriter, *http.Reque
 				"Log in with a token of scope submit.")
 			return
 		}
-		j, ok := c.loadJob(ctx, w, r, s)
+		j, _, ok := c.loadJob(ctx, w, r, s)
 		if !ok {
 			return
 		}
@@ -222,15 +227,11 @@ func (c *Console) changeJob(action string) func(http.ResponseWriter, *http.Reque
 func (c *Console) jobGraph(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := pageContext(r)
 	defer cancel()
-	j, ok := c.loadJob(ctx, w, r, s)
+	j, arch, ok := c.loadJob(ctx, w, r, s)
 	if !ok {
 		return
 	}
-	src, err := c.tasksOf(ctx, j)
-	if err != nil {
-		c.internalError(w, r, s, "read tasks", err)
-		return
-	}
+	src := c.tasksOf(j, arch)
 	svg, err := c.graphSVG(ctx, j, src)
 	if err != nil {
 		c.internalError(w, r, s, "draw job graph", err)

@@ -246,7 +246,7 @@ func pause(ctx context.Context, d time.Duration) {
 // not to reconnect.
 func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := pageContext(r)
-	j, ok := c.loadJob(ctx, w, r, s)
+	j, _, ok := c.loadJob(ctx, w, r, s)
 	cancel()
 	if !ok {
 		return

@@ -29,16 +29,15 @@ type taskSource interface {
 	stamp() string
 }
 
-func (c *Console) tasksOf(ctx context.Context, j queue.Job) (taskSource, error) {
-	if !j.Archived {
-		return liveSource{c: c, job: j}, nil
+// tasksOf is where the page reads job j's tasks: Redis, or arch, the
+// archive loadJob read (nil for a job in Redis).
+func (c *Console) tasksOf(j queue.Job, arch *workflows.JobArchive) taskSource {
+	if arch == nil {
+		return liveSource{c: c, job: j}
 	}
-	tasks, attempts, err := c.cfg.Client.Jobs().JobAttempts(ctx, j.ID)
-	if err != nil {
-		return nil, err
-	}
+	tasks := slices.Clone(arch.Tasks)
 	slices.SortFunc(tasks, func(a, b queue.Task) int { return cmp.Compare(a.Seq, b.Seq) })
-	return &archivedSource{c: c, job: j, all: tasks, attemptsOf: attempts}, nil
+	return &archivedSource{job: j, all: tasks, attemptsOf: arch.Attempts, records: arch.Logs}
 }
 
 type liveSource struct {
@@ -90,10 +89,10 @@ func jobStamp(j queue.Job) string {
 }
 
 type archivedSource struct {
-	c          *Console
 	job        queue.Job
 	all        []queue.Task // by seq
 	attemptsOf map[int64][]queue.Attempt
+	records    []queue.LogRecord
 }
 
 func (s *archivedSource) page(_ context.Context, after int64, limit int, state string) ([]queue.Task, int64, error) {
@@ -140,8 +139,8 @@ func (s *archivedSource) runners(context.Context) ([]queue.RunnerContext, error)
 	return sortedRunners(m), nil
 }
 
-func (s *archivedSource) logs(ctx context.Context, p queue.LogQuery) ([]queue.LogRecord, error) {
-	return s.c.cfg.Client.Jobs().Logs(ctx, s.job.ID, p)
+func (s *archivedSource) logs(_ context.Context, p queue.LogQuery) ([]queue.LogRecord, error) {
+	return queue.SelectLogs(s.records, p), nil
 }
 
 func (s *archivedSource) stamp() string { return "archived|" + jobStamp(s.job) }

@@ -25,7 +25,7 @@ type taskView struct {
 func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := pageContext(r)
 	defer cancel()
-	j, ok := c.loadJob(ctx, w, r, s)
+	j, arch, ok := c.loadJob(ctx, w, r, s)
 	if !ok {
 		return
 	}
@@ -40,11 +40,7 @@ func (c *Console) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 		notFound()
 		return
 	}
-	src, err := c.tasksOf(ctx, j)
-	if err != nil {
-		c.internalError(w, r, s, "read tasks", err)
-		return
-	}
+	src := c.tasksOf(j, arch)
 	found, err := src.tasks(ctx, []int64{seq})
 	if err != nil {
 		c.internalError(w, r, s, "read task", err)
@@ -97,7 +93,7 @@ type logsView struct {
 func (c *Console) jobLogsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx, cancel := pageContext(r)
 	defer cancel()
-	j, ok := c.loadJob(ctx, w, r, s)
+	j, arch, ok := c.loadJob(ctx, w, r, s)
 	if !ok {
 		return
 	}
@@ -115,11 +111,8 @@ func (c *Console) jobLogsPage(w http.ResponseWriter, r *http.Request, s *session
 		c.badFilter(w, r, s, "after", fmt.Sprintf("After %q is not a log cursor (a stream entry id such as 1712345678901-0).", short(40, v.After)))
 		return
 	}
-	src, err := c.tasksOf(ctx, j)
-	if err != nil {
-		c.internalError(w, r, s, "read tasks", err)
-		return
-	}
+	src := c.tasksOf(j, arch)
+	var err error
 	v.Logs, err = src.logs(ctx, queue.LogQuery{Task: v.Task, After: v.After, Limit: logsPerPage + 1})
 	if err != nil {
 		c.internalError(w, r, s, "read logs", err)

@@ -104,18 +104,19 @@ func timeOfMS(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
-// CapText cuts s to at most limit bytes on a rune boundary, saying how much
-// was cut, so a capped message never ends in half a character.
+// CapText cuts s to at most limit bytes on a character boundary, ending it
+// with "…[truncated N bytes]", N being what was cut. Attempts' errors and
+// stacks and task log records are capped with it.
 func CapText(s string, limit int) string {
 	if len(s) <= limit {
 		return s
 	}
-	suffix := fmt.Sprintf("…[truncated %d bytes]", len(s)-limit)
-	cut := max(limit-len(suffix), 0)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	// Room for the suffix, whose number has at most as many digits as len(s).
+	n := max(limit-len("…[truncated  bytes]")-len(strconv.Itoa(len(s))), 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return s[:cut] + suffix
+	return s[:n] + "…[truncated " + strconv.Itoa(len(s)-n) + " bytes]"
 }
 
 // encodeAttempt is the record rf_fail stores for a failure f by owner.
@@ -131,22 +132,6 @@ func encodeAttempt(owner string, f *Failure, finished int64) string {
 		Started: msOf(f.Started), Finished: finished, Outcome: outcome,
 		Error: CapText(f.Error, AttemptTextLimit), Stack: CapText(f.Stack, AttemptTextLimit)})
 	return string(b)
-}
-
-// RecordRunnerContext stores where a runner runs, once per job: a second
-// call changes nothing, and a job that is gone or being purged gets
-// nothing. Runners send it with their next commit instead
-// (Commit.Contexts), so recording costs no round trip of its own.
-func (q *Queue) RecordRunnerContext(ctx context.Context, jobID string, rc RunnerContext) error {
-	b, err := json.Marshal(rc)
-	if err != nil {
-		return err
-	}
-	res, err := q.CommitAndClaim(ctx, rc.ID, Commit{Contexts: []JobContext{{JobID: jobID, Context: b}}})
-	if err == nil {
-		err = res.ContextErr
-	}
-	return err
 }
 
 // JobRunners returns the contexts of the runners that executed tasks of a

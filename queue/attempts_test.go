@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestAttemptsKeepEveryExecution(t *testing.T) {
 	held := b.claimAs(t, "dead", b.stream(b.parent))
 	require.Len(t, held, 1)
 	require.Equal(t, int64(-1), held[0].Parent, "the root has no parent")
-	require.NoError(t, b.q.RecordRunnerContext(b.ctx, "j", ctxOf("dead")))
+	require.NoError(t, b.recordContext("j", ctxOf("dead")))
 	require.NoError(t, b.q.Stopped(b.ctx, "c", "dead"))
 	_, err := b.q.ReclaimDead(b.ctx, "c", "live", nil, 10)
 	require.NoError(t, err)
@@ -33,7 +34,7 @@ func TestAttemptsKeepEveryExecution(t *testing.T) {
 	// Attempt 2 fails with a panic; attempt 3 is handed back.
 	held = b.claimAs(t, "r2", b.stream(b.parent))
 	require.Len(t, held, 1)
-	require.NoError(t, b.q.RecordRunnerContext(b.ctx, "j", ctxOf("r2")))
+	require.NoError(t, b.recordContext("j", ctxOf("r2")))
 	started := time.Now()
 	out, err := b.q.Fail(b.ctx, "r2", []Failure{{JobID: "j", Seq: 0, Attempt: 2, Error: "task panicked: boom",
 		Stack: "goroutine 7 [running]:\nmain.boom()", Claimed: held[0].Claimed, Started: started}})
@@ -98,7 +99,7 @@ func TestAttemptsKeepEveryExecution(t *testing.T) {
 	// A second record of the same runner changes nothing.
 	again := ctxOf("r2")
 	again.Host = "elsewhere"
-	require.NoError(t, b.q.RecordRunnerContext(b.ctx, "j", again))
+	require.NoError(t, b.recordContext("j", again))
 	runners, err = b.q.JobRunners(b.ctx, "j")
 	require.NoError(t, err)
 	require.Equal(t, "host-r2", runners["r2"].Host)
@@ -156,6 +157,19 @@ func TestAttemptTextIsCapped(t *testing.T) {
 func TestRunnerContextNeedsTheJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	require.NoError(t, b.q.RecordRunnerContext(b.ctx, "gone", RunnerContext{ID: "r1"}))
+	require.NoError(t, b.recordContext("gone", RunnerContext{ID: "r1"}))
 	require.Zero(t, b.rdb.Exists(b.ctx, jobRunnersKey("gone")).Val())
+}
+
+// recordContext records rc in job as a runner's commit does.
+func (b *bundle) recordContext(job string, rc RunnerContext) error {
+	ctxJSON, err := json.Marshal(rc)
+	if err != nil {
+		return err
+	}
+	res, err := b.q.CommitAndClaim(b.ctx, rc.ID, Commit{Contexts: []JobContext{{JobID: job, Context: ctxJSON}}})
+	if err == nil {
+		err = res.ContextErr
+	}
+	return err
 }

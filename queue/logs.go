@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -88,7 +87,7 @@ func logsKey(id string) string { return jobPrefix(id) + "logs" }
 // bools, nil, []any, map[string]any) or integers.
 func (r *LogRecord) Clip() int {
 	if len(r.Message) > LogTextLimit {
-		r.Message = cutText(r.Message, LogTextLimit)
+		r.Message = CapText(r.Message, LogTextLimit)
 		r.Truncated = true
 	}
 	size := attrsSize(r.Attrs)
@@ -101,32 +100,18 @@ func (r *LogRecord) Clip() int {
 			if err != nil {
 				b = []byte(fmt.Sprint(r.Attrs))
 			}
-			r.Attrs = map[string]any{"attrs": cutText(string(b), LogTextLimit)}
+			r.Attrs = map[string]any{"attrs": CapText(string(b), LogTextLimit)}
 			size = attrsSize(r.Attrs)
 		}
 	}
 	return len(r.Message) + size
 }
 
-// cutText shortens s to at most limit bytes on a character boundary,
-// ending it with "…[truncated N bytes]".
-func cutText(s string, limit int) string {
-	if len(s) <= limit {
-		return s
-	}
-	// The suffix is at most 30 bytes; keep room for it.
-	n := max(limit-30, 0)
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…[truncated " + strconv.Itoa(len(s)-n) + " bytes]"
-}
-
 // cutStrings cuts every string in v longer than limit, at any depth.
 func cutStrings(v any, limit int) any {
 	switch x := v.(type) {
 	case string:
-		return cutText(x, limit)
+		return CapText(x, limit)
 	case map[string]any:
 		for k, e := range x {
 			x[k] = cutStrings(e, limit)
@@ -205,7 +190,7 @@ func (q *Queue) AppendLogs(ctx context.Context, batches []LogBatch, maxJobBytes 
 			data, err := json.Marshal(r)
 			if err != nil {
 				// Only odd attribute values fail; keep the record as text.
-				r.Attrs = map[string]any{"attrs": cutText(fmt.Sprint(r.Attrs), LogTextLimit)}
+				r.Attrs = map[string]any{"attrs": CapText(fmt.Sprint(r.Attrs), LogTextLimit)}
 				data, _ = json.Marshal(r)
 			}
 			if len(args) > 2 && ((len(args)-2)/2 >= logCallRecords || bytes+len(data) > logCallBytes) {

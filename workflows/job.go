@@ -424,6 +424,13 @@ type RunnerContext = queue.RunnerContext
 // ErrTaskNotFound is returned for a task id the job does not have.
 var ErrTaskNotFound = queue.ErrTaskNotFound
 
+// Archive returns an archived job's whole archive (job, tasks, attempts,
+// logs), read once, for a reader that needs several of its parts; ok is
+// false when the job was never archived.
+func (jc *JobClient) Archive(ctx context.Context, jobID string) (a JobArchive, ok bool, err error) {
+	return jc.c.archived(ctx, jobID)
+}
+
 // Task returns one task of a job; that of an archived job comes from its
 // archive.
 func (jc *JobClient) Task(ctx context.Context, jobID string, taskID int64) (TaskInfo, error) {
@@ -432,14 +439,19 @@ func (jc *JobClient) Task(ctx context.Context, jobID string, taskID int64) (Task
 		return TaskInfo{}, err
 	}
 	if ok {
-		for _, t := range a.Tasks {
-			if t.Seq == taskID {
-				return t, nil
-			}
-		}
-		return TaskInfo{}, fmt.Errorf("%w: job %s has no task %d", ErrTaskNotFound, jobID, taskID)
+		return archivedTask(a, taskID)
 	}
 	return jc.c.q.GetTask(ctx, jobID, taskID)
+}
+
+// archivedTask is task taskID of archived job a.
+func archivedTask(a JobArchive, taskID int64) (TaskInfo, error) {
+	for _, t := range a.Tasks {
+		if t.Seq == taskID {
+			return t, nil
+		}
+	}
+	return TaskInfo{}, fmt.Errorf("%w: job %s has no task %d", ErrTaskNotFound, a.Job.ID, taskID)
 }
 
 // Attempts returns every execution of one task, oldest first.
@@ -449,7 +461,7 @@ func (jc *JobClient) Attempts(ctx context.Context, jobID string, taskID int64) (
 		return nil, err
 	}
 	if ok {
-		if _, err := jc.Task(ctx, jobID, taskID); err != nil {
+		if _, err := archivedTask(a, taskID); err != nil {
 			return nil, err
 		}
 		return a.Attempts[taskID], nil

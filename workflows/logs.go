@@ -366,7 +366,9 @@ func (t *taskLogs) remoteLogs(e *execution) func([]protocol.LogRecord) {
 			// A worker may be written in any language: ids that are not
 			// W3C-shaped are dropped, so they can neither mislead a reader
 			// nor carry bytes past the record caps.
-			if !isHexID(pr.TraceID, 32) || !isHexID(pr.SpanID, 16) {
+			_, terr := trace.TraceIDFromHex(pr.TraceID)
+			_, serr := trace.SpanIDFromHex(pr.SpanID)
+			if terr != nil || serr != nil {
 				pr.TraceID, pr.SpanID = "", ""
 			}
 			if t.logger.Enabled(context.Background(), level) {
@@ -390,19 +392,6 @@ func (t *taskLogs) remoteLogs(e *execution) func([]protocol.LogRecord) {
 			t.store(e, rec, size)
 		}
 	}
-}
-
-// isHexID reports whether s is n lowercase hex digits.
-func isHexID(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < n; i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // slogAttrs turns decoded JSON attributes into slog attributes, sorted by

@@ -392,12 +392,8 @@ func (t *taskTracing) end(x execSpan, out outcome) {
 	span.End()
 }
 
-func clip(s string) string {
-	if len(s) <= maxStatusBytes {
-		return s
-	}
-	return s[:maxStatusBytes] + "…"
-}
+// clip caps an error message for a span, on a character boundary.
+func clip(s string) string { return queue.CapText(s, maxStatusBytes) }
 
 // traceParent is the traceparent of the span ctx carries, for a release
 // worker to continue; "" when the runner does not trace.

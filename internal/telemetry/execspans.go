@@ -115,17 +115,10 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// Sampled reports whether a span with parent (invalid for a root) in trace
-// tid is sampled, as the provider's sampler decides.
-func (e *ExecSpans) Sampled(parent context.Context, tid trace.TraceID, name string) bool {
-	r := e.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: parent, TraceID: tid, Name: name,
-		Kind: trace.SpanKindConsumer})
-	return r.Decision == sdktrace.RecordAndSample
-}
-
-// SampledUnder is Sampled for an execution whose parent is parent (root:
-// it starts its trace): with the default sampler it reads the parent's
-// flag and allocates nothing; with any other it asks the sampler.
+// SampledUnder reports whether the span of an execution whose parent is
+// parent (root: it starts trace tid) is sampled, as the provider's sampler
+// decides: with the default sampler it reads the parent's flag and
+// allocates nothing; with any other it asks the sampler.
 func (e *ExecSpans) SampledUnder(parent trace.SpanContext, root bool, tid trace.TraceID, name string) bool {
 	if e.parentDecides {
 		return root || parent.IsSampled()
@@ -134,7 +127,9 @@ func (e *ExecSpans) SampledUnder(parent trace.SpanContext, root bool, tid trace.
 	if !root {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	}
-	return e.Sampled(ctx, tid, name)
+	r := e.sampler.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: name,
+		Kind: trace.SpanKindConsumer})
+	return r.Decision == sdktrace.RecordAndSample
 }
 
 // Add queues r for export, or drops it when the queue is full.
