@@ -59,7 +59,20 @@ func TestDaemonMetricsCountReleaseRunnersTasks(t *testing.T) {
 	require.Equal(t, float64(1), counterOf(fams, "runfleet_tasks_computed_total", crash))
 	require.Equal(t, float64(1), counterOf(fams, "runfleet_tasks_lost_total", crash))
 	require.Equal(t, float64(0), counterOf(fams, "runfleet_tasks_retried_total", crash))
-	require.Equal(t, float64(2), counterOf(fams, "runfleet_tasks_claimed_total", crash))
+	// Claims are the task's attempts: the lost one, the computed one and,
+	// when the runner claimed it again while the crashed worker was still
+	// restarting, a hand-back of the attempt no worker took.
+	attempts, err := f.client.Jobs().Attempts(f.ctx, j.ID, 0)
+	require.NoError(t, err)
+	outcomes := map[string]int{}
+	for _, a := range attempts {
+		outcomes[a.Outcome]++
+	}
+	require.Equal(t, 1, outcomes[workflows.AttemptLost], "%v", attempts)
+	require.Equal(t, 1, outcomes[workflows.AttemptComputed], "%v", attempts)
+	require.Equal(t, len(attempts), outcomes[workflows.AttemptLost]+outcomes[workflows.AttemptComputed]+outcomes[workflows.AttemptHandedBack],
+		"no other outcome: %v", attempts)
+	require.Equal(t, float64(len(attempts)), counterOf(fams, "runfleet_tasks_claimed_total", crash))
 	require.NotNil(t, fams["runfleet_slots_free"])
 	require.NotNil(t, fams["go_goroutines"])
 }
