@@ -572,3 +572,24 @@ func TestLiveStreamEndsWithItsSession(t *testing.T) {
 		t.Fatal("the stream outlived its session")
 	}
 }
+
+// A task whose input is in the payload store shows where it is, not an
+// empty input.
+func TestStoredInputIsNamed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.runner(t)
+	c, err := workflows.NewClient(b.ctx, workflows.WithRedisURL(b.redis.URL()), workflows.WithPayloadStore("file://"+t.TempDir()))
+	require.NoError(t, err)
+	defer c.Close()
+	j, err := c.Jobs().Submit(b.ctx, "stored", "dev", &Step{Label: strings.Repeat("x", 100<<10)})
+	require.NoError(t, err)
+	task, err := c.Jobs().Task(b.ctx, j.ID, 0)
+	require.NoError(t, err)
+	require.NotNil(t, task.InputPayload)
+	br := b.browser(t)
+	br.login(b.token(t, controlplane.ScopeRead))
+	p := br.get("/jobs/" + j.ID + "/tasks/0")
+	require.Equal(t, http.StatusOK, p.status)
+	has(t, p.body, fmt.Sprintf("Stored in the payload store: %d bytes, sha256:%s", task.InputPayload.Bytes, task.InputPayload.SHA256))
+}

@@ -185,6 +185,23 @@ type Execute struct {
 	Release  string                `json:"release,omitempty"`
 	Task     rftype.TaskIdentifier `json:"task"`
 	Input    json.RawMessage       `json:"input"`
+	// InputPayload, when set, is the task's real input: kept in the payload
+	// store named by Payloads, which the worker fetches and checks (SHA-256
+	// and size) before it runs the task; the task fails if it cannot. Input
+	// is then an object with the one field "$runfleet_input_payload", which
+	// a worker that predates stored inputs refuses to decode.
+	InputPayload *PayloadRef `json:"input_payload,omitempty"`
+	// Payloads is the payload store (an object store URL) of stored inputs:
+	// the worker fetches InputPayload from it and may upload subtask inputs
+	// larger than InlineInput to it, at payloads/<job id>/<sha256 hex>,
+	// sending their references (Subtask.InputPayload). Empty: no store, so
+	// subtask inputs above InlineInput fail the execution.
+	Payloads string `json:"payloads,omitempty"`
+	// InlineInput is the largest subtask input sent inline (0: 64 KiB).
+	InlineInput int `json:"inline_input,omitempty"`
+	// MaxInput is the largest subtask input the runner takes, inline or
+	// stored (0: 256 MiB); the worker refuses larger ones before uploading.
+	MaxInput int `json:"max_input,omitempty"`
 	// Devices are the GPUs the execution may use: exactly one when the
 	// runner was started with --gpus, else none (the field is left out).
 	// No other execution uses them until this one's Result is sent. A worker
@@ -309,12 +326,21 @@ type Result struct {
 type Subtask struct {
 	Task rftype.TaskIdentifier `json:"task"`
 	// Cluster is the subtask's cluster; empty means the parent's.
-	Cluster    string          `json:"cluster,omitempty"`
-	Input      json.RawMessage `json:"input"`
-	MaxRetries int             `json:"max_retries,omitempty"`
-	Optional   bool            `json:"optional,omitempty"`
+	Cluster string          `json:"cluster,omitempty"`
+	Input   json.RawMessage `json:"input"`
+	// InputPayload, instead of Input, is an input the worker uploaded to
+	// Execute.Payloads (Input is then null).
+	InputPayload *PayloadRef `json:"input_payload,omitempty"`
+	MaxRetries   int         `json:"max_retries,omitempty"`
+	Optional     bool        `json:"optional,omitempty"`
 	// Deps are indexes of earlier subtasks of the same Result.
 	Deps []int `json:"deps,omitempty"`
+}
+
+// PayloadRef names a task input kept in the payload store by its content.
+type PayloadRef struct {
+	SHA256 string `json:"sha256"` // lower-case hex
+	Bytes  int64  `json:"bytes"`
 }
 
 // Progress is an execution's count under one job-wide progress label.

@@ -485,23 +485,26 @@ func jobErr(id string, err error) error {
 
 // Task is one task record as stored.
 type Task struct {
-	Seq        int64   `json:"id"`
-	Parent     int64   `json:"parent"` // -1 for the root
-	State      string  `json:"state"`
-	Name       string  `json:"name"`
-	Version    string  `json:"version"`
-	Cluster    string  `json:"cluster"`
-	Display    string  `json:"display,omitempty"`
-	Input      string  `json:"input"`
-	Attempts   int     `json:"attempts"`
-	Failures   int     `json:"failures"`
-	MaxRetries int     `json:"max_retries"`
-	Optional   bool    `json:"optional,omitempty"`
-	Error      string  `json:"error,omitempty"`
-	Complete   bool    `json:"complete"`
-	Runner     string  `json:"runner,omitempty"`
-	Children   []int64 `json:"children,omitempty"`
-	Dependents []int64 `json:"dependents,omitempty"`
+	Seq     int64  `json:"id"`
+	Parent  int64  `json:"parent"` // -1 for the root
+	State   string `json:"state"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Cluster string `json:"cluster"`
+	Display string `json:"display,omitempty"`
+	Input   string `json:"input"` // JSON; empty when the input is stored (InputPayload)
+	// InputPayload names an input kept in the payload store (above the
+	// submitter's inline limit).
+	InputPayload *PayloadRef `json:"input_payload,omitempty"`
+	Attempts     int         `json:"attempts"`
+	Failures     int         `json:"failures"`
+	MaxRetries   int         `json:"max_retries"`
+	Optional     bool        `json:"optional,omitempty"`
+	Error        string      `json:"error,omitempty"`
+	Complete     bool        `json:"complete"`
+	Runner       string      `json:"runner,omitempty"`
+	Children     []int64     `json:"children,omitempty"`
+	Dependents   []int64     `json:"dependents,omitempty"`
 	// Losses counts how often the task lost its runner and was queued again.
 	Losses         int       `json:"losses,omitempty"`
 	QueuedAt       time.Time `json:"queued_at,omitzero"`
@@ -535,6 +538,11 @@ func parseTask(seq int64, vals []any) (Task, bool) {
 		FirstStartedAt: msTime(s[21]), Losses: int(atoi(s[22])), startDelay: time.Duration(atoi(s[23])) * time.Millisecond}
 	if s[19] != "" {
 		t.Parent = atoi(s[19])
+	}
+	if strings.HasPrefix(t.Input, "@") {
+		if ref, ok, err := ParsePayloadRef([]byte(t.Input)); ok && err == nil {
+			t.Input, t.InputPayload = "", &ref
+		}
 	}
 	// Fields left out to save writes on the hot path: a first attempt's
 	// start is its only start, and a computed task without children is

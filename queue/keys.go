@@ -35,7 +35,10 @@ import "strconv"
 //	rf:{j:<id>}:cachex               sorted set of the cache's keys, all scored 0 (sorted listings)
 //	rf:{j:<id>}:cacheurls            set of object-store cache URLs the job's tasks used (cache.go)
 //	rf:cachegc                       set of "<job id> <url>": object-store caches of jobs that
-//	                                 left Redis, still to delete (cache.go)
+//	                                 left Redis, still to delete (cache.go); the same URLs hold the
+//	                                 jobs' stored inputs (payload.go)
+//	rf:payloadpending                sorted set "<job id> <url>" -> unix ms deadline: stored inputs
+//	                                 uploaded for a job still being submitted (payload.go)
 //	rf:archived                      hash job id -> archive record JSON: where an archived
 //	                                 job's export lives once it left Redis (archive.go)
 //

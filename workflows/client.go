@@ -20,8 +20,10 @@ import (
 // DefaultRedisURL is used when neither WithRedisURL nor RUNFLEET_REDIS_URL is set.
 const DefaultRedisURL = "redis://127.0.0.1:6379/0"
 
-// DefaultMaxInputBytes is the largest task input accepted (default 1 MiB).
-const DefaultMaxInputBytes = 1 << 20
+// DefaultMaxInputBytes is the largest task input accepted unless
+// WithMaxInputBytes lowers it: the hard limit, 256 MiB. Inputs above the
+// inline limit (DefaultInlineInputBytes) need a payload store.
+const DefaultMaxInputBytes = MaxInputBytes
 
 // ErrInvalidRedisURL is returned by NewClient for a URL it cannot parse:
 // retrying will not help, unlike a server that cannot be reached yet.
@@ -33,7 +35,8 @@ type Client struct {
 	ownsRedis bool
 	q         *queue.Queue
 	logger    *slog.Logger
-	maxInput  int
+	// inputs bounds task inputs and keeps large ones (payload.go).
+	inputs inputPolicy
 
 	// The job cache (jobcache.go) and the URL it was opened from.
 	cache    cacheBackend
@@ -53,11 +56,13 @@ type Client struct {
 type ClientOption func(*clientConfig)
 
 type clientConfig struct {
-	redisURL string
-	rdb      redis.UniversalClient
-	logger   *slog.Logger
-	maxInput int
-	cacheURL string
+	redisURL    string
+	rdb         redis.UniversalClient
+	logger      *slog.Logger
+	maxInput    int
+	inlineInput int
+	cacheURL    string
+	payloadURL  string
 
 	tracerProvider trace.TracerProvider
 	serviceName    string
@@ -76,8 +81,23 @@ func WithRedisClient(rdb redis.UniversalClient) ClientOption {
 // WithLogger sets the logger for client and runners. Default: slog.Default().
 func WithLogger(l *slog.Logger) ClientOption { return func(c *clientConfig) { c.logger = l } }
 
-// WithMaxInputBytes sets the largest task input accepted at submit. Default 1 MiB.
+// WithMaxInputBytes lowers the largest task input accepted at submit.
+// Default and most: MaxInputBytes (256 MiB); 0, a negative value or more
+// than that is the hard limit.
 func WithMaxInputBytes(n int) ClientOption { return func(c *clientConfig) { c.maxInput = n } }
+
+// WithInlineInputBytes sets the largest task input kept in Redis with its
+// task, at most MaxInlineInputBytes; larger inputs go to the payload store.
+// Default: DefaultInlineInputBytes (64 KiB).
+func WithInlineInputBytes(n int) ClientOption { return func(c *clientConfig) { c.inlineInput = n } }
+
+// WithPayloadStore sets the object store (a URL as artifacts.OpenStore takes
+// it: s3://bucket/prefix?endpoint=..., file:///dir) that keeps task inputs
+// above the inline limit; runners fetch them from it, so submitters and
+// runners must name the same store. Default: $RUNFLEET_PAYLOADS, else the
+// job cache's store when that is an object store (WithJobCache), else none:
+// larger inputs are then refused.
+func WithPayloadStore(url string) ClientOption { return func(c *clientConfig) { c.payloadURL = url } }
 
 // WithJobCache sets where job caches live (JobCache, JobClient.Cache):
 // "redis" for the client's Redis (values up to 1 MiB), or an object store
@@ -89,11 +109,18 @@ func WithJobCache(url string) ClientOption { return func(c *clientConfig) { c.ca
 // NewClient connects to Redis and loads runfleet's functions into it.
 func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	cfg := clientConfig{redisURL: os.Getenv("RUNFLEET_REDIS_URL"), logger: slog.Default(), maxInput: DefaultMaxInputBytes,
-		cacheURL: os.Getenv("RUNFLEET_CACHE")}
+		inlineInput: DefaultInlineInputBytes, cacheURL: os.Getenv("RUNFLEET_CACHE"), payloadURL: os.Getenv("RUNFLEET_PAYLOADS")}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c := &Client{rdb: cfg.rdb, logger: cfg.logger, maxInput: cfg.maxInput, instanceID: newRunnerID()}
+	if cfg.maxInput <= 0 || cfg.maxInput > MaxInputBytes {
+		cfg.maxInput = MaxInputBytes // the hard limit; 0 meant "no limit" before it
+	}
+	if cfg.inlineInput <= 0 || cfg.inlineInput > MaxInlineInputBytes {
+		return nil, fmt.Errorf("new client: inline input bytes %d is out of range: 1 to %d (1 MiB)", cfg.inlineInput, MaxInlineInputBytes)
+	}
+	c := &Client{rdb: cfg.rdb, logger: cfg.logger, instanceID: newRunnerID(),
+		inputs: inputPolicy{max: cfg.maxInput, inline: min(cfg.inlineInput, cfg.maxInput)}}
 	if c.rdb == nil {
 		url := cfg.redisURL
 		if url == "" {
@@ -116,6 +143,12 @@ func NewClient(ctx context.Context, opts ...ClientOption) (*Client, error) {
 	}
 	c.q = q
 	if c.cache, c.cacheURL, err = c.openCacheBackend(cfg.cacheURL); err != nil {
+		if c.ownsRedis {
+			_ = c.rdb.Close()
+		}
+		return nil, err
+	}
+	if c.inputs.store, err = c.openPayloadStore(cfg.payloadURL); err != nil {
 		if c.ownsRedis {
 			_ = c.rdb.Close()
 		}

@@ -20,9 +20,9 @@ import (
 // execution is what a running task's context carries: who it is and what it
 // has buffered (subtasks, progress, display) to commit with its result.
 type execution struct {
-	info     CurrentTaskInfo
-	cluster  string
-	maxInput int // subtask input limit in bytes
+	info    CurrentTaskInfo
+	cluster string
+	inputs  inputPolicy // bounds subtask inputs and stores large ones (payload.go)
 
 	mu       sync.Mutex
 	subtasks []queue.SubtaskSpec
@@ -137,7 +137,7 @@ func SubmitSubtasks(ctx context.Context, tasks []Task, opts ...SubtaskOption) ([
 	for _, o := range opts {
 		o(&cfg)
 	}
-	err := e.addSubtasks(tasks, cfg)
+	err := e.addSubtasks(ctx, tasks, cfg)
 	if err != nil {
 		// Remember it: a task that ignores the error must not commit a
 		// partial set as if it had succeeded.
@@ -158,7 +158,7 @@ func SubmitSubtasks(ctx context.Context, tasks []Task, opts ...SubtaskOption) ([
 	return out, nil
 }
 
-func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
+func (e *execution) addSubtasks(ctx context.Context, tasks []Task, cfg subtaskConfig) error {
 	if err := rftype.ValidateSlug("cluster", cfg.cluster); err != nil {
 		return fmt.Errorf("submit subtask: %w", err)
 	}
@@ -187,15 +187,26 @@ func (e *execution) addSubtasks(tasks []Task, cfg subtaskConfig) error {
 			// through the nil pointer.
 			return markErr(ErrInvalidInput, "submit subtask %d: input must be a JSON object: got null (a nil %T)", i, t)
 		}
-		id, input, err := encodeInput(t, e.maxInput)
+		id, input, err := encodeInput(t)
 		if err != nil {
 			return fmt.Errorf("submit subtask: %w", err)
 		}
 		if input[0] != '{' { // json.Marshal output has no leading space
 			return markErr(ErrInvalidInput, "submit subtask %d (%s): input must be a JSON object, not %s", i, id, input)
 		}
+		if err := e.inputs.check(fmt.Sprintf("submit subtask %d (%s)", i, id), len(input)); err != nil {
+			return err
+		}
 		specs[i] = queue.SubtaskSpec{Task: id, Cluster: cfg.cluster, Input: input,
 			MaxRetries: cfg.maxRetries, Optional: cfg.optional, Deps: deps}
+	}
+	// Every input is checked before the first large one is uploaded.
+	for i := range specs {
+		in, err := e.inputs.keepForJob(ctx, e.info.JobID, fmt.Sprintf("submit subtask %d (%s)", i, specs[i].Task), specs[i].Input)
+		if err != nil {
+			return err
+		}
+		specs[i].Input = in
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -68,19 +68,27 @@ func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Cl
 	if r.remote != nil {
 		return r.executeRemote(workCtx, c, devs)
 	}
+	input, err := r.client.inputs.resolve(workCtx, c.JobID, c.Input)
+	if err != nil {
+		var infra *runnerError
+		out.err = fmt.Errorf("input of task %s: %w", c.Task, err)
+		out.handBack = workCtx.Err() != nil || errors.As(err, &infra)
+		r.taskLog(c).Error("task input unavailable", slog.Any("error", out.err), slog.Bool("handed_back", out.handBack))
+		return out
+	}
 	ptr := reflect.New(reg.typ)
-	if err := decodeInput(c.Input, ptr.Interface()); err != nil {
+	if err := decodeInput(input, ptr.Interface()); err != nil {
 		out.err = fmt.Errorf("decode input of task %s: %w", c.Task, err)
 		r.taskLog(c).Error("task input does not decode", slog.Any("error", out.err))
 		return out
 	}
-	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
+	e := &execution{inputs: r.client.inputs, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id,
 		Identifier: c.Task.TaskIdentifier(), Devices: devs}, cache: r.client.cache}
 	if tl := r.taskLogs.Load(); tl != nil {
 		e.logOut = tl
 	}
-	err := runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
+	err = runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	neturl "net/url"
 	"reflect"
 	"slices"
@@ -74,12 +75,15 @@ func (jc *JobClient) Submit(ctx context.Context, name, cluster string, task Task
 		// value method through the nil pointer.
 		return Job{}, inputObjectErr(name, []byte("null"))
 	}
-	id, input, err := encodeInput(task, jc.c.maxInput)
+	id, input, err := encodeInput(task)
 	if err != nil {
 		return Job{}, fmt.Errorf("submit job %q: %w", name, err)
 	}
 	if input[0] != '{' { // json.Marshal output has no leading space
 		return Job{}, inputObjectErr(name, input)
+	}
+	if err := jc.c.inputs.check(fmt.Sprintf("submit job %q", name), len(input)); err != nil {
+		return Job{}, err
 	}
 	var cfg jobConfig
 	for _, o := range opts {
@@ -92,11 +96,15 @@ func (jc *JobClient) Submit(ctx context.Context, name, cluster string, task Task
 // SubmitRequest is a submission by task name, for callers without the task's
 // Go type (the CLI, HTTP submissions).
 type SubmitRequest struct {
-	Name       string          // job name, required
-	Cluster    string          // cluster slug, required
-	Task       TaskIdentifier  // root task identifier, required
-	Input      json.RawMessage // root task input, a JSON object (default {})
-	MaxRetries int             // retries of the root task (default 0)
+	Name    string          // job name, required
+	Cluster string          // cluster slug, required
+	Task    TaskIdentifier  // root task identifier, required
+	Input   json.RawMessage // root task input, a JSON object (default {})
+	// InputFile, instead of Input, names a file holding the root task's
+	// input: read as a stream, so an input up to MaxInputBytes is never
+	// held in memory whole on its way to the payload store.
+	InputFile  string
+	MaxRetries int // retries of the root task (default 0)
 	// Notify is a URL that receives a signed JSON POST of the job's final
 	// state when it finishes (default none).
 	Notify string
@@ -155,34 +163,54 @@ func (jc *JobClient) SubmitRaw(ctx context.Context, r SubmitRequest) (Job, error
 // SubmitOnce is SubmitRaw that also reports whether this call created the
 // job (false when r.IdempotencyKey named an earlier submission).
 func (jc *JobClient) SubmitOnce(ctx context.Context, r SubmitRequest) (Job, bool, error) {
-	id, input, err := jc.checkRaw(r)
+	s, err := jc.checkRaw(r)
 	if err != nil {
 		return Job{}, false, err
 	}
-	return jc.submit(ctx, submission{name: r.Name, cluster: r.Cluster, id: id, input: input,
-		maxRetries: r.MaxRetries, notify: r.Notify, idemKey: r.IdempotencyKey, idemTTL: r.IdempotencyTTL,
-		fp: r.Fingerprint})
+	return jc.submit(ctx, s)
 }
 
-func (jc *JobClient) checkRaw(r SubmitRequest) (queue.Identifier, []byte, error) {
-	id, err := r.Task.Parse()
-	if err != nil {
-		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
+func (jc *JobClient) checkRaw(r SubmitRequest) (submission, error) {
+	s := submission{name: r.Name, cluster: r.Cluster, maxRetries: r.MaxRetries, notify: r.Notify,
+		idemKey: r.IdempotencyKey, idemTTL: r.IdempotencyTTL, fp: r.Fingerprint}
+	var err error
+	if s.id, err = r.Task.Parse(); err != nil {
+		return s, fmt.Errorf("submit job %q: %w", r.Name, err)
 	}
-	input := bytes.TrimSpace(r.Input)
-	if len(input) == 0 {
-		input = []byte("{}")
+	what := fmt.Sprintf("submit job %q", r.Name)
+	if r.InputFile != "" {
+		if len(r.Input) > 0 {
+			return s, markErr(ErrInvalidInput, "%s: both Input and InputFile are set; give one", what)
+		}
+		f, err := scanInputFile(r.InputFile, jc.c.inputs.max, jc.c.inputs.inline)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", what, err)
+		}
+		if err := jc.c.inputs.check(what, int(f.ref.Bytes)); err != nil {
+			return s, err
+		}
+		if f.small != nil {
+			r.Input = f.small
+		} else {
+			s.file = &f
+		}
 	}
-	if err := inputObjectErr(r.Name, input); err != nil {
-		return id, nil, err
-	}
-	if jc.c.maxInput > 0 && len(input) > jc.c.maxInput {
-		return id, nil, markErr(ErrInputTooLarge, "submit job %q: input is %d bytes, over the %d byte limit", r.Name, len(input), jc.c.maxInput)
+	if s.file == nil {
+		s.input = bytes.TrimSpace(r.Input)
+		if len(s.input) == 0 {
+			s.input = []byte("{}")
+		}
+		if err := jc.c.inputs.check(what, len(s.input)); err != nil {
+			return s, err
+		}
+		if err := inputObjectErr(r.Name, s.input); err != nil {
+			return s, err
+		}
 	}
 	if err := CheckNotifyURL(r.Notify); err != nil {
-		return id, nil, fmt.Errorf("submit job %q: %w", r.Name, err)
+		return s, fmt.Errorf("%s: %w", what, err)
 	}
-	return id, input, nil
+	return s, nil
 }
 
 // inputObjectErr is ErrInvalidInput unless input is a JSON object: the one
@@ -213,6 +241,7 @@ type submission struct {
 	name, cluster   string
 	id              queue.Identifier
 	input           []byte
+	file            *inputFile // an input above the inline limit read from a file, instead of input
 	maxRetries      int
 	notify, idemKey string
 	idemTTL         time.Duration
@@ -225,9 +254,14 @@ func (s submission) fingerprint() string {
 		return s.fp
 	}
 	h := sha256.New()
-	for _, part := range []string{s.name, s.cluster, s.id.Name, s.id.Version(), string(s.input),
-		strconv.Itoa(s.maxRetries), s.notify} {
-		h.Write([]byte(part))
+	input := s.input
+	if s.file != nil {
+		// Not read again: its digest stands for it.
+		input = []byte(s.file.ref.String())
+	}
+	for _, part := range [][]byte{[]byte(s.name), []byte(s.cluster), []byte(s.id.Name), []byte(s.id.Version()), input,
+		[]byte(strconv.Itoa(s.maxRetries)), []byte(s.notify)} {
+		h.Write(part)
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
@@ -289,14 +323,64 @@ func (jc *JobClient) submit(ctx context.Context, s submission) (Job, bool, error
 	}
 	p := queue.SubmitJobParams{ID: jobID, Name: name, Cluster: cluster,
 		Task: id, Input: s.input, MaxRetries: s.maxRetries, Notify: s.notify}
+	stored := s.file != nil || len(s.input) > jc.c.inputs.inline
+	if stored {
+		if p.Input, err = jc.storeRootInput(ctx, jobID, s); err != nil {
+			return Job{}, false, fmt.Errorf("submit job %q: %w", name, err)
+		}
+	}
 	created := true
-	if err := jc.c.submitJob(ctx, p); errors.Is(err, queue.ErrJobExists) && s.idemKey != "" {
-		created = false // a concurrent delivery of the same submission won
-	} else if err != nil {
+	err = jc.c.submitJob(ctx, p)
+	if errors.Is(err, queue.ErrJobExists) && s.idemKey != "" {
+		created, err = false, nil // a concurrent delivery of the same submission won
+	}
+	if err != nil {
 		return Job{}, false, err
+	}
+	if stored {
+		jc.settleRootInput(ctx, jobID)
 	}
 	j, err := jc.c.q.GetJob(ctx, p.ID)
 	return j, created, err
+}
+
+// storeRootInput uploads the root input of job (not created yet) and
+// returns its reference. The upload is recorded as pending first: should
+// the submitter die before the job exists, the archive sweep deletes it.
+func (jc *JobClient) storeRootInput(ctx context.Context, job string, s submission) ([]byte, error) {
+	st := jc.c.inputs.store
+	err := jc.c.q.PayloadUploadPending(ctx, job, st.url, time.Now().Add(payloadPendingFor))
+	if err != nil {
+		return nil, err
+	}
+	var ref queue.PayloadRef
+	if s.file != nil {
+		if err := st.putFile(ctx, job, s.file.path, s.file.ref); err != nil {
+			return nil, err
+		}
+		ref = s.file.ref
+	} else if ref, err = st.put(ctx, job, s.input); err != nil {
+		return nil, err
+	}
+	// The deadline counts from now: a long upload keeps its full hour.
+	if err := jc.c.q.PayloadUploadPending(ctx, job, st.url, time.Now().Add(payloadPendingFor)); err != nil {
+		return nil, err
+	}
+	return []byte(ref.String()), nil
+}
+
+// settleRootInput records the payload store with the created job, so its
+// payloads go when it is archived, and drops the pending upload. A failure
+// leaves the pending entry for the archive sweep, which does the same.
+func (jc *JobClient) settleRootInput(ctx context.Context, job string) {
+	url := jc.c.inputs.store.url
+	err := jc.c.q.UseCache(ctx, job, url)
+	if err == nil {
+		err = jc.c.q.PayloadUploadSettled(ctx, job, url)
+	}
+	if err != nil {
+		jc.c.logger.Warn("stored input not yet recorded with its job; the archive sweep does it", slog.String("job_id", job), slog.Any("error", err))
+	}
 }
 
 // runnable checks that some runner of the cluster registered an identifier

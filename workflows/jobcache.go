@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -676,11 +677,13 @@ func (r *Runner) serveCache(ctx context.Context, job string) func(protocol.Cache
 	}
 }
 
-// deleteArchivedCaches deletes the object-store caches of jobs that left
-// Redis (ArchiveJobs runs it last). A failure is logged and the cache tried
-// again by the next call: it never holds up archiving.
+// deleteArchivedCaches deletes the object-store caches and stored inputs
+// of jobs that left Redis (ArchiveJobs runs it last), and settles uploads
+// of stored inputs whose submitter died. A failure is logged and the cache
+// tried again by the next call: it never holds up archiving.
 func (c *Client) deleteArchivedCaches(ctx context.Context) {
 	const batch, rounds = 100, 10
+	c.settleOrphanedPayloads(ctx, batch)
 	for range rounds {
 		entries, err := c.q.CacheGCPending(ctx, batch)
 		if err != nil {
@@ -714,10 +717,39 @@ func deleteJobCache(ctx context.Context, url, job string) error {
 	if err != nil {
 		return fmt.Errorf("delete job %s cache: %w", job, err)
 	}
-	if _, err := store.DeletePrefix(ctx, cacheJobPrefix(job)); err != nil {
-		return fmt.Errorf("delete job %s cache: %w", job, err)
+	for _, prefix := range []string{cacheJobPrefix(job), payloadJobPrefix(job)} {
+		if _, err := store.DeletePrefix(ctx, prefix); err != nil {
+			return fmt.Errorf("delete job %s cache: %w", job, err)
+		}
 	}
 	return nil
+}
+
+// settleOrphanedPayloads settles stored-input uploads their submitter
+// never settled: recorded with the job when it was created, else deleted.
+func (c *Client) settleOrphanedPayloads(ctx context.Context, limit int) {
+	entries, err := c.q.PayloadUploadsExpired(ctx, time.Now(), limit)
+	if err != nil {
+		c.logger.Warn("unsettled stored inputs not checked; the next sweep tries again", slog.Any("error", err))
+		return
+	}
+	for _, e := range entries {
+		if e.JobExists {
+			err = c.q.UseCache(ctx, e.JobID, e.URL)
+		} else {
+			err = deleteJobCache(ctx, e.URL, e.JobID)
+		}
+		if err == nil {
+			err = c.q.PayloadUploadSettled(ctx, e.JobID, e.URL)
+		}
+		if err != nil {
+			// Pushed back, so entries that keep failing (a bucket gone)
+			// do not stop the sweep from reaching the others.
+			_ = c.q.PayloadUploadPending(ctx, e.JobID, e.URL, time.Now().Add(payloadRetryAfter))
+			c.logger.Warn("unsettled stored input of a job not settled; a later sweep tries again",
+				slog.String("job_id", e.JobID), slog.Any("error", err))
+		}
+	}
 }
 
 // cacheReplies matches a worker's cache requests to the runner's replies.

@@ -73,9 +73,16 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 	x := protocol.Execute{Type: protocol.TypeExecute, JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt,
 		Cluster: r.cluster, RunnerID: r.id, Release: r.release,
 		Task: c.Task.TaskIdentifier(), Input: c.Input, Devices: devs, TraceParent: r.tracing.traceParent(workCtx)}
-	e := &execution{maxInput: r.client.maxInput, cluster: r.cluster, info: CurrentTaskInfo{
+	e := &execution{inputs: r.client.inputs, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id, Release: r.release,
 		Identifier: x.Task}}
+	if err := r.remoteInput(workCtx, c, &x); err != nil {
+		var infra *runnerError
+		// Redis or the store, not the task: as for the job cache below.
+		out := outcome{claim: c, err: err, handBack: workCtx.Err() != nil || errors.Is(err, errPayloadStoreUse) || errors.As(err, &infra)}
+		r.taskLog(c).Warn("task input unavailable", slog.Any("error", err))
+		return out
+	}
 	if tl := r.taskLogs.Load(); tl != nil && tl.wire != "" {
 		// The worker's records go where a local execution's go.
 		x.Logs, x.OnLog = tl.wire, tl.remoteLogs(e)
@@ -126,7 +133,7 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 	if res.Error != "" {
 		return r.outcomeOf(workCtx, c, e, errors.New(res.Error))
 	}
-	subs, err := r.remoteSubtasks(res.Subtasks)
+	subs, err := r.remoteSubtasks(workCtx, c.JobID, res.Subtasks)
 	if err != nil {
 		return r.outcomeOf(workCtx, c, e, fmt.Errorf("worker returned an invalid subtask: %w", err))
 	}
@@ -134,10 +141,50 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 	return r.outcomeOf(workCtx, c, e, nil)
 }
 
+// errPayloadStoreUse marks a failure to record a job's use of the payload
+// store: a Redis failure, so the task is handed back, not failed.
+var errPayloadStoreUse = errors.New("recording the job's payload store")
+
+// remoteInput passes a stored input to the worker by reference, with the
+// store it is in, and lets the worker upload large subtask inputs to the
+// same store, recording the job's use of it first.
+func (r *Runner) remoteInput(ctx context.Context, c queue.Claimed, x *protocol.Execute) error {
+	ref, stored, err := queue.ParsePayloadRef(c.Input)
+	if err != nil {
+		return fmt.Errorf("input of task %s: %w", c.Task, err)
+	}
+	st := r.client.inputs.store
+	if stored {
+		if st == nil {
+			_, err := r.client.inputs.resolve(ctx, c.JobID, c.Input) // the error that names the fix
+			return fmt.Errorf("input of task %s: %w", c.Task, err)
+		}
+		// Checked here so that a store the runner cannot reach hands the
+		// task back (the worker's failures fail it); the worker checks
+		// the content.
+		switch ok, err := st.store.Exists(ctx, payloadObject(c.JobID, ref.SHA256)); {
+		case err != nil:
+			return &runnerError{fmt.Errorf("input of task %s: check %s: %w", c.Task, describeRef(ref), err)}
+		case !ok:
+			return fmt.Errorf("input of task %s: %w: %s is not in the payload store %s; the task was not run",
+				c.Task, ErrInputPayloadMissing, describeRef(ref), redactURL(st.url))
+		}
+		x.Input, x.InputPayload = oldWorkerInput(ref), wirePayloadRef(ref)
+	}
+	x.InlineInput, x.MaxInput = r.client.inputs.inline, r.client.inputs.max
+	if st != nil {
+		if err := st.recordUse(ctx, c.JobID); err != nil {
+			return fmt.Errorf("%w: %w", errPayloadStoreUse, err)
+		}
+		x.Payloads = st.url
+	}
+	return nil
+}
+
 // remoteSubtasks checks what a worker submitted as strictly as
 // SubmitSubtasks checks a local task: a worker may be written in any
 // language.
-func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, error) {
+func (r *Runner) remoteSubtasks(ctx context.Context, job string, in []protocol.Subtask) ([]queue.SubtaskSpec, error) {
 	out := make([]queue.SubtaskSpec, len(in))
 	for i, s := range in {
 		id, err := s.Task.Parse()
@@ -154,12 +201,9 @@ func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, err
 		if s.MaxRetries < 0 {
 			return nil, fmt.Errorf("subtask %d: max retries %d is negative", i, s.MaxRetries)
 		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(s.Input, &obj); err != nil || obj == nil {
-			return nil, fmt.Errorf("subtask %d (%s): input is not a JSON object", i, id)
-		}
-		if lim := r.client.maxInput; lim > 0 && len(s.Input) > lim {
-			return nil, fmt.Errorf("subtask %d: input of task %s is %d bytes, over the %d byte limit", i, id, len(s.Input), lim)
+		input, err := r.remoteSubtaskInput(ctx, job, s)
+		if err != nil {
+			return nil, fmt.Errorf("subtask %d (%s): %w", i, id, err)
 		}
 		deps := slices.Clone(s.Deps)
 		for _, d := range deps {
@@ -168,8 +212,36 @@ func (r *Runner) remoteSubtasks(in []protocol.Subtask) ([]queue.SubtaskSpec, err
 			}
 		}
 		slices.Sort(deps)
-		out[i] = queue.SubtaskSpec{Task: id, Cluster: cluster, Input: s.Input, MaxRetries: s.MaxRetries,
+		out[i] = queue.SubtaskSpec{Task: id, Cluster: cluster, Input: input, MaxRetries: s.MaxRetries,
 			Optional: s.Optional, Deps: slices.Compact(deps)}
 	}
 	return out, nil
+}
+
+// remoteSubtaskInput is a worker's subtask input as stored: an inline JSON
+// object within the inline limit, or a reference to an input the worker
+// uploaded to this runner's payload store. The reference is not fetched:
+// the runner that claims the subtask checks it.
+func (r *Runner) remoteSubtaskInput(ctx context.Context, job string, s protocol.Subtask) ([]byte, error) {
+	p := r.client.inputs
+	if s.InputPayload != nil {
+		ref := queue.PayloadRef{SHA256: s.InputPayload.SHA256, Bytes: s.InputPayload.Bytes}
+		switch {
+		case len(s.Input) > 0 && string(s.Input) != "null":
+			return nil, errors.New("both input and input_payload are set")
+		case p.store == nil:
+			return nil, errors.New("input_payload is set but this runner has no payload store")
+		case !queue.IsSHA256Hex(ref.SHA256) || ref.Bytes < 0:
+			return nil, fmt.Errorf("input_payload %+v is not a lower-case hex SHA-256 and a size", *s.InputPayload)
+		case ref.Bytes > int64(p.max):
+			return nil, p.tooLarge("stored input", int(min(ref.Bytes, int64(p.max)+1)))
+		}
+		return []byte(ref.String()), nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(s.Input, &obj); err != nil || obj == nil {
+		return nil, errors.New("input is not a JSON object")
+	}
+	// A worker that predates stored inputs sends large ones inline.
+	return p.keepForJob(ctx, job, "input", s.Input)
 }

@@ -54,7 +54,7 @@ func IdentifierOf(t Task) TaskIdentifier {
 }
 
 // encodeInput turns a task value into its JSON input and parsed identifier.
-func encodeInput(t Task, limit int) (queue.Identifier, []byte, error) {
+func encodeInput(t Task) (queue.Identifier, []byte, error) {
 	if t == nil {
 		return queue.Identifier{}, nil, fmt.Errorf("task is nil")
 	}
@@ -65,9 +65,6 @@ func encodeInput(t Task, limit int) (queue.Identifier, []byte, error) {
 	b, err := json.Marshal(t)
 	if err != nil {
 		return id, nil, fmt.Errorf("encode input of task %s: %w", id, err)
-	}
-	if limit > 0 && len(b) > limit {
-		return id, nil, fmt.Errorf("input of task %s is %d bytes, over the %d byte limit", id, len(b), limit)
 	}
 	return id, b, nil
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/runfleet/runfleet/protocol"
+	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/rftype"
 )
 
@@ -213,12 +214,17 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute, w *wo
 		res.Error = fmt.Sprintf("worker has no task registered that can run %s", id)
 		return res
 	}
+	inputs, input, err := workerInputs(ctx, x)
+	if err != nil {
+		res.Error = fmt.Sprintf("input of task %s: %v", id, err)
+		return res
+	}
 	ptr := reflect.New(r.typ)
-	if err := decodeInput(x.Input, ptr.Interface()); err != nil {
+	if err := decodeInput(input, ptr.Interface()); err != nil {
 		res.Error = fmt.Sprintf("decode input of task %s: %v", id, err)
 		return res
 	}
-	e := &execution{maxInput: DefaultMaxInputBytes, cluster: x.Cluster, info: CurrentTaskInfo{
+	e := &execution{inputs: inputs, cluster: x.Cluster, info: CurrentTaskInfo{
 		JobID: x.JobID, TaskID: x.TaskID, Attempt: x.Attempt, Cluster: x.Cluster, RunnerID: x.RunnerID, Release: x.Release,
 		Identifier: id.TaskIdentifier(), Devices: x.Devices}}
 	if e.cache, err = workerCache(x, w); err != nil {
@@ -251,6 +257,9 @@ func runWorkerTask(ctx context.Context, reg *registry, x protocol.Execute, w *wo
 	for i, s := range e.subtasks {
 		res.Subtasks[i] = protocol.Subtask{Task: s.Task.TaskIdentifier(),
 			Cluster: s.Cluster, Input: s.Input, MaxRetries: s.MaxRetries, Optional: s.Optional, Deps: s.Deps}
+		if ref, stored, _ := queue.ParsePayloadRef(s.Input); stored {
+			res.Subtasks[i].Input, res.Subtasks[i].InputPayload = nil, wirePayloadRef(ref)
+		}
 	}
 	return res
 }

@@ -229,7 +229,7 @@ func TestRemoteRunnerResultOverFrameLimit(t *testing.T) {
 	tasks := []workflows.Task{&BigResult{}, &Blob{}, &benchtask.Noop{}}
 	exec := &hostExec{h: pipeWorker(t, tasks...)}
 	r := remoteRunner(t, b, tasks, exec)
-	big := b.submit(t, &BigResult{N: 70, Size: 1_000_000})
+	big := b.submit(t, &BigResult{N: 1200, Size: 60_000}) // inline inputs, 72 MB in all
 	small := b.submit(t, &BigResult{N: 3, Size: 10})
 	require.NoError(t, r.RunAll(b.ctx, workflows.WithConcurrency(2)))
 	ts, err := b.client.Jobs().Tasks(b.ctx, big.ID)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/runfleet/runfleet/controlplane"
 	"github.com/runfleet/runfleet/internal/jobgraph"
 	"github.com/runfleet/runfleet/internal/telemetry"
 	"github.com/runfleet/runfleet/workflows"
@@ -86,8 +88,8 @@ With --notify URL the job's final state is POSTed to URL when it finishes.`,
 				return err
 			}
 			req.Input = json.RawMessage(input)
-			if inputFile != "" {
-				b, err := a.readInput(inputFile)
+			if inputFile != "" && a.apiMode() {
+				b, err := a.readInput(inputFile, apiMaxInput)
 				if err != nil {
 					return err
 				}
@@ -95,6 +97,18 @@ With --notify URL the job's final state is POSTed to URL when it finishes.`,
 			}
 			if a.apiMode() {
 				return a.apiSubmit(cmd.Context(), req, wait, wo)
+			}
+			if inputFile != "" {
+				// The SDK streams a regular file: a large input is never
+				// held whole. Anything else is read once into a spool.
+				b, path, spooled, err := a.inputSource(inputFile)
+				if err != nil {
+					return err
+				}
+				if spooled {
+					defer os.Remove(path)
+				}
+				req.Input, req.InputFile = b, path
 			}
 			return a.withClient(cmd.Context(), func(c *workflows.Client) error {
 				j, created, err := c.Jobs().SubmitOnce(cmd.Context(), req)
@@ -118,7 +132,7 @@ With --notify URL the job's final state is POSTed to URL when it finishes.`,
 	f.StringVar(&req.Task.Name, "task", "", "root task name (required)")
 	f.StringVar(&req.Task.Version, "version", "", "root task version, vMAJOR.MINOR (required)")
 	f.StringVar(&input, "input", "", "root task input, a JSON object (default {})")
-	f.StringVar(&inputFile, "input-file", "", "read the input from a file; - reads stdin")
+	f.StringVar(&inputFile, "input-file", "", "read the input from a file, streamed (up to 256 MiB; inputs over 64 KiB go to the payload store, RUNFLEET_PAYLOADS); - reads stdin")
 	f.IntVar(&req.MaxRetries, "max-retries", 0, "how often the root task is retried after it fails")
 	f.StringVar(&req.Notify, "notify", "", "URL that receives a POST of the job's final state when it finishes")
 	f.StringVar(&req.IdempotencyKey, "idempotency-key", "",
@@ -128,8 +142,13 @@ With --notify URL the job's final state is POSTed to URL when it finishes.`,
 	return cmd
 }
 
-// readInput reads a task input from a file, or from stdin for "-".
-func (a *app) readInput(path string) ([]byte, error) {
+// apiMaxInput is the largest input the HTTP API takes in a submission's
+// body (which is at most controlplane.MaxBodyBytes).
+const apiMaxInput = controlplane.MaxBodyBytes - 64<<10
+
+// readInput reads a task input for the HTTP API from a file, or from stdin
+// for "-".
+func (a *app) readInput(path string, limit int) ([]byte, error) {
 	var r io.Reader = a.in
 	if path != "-" {
 		f, err := os.Open(path)
@@ -139,15 +158,63 @@ func (a *app) readInput(path string) ([]byte, error) {
 		defer f.Close()
 		r = f
 	}
-	const limit = workflows.DefaultMaxInputBytes
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read input from %s: %w", path, err)
 	}
 	if len(b) > limit {
-		return nil, fmt.Errorf("input from %s is over the %d byte limit", inputName(path), limit)
+		return nil, &hintError{err: fmt.Errorf("input from %s is over the %d bytes the HTTP API takes", inputName(path), limit),
+			hint: "submit larger inputs (up to 256 MiB) without --api: they go to the payload store (RUNFLEET_PAYLOADS)"}
 	}
 	return b, nil
+}
+
+// inputSource is where an --input-file input comes from: a regular file
+// as it is; stdin ("-"), a pipe or a device read once, in memory up to
+// 1 MiB, else into a temporary file (spooled: the caller removes it) for
+// the SDK to stream. More than MaxInputBytes is refused before anything
+// is submitted.
+func (a *app) inputSource(path string) (data []byte, file string, spooled bool, err error) {
+	var r io.Reader = a.in
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("read input: %w", err)
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			return nil, path, false, nil
+		}
+		r = f
+	}
+	const inMemory = 1 << 20
+	b, err := io.ReadAll(io.LimitReader(r, inMemory+1))
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read input from %s: %w", inputName(path), err)
+	}
+	if len(b) <= inMemory {
+		return b, "", false, nil
+	}
+	f, err := os.CreateTemp("", "runfleet-input-*.json")
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read input from %s: %w", inputName(path), err)
+	}
+	defer f.Close()
+	const limit = workflows.MaxInputBytes
+	n, err := io.Copy(f, io.MultiReader(bytes.NewReader(b), io.LimitReader(r, limit+1-int64(len(b)))))
+	if err == nil && n > limit {
+		err = fmt.Errorf("input from %s is over the %d byte limit; nothing was submitted", inputName(path), limit)
+	} else if err != nil {
+		err = fmt.Errorf("read input from %s: %w", inputName(path), err)
+	}
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return nil, "", false, err
+	}
+	return nil, f.Name(), true, nil
 }
 
 func inputName(path string) string {

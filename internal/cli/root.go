@@ -99,6 +99,7 @@ type app struct {
 
 	redisURL string   // --redis
 	jobCache string   // runner start --cache: where job caches live ("" = $RUNFLEET_CACHE)
+	payloads string   // runner start --payloads: where large task inputs live ("" = $RUNFLEET_PAYLOADS)
 	api      apiFlags // --api, --token (api.go)
 
 	// terminal reports whether w is an interactive terminal (live progress).
@@ -310,6 +311,9 @@ func (a *app) client(ctx context.Context) (*workflows.Client, error) {
 	}
 	if a.jobCache != "" {
 		opts = append(opts, workflows.WithJobCache(a.jobCache))
+	}
+	if a.payloads != "" {
+		opts = append(opts, workflows.WithPayloadStore(a.payloads))
 	}
 	c, err := workflows.NewClient(ctx, opts...)
 	if err == nil {

@@ -142,6 +142,7 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.IntVar(&o.jobLogBytes, "job-log-bytes", workflows.DefaultJobLogBytes, "task log bytes one job stores over all its tasks")
 	f.BoolVar(&o.noTaskLogs, "no-stored-logs", false, "store no task logs in Redis (tasks' records still reach this runner's log)")
 	f.StringVar(&a.jobCache, "cache", "", `where tasks' job caches (workflows.JobCache) live: "redis", or an object store URL such as s3://bucket/prefix or file:///dir, which worker processes open themselves (default $RUNFLEET_CACHE, else redis)`)
+	f.StringVar(&a.payloads, "payloads", "", `the object store of task inputs above the inline limit (64 KiB), as submitters name it: s3://bucket/prefix or file:///dir, which worker processes open themselves (default $RUNFLEET_PAYLOADS, else the --cache store when it is one)`)
 	return cmd
 }
 

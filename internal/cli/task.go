@@ -96,6 +96,11 @@ func writeTask(w io.Writer, job string, t workflows.TaskInfo, attempts []workflo
 		fmt.Fprintf(tw, "Parent:\t%d\n", t.Parent)
 	}
 	fmt.Fprintf(tw, "Cluster:\t%s\n", t.Cluster)
+	if p := t.InputPayload; p != nil {
+		fmt.Fprintf(tw, "Input:\tstored, %d bytes, sha256:%s\n", p.Bytes, p.SHA256)
+	} else {
+		fmt.Fprintf(tw, "Input:\t%d bytes inline\n", len(t.Input))
+	}
 	fmt.Fprintf(tw, "State:\t%s\n", t.State)
 	fmt.Fprintf(tw, "Retries:\t%d failed of %d allowed retries; lost its runner %d times\n", t.Failures, t.MaxRetries, t.Losses)
 	if len(t.Children) > 0 {
