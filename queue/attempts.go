@@ -166,7 +166,11 @@ func (q *Queue) GetTask(ctx context.Context, jobID string, seq int64) (Task, err
 	if exists.Val() == 0 {
 		return Task{}, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
 	}
-	t, ok := parseTask(seq, fields.Val())
+	vals := [][]any{fields.Val()}
+	if err := q.fillPacked(ctx, jobID, []int64{seq}, taskFields, vals); err != nil {
+		return Task{}, fmt.Errorf("get task: %w", err)
+	}
+	t, ok := parseTask(seq, vals[0])
 	if !ok {
 		return Task{}, fmt.Errorf("%w: job %s has no task %d", ErrTaskNotFound, jobID, seq)
 	}

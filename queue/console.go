@@ -452,7 +452,11 @@ func (q *Queue) readGraphPipeline(ctx context.Context, jobID string, batch []gra
 	for i, c := range cmds {
 		vals[i], _ = c.Val().([]any)
 	}
-	return nil
+	seqs := make([]int64, len(batch))
+	for i, p := range batch {
+		seqs[i] = p.seq
+	}
+	return q.fillPacked(ctx, jobID, seqs, graphFields, vals)
 }
 
 // graphFieldArgs is graphFields as command arguments.
@@ -477,9 +481,16 @@ func (q *Queue) Tasks(ctx context.Context, jobID string, seqs []int64) ([]Task, 
 			return nil, fmt.Errorf("get tasks: %w", err)
 		}
 	}
-	out := make([]Task, 0, len(seqs))
+	vals := make([][]any, len(cmds))
 	for i, c := range cmds {
-		if t, ok := parseTask(seqs[i], c.Val()); ok {
+		vals[i] = c.Val()
+	}
+	if err := q.fillPacked(ctx, jobID, seqs, taskFields, vals); err != nil {
+		return nil, fmt.Errorf("get tasks: %w", err)
+	}
+	out := make([]Task, 0, len(seqs))
+	for i, v := range vals {
+		if t, ok := parseTask(seqs[i], v); ok {
 			out = append(out, t)
 		}
 	}

@@ -587,8 +587,15 @@ func (q *Queue) JobTasks(ctx context.Context, id string) ([]Task, error) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("get job tasks: %w", err)
 		}
+		vals := make([][]any, len(cmds))
 		for i, c := range cmds {
-			t, ok := parseTask(batch[i], c.Val())
+			vals[i] = c.Val()
+		}
+		if err := q.fillPacked(ctx, id, batch, taskFields, vals); err != nil {
+			return nil, fmt.Errorf("get job tasks: %w", err)
+		}
+		for i, v := range vals {
+			t, ok := parseTask(batch[i], v)
 			if !ok {
 				continue
 			}

@@ -16,6 +16,9 @@ import "strconv"
 //	rf:{c:<slug>}:deployed           pub/sub channel (not a key): the new revision after each change
 //	rf:{j:<id>}:job                  hash: job record and task counters
 //	rf:{j:<id>}:t:<seq>              hash: one task (fields in runfleet.lua)
+//	rf:{j:<id>}:tb:<seq/64>          hash seq -> record: computed tasks without children or
+//	                                 dependents, moved out of their hashes (packed.go)
+//	rf:{j:<id>}:ids                  hash: the task identifiers bucket records name (packed.go)
 //	rf:{j:<id>}:outbox               hash seq -> stream: ready tasks not yet XADDed,
 //	                                 and "x:<parent>" -> cursor of a staged subtask set
 //	rf:{j:<id>}:held                 hash seq -> stream: hints read while the job was stopped

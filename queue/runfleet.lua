@@ -48,6 +48,21 @@
 --   sd   start delay of the current attempt: ms from its claim (ts) until the
 --        runner started it; left out when 0
 --   pg   last committed progress of this task, JSON [[label, total, done], ...]
+--
+-- Task buckets: a computed task without children or dependents (most tasks
+-- of a big job) never changes again, so rf_complete moves it out of its own
+-- hash, whose key costs more than its fields, into one field of a bucket
+-- hash of BUCKET tasks, rf:{j:<id>}:tb:<seq // BUCKET>: seq -> record, the
+-- fields below joined by SEP (ASCII unit separator; a task with SEP in a
+-- field keeps its hash). Small records keep the bucket a listpack.
+--   ident  index into the job's "ids" hash ("nm SEP v SEP cl" -> index and
+--          "#<index>" -> "nm SEP v SEP cl"; "#" counts them)
+--   disp in att f mr opt err own    as in the task hash
+--   tq     ms after the job's "created"    ts  ms after tq    te  ms after ts
+--   p ts1 lost sd                   as in the task hash
+-- Dropped: st (computed), done, k/kb/kn/d/dn (none), oas, pg (a computed
+-- task never runs again, so its progress is never replaced). Readers in
+-- queue/packed.go fall back to the bucket when the task hash is missing.
 
 -- ---- helpers shared by the functions below ----
 
@@ -59,6 +74,78 @@ end
 
 local function tkey(pre, seq)
   return pre .. 't:' .. seq
+end
+
+local BUCKET = 64
+local SEP = '\31'
+
+-- ident_index interns a task identifier in the job's ids hash; cache keeps
+-- what one call looked up, by name, version and cluster (no key string is
+-- built for a hit: this runs for most completed tasks).
+local function ident_index(pre, nm, v, cl, cache)
+  local byv = cache[nm]
+  if not byv then byv = {}; cache[nm] = byv end
+  local bycl = byv[v]
+  if not bycl then bycl = {}; byv[v] = bycl end
+  local idx = bycl[cl]
+  if idx then return idx end
+  local key = nm .. SEP .. v .. SEP .. cl
+  local ik = pre .. 'ids'
+  idx = redis.call('HGET', ik, key)
+  if not idx then
+    idx = tostring(redis.call('HINCRBY', ik, '#', 1) - 1)
+    redis.call('HSET', ik, key, idx, '#' .. idx, key)
+  end
+  bycl[cl] = idx
+  return idx
+end
+
+-- PLAIN_FIELDS counts the fields of a task that ran once and has nothing
+-- but what every subtask has (st nm v cl in p tq, from write_subtasks, and
+-- own att ts, from its claim): HLEN tells such a task in O(1).
+local PLAIN_FIELDS = 10
+
+-- pack_plain is pack_leaf for a task with PLAIN_FIELDS fields: it reads
+-- only fields that are there, and builds the record in one concatenation.
+-- owner and att are the running attempt's, checked by the caller.
+local function pack_plain(pre, seq, tk, owner, att, sd, now, created, cache)
+  local t = redis.call('HMGET', tk, 'nm', 'v', 'cl', 'in', 'p', 'tq', 'ts')
+  local tq, ts = tonumber(t[6]), tonumber(t[7])
+  if not (t[1] and t[2] and t[3] and t[4] and t[5] and tq and ts) or string.find(t[4], SEP, 1, true) then
+    return false
+  end
+  local rec = ident_index(pre, t[1], t[2], t[3], cache) .. SEP .. SEP .. t[4] .. SEP .. att .. SEP .. SEP .. SEP
+    .. SEP .. SEP .. owner .. SEP .. string.format('%d', tq - created) .. SEP .. string.format('%d', ts - tq)
+    .. SEP .. string.format('%d', now - ts) .. SEP .. t[5] .. SEP .. SEP .. SEP .. sd
+  redis.call('HSET', pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET), seq, rec)
+  redis.call('DEL', tk)
+  return true
+end
+
+-- pack_leaf writes a task without children or dependents that computes now
+-- straight into its bucket, instead of its hash (see "Task buckets" above),
+-- and returns true; false leaves the hash to the caller. It reads the task
+-- with one HGETALL (one pass over the hash; HMGET pays a pass for every
+-- field that is missing, and most are); disp and sd are what this
+-- execution committed ("" when none).
+local function pack_leaf(pre, seq, tk, disp, sd, now, created, cache)
+  local h, t = redis.call('HGETALL', tk), {}
+  for i = 1, #h, 2 do t[h[i]] = h[i + 1] end
+  if disp == '' then disp = t.disp or '' end
+  if sd == '' then sd = t.sd or '' end
+  local tq, ts = tonumber(t.tq), tonumber(t.ts)
+  if not tq or not ts or not t.nm or not t.v or not t.cl or not created then return false end
+  local inp, err, own = t['in'] or '', t.err or '', t.own or ''
+  for _, f in ipairs({disp, inp, err, own, t.nm, t.v, t.cl}) do
+    if string.find(f, SEP, 1, true) then return false end
+  end
+  local rec = table.concat({ident_index(pre, t.nm, t.v, t.cl, cache), disp, inp, t.att or '',
+    t.f or '', t.mr or '', t.opt or '', err, own,
+    string.format('%d', tq - created), string.format('%d', ts - tq), string.format('%d', now - ts),
+    t.p or '', t.ts1 or '', t.lost or '', sd}, SEP)
+  redis.call('HSET', pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET), seq, rec)
+  redis.call('DEL', tk)
+  return true
 end
 
 local function stream_key(cl, nm, v)
@@ -232,7 +319,7 @@ end
 -- apply_progress replaces the task's previous committed progress with this
 -- execution's, so only the last execution of a task counts. pg is JSON:
 -- [[label, total, done], ...] or ""; old is the task's stored pg (or false).
-local function apply_progress(pre, tk, pg, old)
+local function apply_progress(pre, tk, pg, old, packed)
   local prog = pre .. 'progress'
   if old then
     for _, e in ipairs(cjson.decode(old)) do
@@ -245,8 +332,8 @@ local function apply_progress(pre, tk, pg, old)
       redis.call('HINCRBY', prog, e[1] .. '\0total', e[2])
       redis.call('HINCRBY', prog, e[1] .. '\0done', e[3])
     end
-    redis.call('HSET', tk, 'pg', pg)
-  elseif old then
+    if not packed then redis.call('HSET', tk, 'pg', pg) end
+  elseif old and not packed then
     redis.call('HDEL', tk, 'pg')
   end
 end
@@ -447,9 +534,10 @@ redis.register_function('rf_complete', function(keys, args)
   local pre = prefix_of(jk)
   local owner, now, n = args[1], args[2], tonumber(args[3])
   local res, pub, cnt, parents = {}, {}, new_counts(), {}
-  -- One read of the job serves the claims and the event throttle.
-  local js = redis.call('HMGET', jk, 'state', 'ev')
+  -- One read of the job serves the claims, the event throttle and packing.
+  local js = redis.call('HMGET', jk, 'state', 'ev', 'created')
   last_event = nil
+  local created, idents = tonumber(js[3]), {}
   local o, committed, progressed = 3, false, false
   for _ = 1, n do
     local seq, att, disp, pg = args[o + 1], args[o + 2], args[o + 3], args[o + 4]
@@ -463,7 +551,17 @@ redis.register_function('rf_complete', function(keys, args)
       res[#res + 1] = 'lost'
     else
       -- "own" stays: it records which runner computed the task.
-      if nsub == 0 and disp == '' and sd == '' then
+      local packed = false
+      if nsub == 0 and (not t[4] or t[4] == '') and created then
+        if disp == '' and not t[6] and redis.call('HLEN', tk) == PLAIN_FIELDS then
+          packed = pack_plain(pre, seq, tk, owner, att, sd, tonumber(now), created, idents)
+        else
+          packed = pack_leaf(pre, seq, tk, disp, sd, tonumber(now), created, idents)
+        end
+      end
+      if packed then
+        -- written to its bucket whole
+      elseif nsub == 0 and disp == '' and sd == '' then
         redis.call('HSET', tk, 'st', 'computed', 'te', now) -- the common leaf: no table
       elseif nsub == 0 and disp == '' then
         redis.call('HSET', tk, 'st', 'computed', 'te', now, 'sd', sd)
@@ -481,7 +579,7 @@ redis.register_function('rf_complete', function(keys, args)
         redis.call('HSET', tk, unpack(f))
       end
       if pg ~= '' or t[6] then
-        apply_progress(pre, tk, pg, t[6])
+        apply_progress(pre, tk, pg, t[6], packed)
         progressed = true
       end
       committed = true
@@ -915,7 +1013,7 @@ end)
 -- JOB_KEYS are the keys of a job's hash tag besides the job hash and its
 -- task hashes (see queue/keys.go): rf_purge removes these. A new per-job
 -- key must be added here, or archived jobs leave it behind.
-local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events', 'att', 'runners', 'logs', 'cache', 'cachex', 'cacheurls'}
+local JOB_KEYS = {'outbox', 'held', 'failed', 'progress', 'nonce', 'staged', 'nlock', 'alock', 'events', 'att', 'runners', 'logs', 'cache', 'cachex', 'cacheurls', 'ids'}
 
 -- rf_purge removes an archived job from Redis, one chunk per call. The
 -- first call checks the job is still what was archived: finished, "updated"
@@ -947,6 +1045,11 @@ redis.register_function('rf_purge', function(keys, args)
   local stop = math.max(0, left - tonumber(args[2]))
   local ks = {}
   for i = stop, left - 1 do ks[#ks + 1] = tkey(pre, i) end
+  -- The buckets of these tasks (a bucket reaching below stop goes in a
+  -- later round, with its lowest task).
+  for b = math.ceil(stop / BUCKET), math.floor((left - 1) / BUCKET) do
+    if b * BUCKET >= stop and b * BUCKET <= left - 1 then ks[#ks + 1] = pre .. 'tb:' .. b end
+  end
   if #ks > 0 then redis.call('UNLINK', unpack(ks)) end
   if stop > 0 then
     redis.call('HSET', jk, 'arc', stop)
