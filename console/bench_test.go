@@ -74,15 +74,20 @@ func (b *testBundle) bigJob(tb testing.TB, n int) string {
 
 // BenchmarkJobPage100k serves the job page of a 100,002-task job (a
 // 100,000-tile fan-out, two tiles failed) over HTTP from a gateway on real
-// Redis: the page with its graph inline, the failures and the first page of
-// tasks. "cold" draws the graph on every request (the cache off), "cached"
-// is a repeated view of the finished job. It reports the median and p90
-// request time; the target is 300 ms.
+// Redis. "page" is the page itself: above inlineGraphTasks the graph is not
+// drawn before it answers (the failures and the first page of tasks are);
+// "graph" is what the page then loads, the graph drawn from every task
+// (the cache off); "cached" is the page of the finished job once its graph
+// is cached, inline. It reports the median and p90 request time.
 func BenchmarkJobPage100k(b *testing.B) {
 	for _, c := range []struct {
-		name  string
-		cache int
-	}{{"cold", -1}, {"cached", 0}} {
+		name, path, want string
+		cache            int
+	}{
+		{"page", "", "data-graph-src", -1},
+		{"graph", "/graph.svg", "Tile ×100,000", -1},
+		{"cached", "", "Tile ×100,000", 0},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			bd := setupWith(b, console.Config{GraphCache: c.cache})
 			id := bd.bigJob(b, 100_000)
@@ -92,19 +97,19 @@ func BenchmarkJobPage100k(b *testing.B) {
 				start := time.Now()
 				p := br.get(path)
 				d := time.Since(start)
-				if p.status != http.StatusOK || !strings.Contains(p.body, "Tile ×100,000") {
-					b.Fatalf("GET %s: %d, graph missing: %.300s", path, p.status, p.body)
+				if p.status != http.StatusOK || !strings.Contains(p.body, c.want) {
+					b.Fatalf("GET %s: %d, %q missing: %.300s", path, p.status, c.want, p.body)
 				}
 				return d
 			}
-			get("/jobs/" + id) // warm connections (and the cache, when on)
+			br.get("/jobs/" + id + "/graph.svg") // warm connections and, when on, the cache
 			// At least 15 requests, so a median means something with
 			// -benchtime 1x too.
 			samples := max(b.N, 15)
 			took := make([]time.Duration, 0, samples)
 			b.ResetTimer()
 			for range samples {
-				took = append(took, get("/jobs/"+id))
+				took = append(took, get("/jobs/"+id+c.path))
 			}
 			b.StopTimer()
 			slices.Sort(took)

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/runfleet/runfleet/console"
 	"github.com/runfleet/runfleet/controlplane"
 )
 
@@ -199,4 +200,29 @@ func TestConsoleInABrowser(t *testing.T) {
 	do(t, ctx, chromedp.Click(chromedp.CSS("[data-live-toggle]")))
 	require.Equal(t, "Paused", text(t, ctx, "[data-live-status]"))
 	require.Equal(t, "Resume live updates", text(t, ctx, "[data-live-toggle]"))
+}
+
+// A job above Config.InlineGraphTasks gets its page without the graph,
+// which the page then loads and shows in place, clickable as inline.
+func TestBigJobGraphLoadsAfterThePage(t *testing.T) {
+	exe := chromium(t)
+	b := setupWith(t, console.Config{InlineGraphTasks: 10})
+	id := b.bigJob(t, 300)
+	_, secret, err := controlplane.CreateToken(b.ctx, b.client, controlplane.TokenSpec{Name: "ops", Scope: controlplane.ScopeRead})
+	require.NoError(t, err)
+
+	plain := b.browser(t)
+	plain.login(secret)
+	p := plain.get("/jobs/" + id)
+	has(t, p.body, `data-graph-src="/jobs/`+id+`/graph.svg"`)
+	hasNot(t, p.body, "Tile ×300", "the page answers before the graph is drawn")
+
+	ctx := newTab(t, exe)
+	do(t, ctx, chromedp.Navigate(b.url+"/jobs/"+id),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), secret),
+		chromedp.Click(chromedp.CSS(".login button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS("figure.graph svg")))
+	require.Contains(t, text(t, ctx, "figure.graph"), "Tile ×300")
+	require.Contains(t, text(t, ctx, "figure.graph"), "298 computed, 2 failed_optional")
 }

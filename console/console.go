@@ -23,6 +23,11 @@ type Config struct {
 	// GraphCache is how many graphs of finished jobs are kept in memory;
 	// negative keeps none. Default 16.
 	GraphCache int
+	// InlineGraphTasks is the most tasks a job may have for its page to
+	// draw its graph before answering; a bigger job's page loads the graph
+	// after it has shown (the graph reads every task). Default
+	// DefaultInlineGraphTasks; negative always loads it after.
+	InlineGraphTasks int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// LivePing is how often an idle live stream sends a comment (so
@@ -56,6 +61,9 @@ func New(cfg Config) (*Console, error) {
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.InlineGraphTasks == 0 {
+		cfg.InlineGraphTasks = DefaultInlineGraphTasks
 	}
 	if cfg.GraphCache == 0 {
 		cfg.GraphCache = 16

@@ -10,6 +10,21 @@ import (
 	"github.com/runfleet/runfleet/workflows"
 )
 
+// DefaultInlineGraphTasks is Config.InlineGraphTasks by default. The graph
+// reads every task (about 2.5 s for a million on a small machine), so a
+// bigger job's page answers at once and loads the graph afterwards
+// (/jobs/<id>/graph.svg), unless it is cached.
+const DefaultInlineGraphTasks = 20_000
+
+// graphCached reports whether the job's graph is cached as it is now.
+func (c *Console) graphCached(j queue.Job, src taskSource) bool {
+	if !workflows.Finished(j.State) {
+		return false
+	}
+	_, ok := c.graphs.get(j.ID, src.stamp())
+	return ok
+}
+
 // graphSVG draws the job's graph as the CLI's `runfleet job graph` does:
 // the same model and renderer, fed by a cheaper read. Every task is read
 // with the five fields the layout needs (queue.GraphTasks); the full
@@ -29,32 +44,11 @@ func (c *Console) graphSVG(ctx context.Context, j queue.Job, src taskSource) ([]
 		return nil, err
 	}
 	g := jobgraph.Build(j, tasks, jobgraph.Options{})
-	seqs := make([]int64, len(g.Nodes))
-	for i, n := range g.Nodes {
-		seqs[i] = n.Seq
-	}
-	full, err := src.tasks(ctx, seqs)
+	full, err := src.tasks(ctx, g.NodeSeqs())
 	if err != nil {
 		return nil, err
 	}
-	bySeq := make(map[int64]queue.Task, len(full))
-	for _, t := range full {
-		bySeq[t.Seq] = t
-	}
-	// The layout depends on neither text (fixed node sizes), so labelling
-	// the laid-out nodes gives the picture Build would have drawn from
-	// full records.
-	for i := range g.Nodes {
-		n := &g.Nodes[i]
-		t, ok := bySeq[n.Seq]
-		if !ok {
-			continue
-		}
-		n.Version = t.Version
-		if !n.Group {
-			n.Display, n.Error = t.Display, firstLine(t.Error)
-		}
-	}
+	g.Label(full)
 	var b bytes.Buffer
 	if err := g.WriteSVG(&b); err != nil {
 		return nil, err

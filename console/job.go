@@ -36,6 +36,9 @@ type jobView struct {
 	Notice    string
 	Graph     template.HTML
 	GraphErr  string
+	// GraphDeferred: the job is too big to draw before the page answers
+	// (Config.InlineGraphTasks); the page loads its graph after it shows.
+	GraphDeferred bool
 	// The task table: its filter ("" or a task state), where it starts
 	// (-1: at the first task) and where the next page starts (-1: none).
 	TaskFilter   string
@@ -154,7 +157,9 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		v.MoreFailures = next >= 0
 	}
-	if svg, err := c.graphSVG(ctx, j, src); err != nil {
+	if (c.cfg.InlineGraphTasks < 0 || v.Total > c.cfg.InlineGraphTasks) && !c.graphCached(j, src) {
+		v.GraphDeferred = true
+	} else if svg, err := c.graphSVG(ctx, j, src); err != nil {
 		c.log.Warn("console: draw job graph", "job", j.ID, "err", err)
 		v.GraphErr = "The graph could not be drawn: " + err.Error()
 	} else {

@@ -124,3 +124,27 @@ func TestUnpackRefusesMalformedRecords(t *testing.T) {
 		require.False(t, ok, "%q", bad)
 	}
 }
+
+// A task whose name holds the record separator keeps its hash, and reads
+// whole.
+func TestPackSkipsNamesWithTheSeparator(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	odd, err := ParseIdentifier("Odd\x1fName", "v1.0")
+	require.NoError(t, err)
+	require.NoError(t, b.q.EnsureGroups(b.ctx, []string{b.stream(odd)}))
+	root := b.rootClaimed(t, "j", "r1")
+	_, err = b.q.Complete(b.ctx, "r1", []Completion{{JobID: "j", Seq: root.Seq, Attempt: root.Attempt,
+		Subtasks: []SubtaskSpec{{Task: odd, Cluster: "c", Input: []byte("{}")}}}})
+	require.NoError(t, err)
+	kids := b.claimAs(t, "r2", b.stream(odd))
+	require.Len(t, kids, 1)
+	res, err := b.q.Complete(b.ctx, "r2", []Completion{{JobID: "j", Seq: kids[0].Seq, Attempt: 1}})
+	require.NoError(t, err)
+	require.Equal(t, []error{nil}, res)
+	require.Equal(t, 1, b.taskHashes(t, "j", 1, 1), "kept its hash")
+	task, err := b.q.GetTask(b.ctx, "j", 1)
+	require.NoError(t, err)
+	require.Equal(t, "Odd\x1fName", task.Name)
+	require.Equal(t, TaskComputed, task.State)
+}

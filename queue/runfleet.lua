@@ -111,8 +111,9 @@ local PLAIN_FIELDS = 10
 local function pack_plain(pre, seq, tk, owner, att, sd, now, created, cache)
   local t = redis.call('HMGET', tk, 'nm', 'v', 'cl', 'in', 'p', 'tq', 'ts')
   local tq, ts = tonumber(t[6]), tonumber(t[7])
-  if not (t[1] and t[2] and t[3] and t[4] and t[5] and tq and ts) or string.find(t[4], SEP, 1, true) then
-    return false
+  if not (t[1] and t[2] and t[3] and t[4] and t[5] and tq and ts) or string.find(t[4], SEP, 1, true)
+    or string.find(t[1], SEP, 1, true) or string.find(owner, SEP, 1, true) then
+    return false -- versions and cluster slugs cannot hold SEP; names and inputs might
   end
   local rec = ident_index(pre, t[1], t[2], t[3], cache) .. SEP .. SEP .. t[4] .. SEP .. att .. SEP .. SEP .. SEP
     .. SEP .. SEP .. owner .. SEP .. string.format('%d', tq - created) .. SEP .. string.format('%d', ts - tq)

@@ -159,6 +159,29 @@
     startPolling(Number(periodic.getAttribute('data-refresh')) || 5000);
   }
 
+  // ---- the graph of a big job, drawn after the page ----
+
+  var deferred = document.querySelector('figure.graph[data-graph-src]');
+  if (deferred) {
+    var graphStatus = deferred.querySelector('[data-graph-status]');
+    if (graphStatus) { graphStatus.textContent += ' Drawing…'; }
+    fetch(deferred.getAttribute('data-graph-src'), { credentials: 'same-origin' })
+      .then(function (resp) {
+        if (!resp.ok) { throw new Error('HTTP ' + resp.status); }
+        return resp.text();
+      })
+      .then(function (svg) {
+        // jobgraph escapes every text it writes, as for the inline graph.
+        var doc = new DOMParser().parseFromString(svg, 'image/svg+xml');
+        var root = doc.documentElement;
+        if (root.nodeName !== 'svg') { throw new Error('not an SVG'); }
+        deferred.replaceChildren(document.importNode(root, true));
+      })
+      .catch(function (err) {
+        if (graphStatus) { graphStatus.textContent = 'The graph could not be drawn: ' + err.message; }
+      });
+  }
+
   // ---- the graph: a click on a task opens it ----
 
   var job = document.querySelector('[data-job]');

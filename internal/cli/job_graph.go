@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,11 +61,10 @@ of stdout. Archived jobs are drawn from their archive.`, jobgraph.DefaultCollaps
 				if err != nil {
 					return jobErr(err)
 				}
-				tasks, err := c.Jobs().Tasks(cmd.Context(), args[0])
+				g, err := buildGraph(cmd.Context(), c, job)
 				if err != nil {
 					return jobErr(err)
 				}
-				g := jobgraph.Build(job, tasks, jobgraph.Options{})
 				if out == "" || out == "-" {
 					return write(g, a.out)
 				}
@@ -80,6 +81,39 @@ of stdout. Archived jobs are drawn from their archive.`, jobgraph.DefaultCollaps
 	cmd.Flags().StringVar(&format, "format", "svg", "output format: svg, dot or mermaid")
 	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of stdout (replaced atomically)")
 	return cmd
+}
+
+// buildGraph draws job as the console does: a job in Redis is read with
+// the few fields the layout needs per task (a million-task job in seconds,
+// not minutes) and full records only for the nodes drawn; an archived job
+// (or one being purged after archiving) from its archive.
+func buildGraph(ctx context.Context, c *workflows.Client, job workflows.Job) (*jobgraph.Graph, error) {
+	// A job being purged is still partly in Redis: its archive is whole.
+	_, archived, err := c.Queue().ArchiveRecordOf(ctx, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !job.Archived && !archived {
+		light, err := c.Queue().GraphTasks(ctx, job.ID)
+		if err == nil {
+			g := jobgraph.Build(job, light, jobgraph.Options{})
+			full, err := c.Queue().Tasks(ctx, job.ID, g.NodeSeqs())
+			if err != nil {
+				return nil, err
+			}
+			g.Label(full)
+			return g, nil
+		}
+		if !errors.Is(err, workflows.ErrJobNotFound) {
+			return nil, err
+		}
+		// Archived since it was read: draw it from its archive.
+	}
+	tasks, err := c.Jobs().Tasks(ctx, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	return jobgraph.Build(job, tasks, jobgraph.Options{}), nil
 }
 
 func graphWriter(format string) (func(*jobgraph.Graph, io.Writer) error, error) {

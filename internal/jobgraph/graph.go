@@ -295,3 +295,36 @@ func cmpInt64(a, b int64) int {
 	}
 	return 0
 }
+
+// Label fills the nodes' version, display name and error from full task
+// records, for a graph built from records read with only the fields the
+// layout needs (queue.GraphTasks: a cheap read of every task of a big
+// job). The layout depends on neither text (fixed node sizes), so the
+// labelled graph is the one Build draws from full records. full needs to
+// hold only the nodes' tasks (Nodes[i].Seq).
+func (g *Graph) Label(full []workflows.TaskInfo) {
+	bySeq := make(map[int64]workflows.TaskInfo, len(full))
+	for _, t := range full {
+		bySeq[t.Seq] = t
+	}
+	for i := range g.Nodes {
+		n := &g.Nodes[i]
+		t, ok := bySeq[n.Seq]
+		if !ok {
+			continue
+		}
+		n.Version = t.Version
+		if !n.Group {
+			n.Display, n.Error = t.Display, firstLine(t.Error)
+		}
+	}
+}
+
+// NodeSeqs are the task ids of the graph's nodes, for Label.
+func (g *Graph) NodeSeqs() []int64 {
+	seqs := make([]int64, len(g.Nodes))
+	for i, n := range g.Nodes {
+		seqs[i] = n.Seq
+	}
+	return seqs
+}
