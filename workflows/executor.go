@@ -68,6 +68,12 @@ func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Cl
 	if r.remote != nil {
 		return r.executeRemote(workCtx, c, devs)
 	}
+	release, err := r.holdStoredInput(workCtx, c.Input)
+	if err != nil {
+		out.err, out.handBack = fmt.Errorf("interrupted: the runner stopped while the task waited for room for its stored input (%w)", err), true
+		return out
+	}
+	defer release()
 	input, err := r.client.inputs.resolve(workCtx, c.JobID, c.Input)
 	if err != nil {
 		var infra *runnerError

@@ -177,8 +177,12 @@ func TestMetricsCountAJobsTasksDuringAndAfterIt(t *testing.T) {
 	require.Equal(t, "completed", final.State)
 
 	// After the job: the counters add up to its task counts. Commits are
-	// counted once they land, which is before the job shows finished.
-	fams = scrape(t, r.MetricsAddr())
+	// counted once they land, which is before the job shows finished; the
+	// last slot is given back just after its commit.
+	require.Eventually(t, func() bool {
+		fams = scrape(t, r.MetricsAddr())
+		return gauge(fams, "runfleet_slots_busy") == 0
+	}, 10*time.Second, 10*time.Millisecond, "a slot stayed busy after the job finished")
 	computed := final.TaskCounts["computed"]
 	require.Equal(t, int64(1+leaves), computed)
 	require.Equal(t, float64(computed), sumCounter(fams, "runfleet_tasks_computed_total"))

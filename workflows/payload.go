@@ -18,6 +18,7 @@ import (
 	"github.com/runfleet/runfleet/internal/jsonscan"
 	"github.com/runfleet/runfleet/protocol"
 	"github.com/runfleet/runfleet/queue"
+	"golang.org/x/sync/semaphore"
 )
 
 // Large task inputs. An input up to the inline limit lives in Redis with
@@ -269,6 +270,54 @@ func (p inputPolicy) resolve(ctx context.Context, job string, input []byte) ([]b
 			ErrInputPayloadMissing, describeRef(ref))
 	}
 	return p.store.fetch(ctx, job, ref)
+}
+
+// DefaultStoredInputMemory is how many bytes of stored inputs a runner's
+// executions hold at once unless WithStoredInputMemory says otherwise.
+const DefaultStoredInputMemory = 1 << 30
+
+// WithStoredInputMemory bounds the bytes of stored inputs (those above the
+// inline limit) the runner's executions hold at once, from the fetch until
+// the task returns: a task whose input does not fit waits for others to
+// finish, so a runner at concurrency 1024 does not hold 1024 inputs of
+// 256 MiB. One input larger than the bound runs alone. Default
+// DefaultStoredInputMemory (1 GiB); negative: no bound. Release workers
+// count too: the runner holds the bytes while its worker runs the task.
+func WithStoredInputMemory(n int64) RunOption { return func(c *runConfig) { c.storedInputs = n } }
+
+// inputBudget is a run's bound on the stored inputs its executions hold.
+type inputBudget struct {
+	sem  *semaphore.Weighted
+	size int64
+}
+
+// startInputBudget sets up the run's bound (WithStoredInputMemory).
+func (r *Runner) startInputBudget(cfg runConfig) {
+	n := cfg.storedInputs
+	if n == 0 {
+		n = DefaultStoredInputMemory
+	}
+	if n < 0 {
+		r.inputBudget.Store(nil)
+		return
+	}
+	r.inputBudget.Store(&inputBudget{sem: semaphore.NewWeighted(n), size: n})
+}
+
+// holdStoredInput waits until the run's bound has room for the stored
+// input named by input (nothing for an inline input) and returns what
+// gives the room back. An error is ctx's: the runner is stopping.
+func (r *Runner) holdStoredInput(ctx context.Context, input []byte) (release func(), err error) {
+	b := r.inputBudget.Load()
+	ref, stored, _ := queue.ParsePayloadRef(input)
+	if b == nil || !stored {
+		return func() {}, nil
+	}
+	n := min(max(ref.Bytes, 1), b.size) // a bigger one runs alone
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return nil, err
+	}
+	return func() { b.sem.Release(n) }, nil
 }
 
 // inputFile is an input file scanned before it is submitted.

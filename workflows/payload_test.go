@@ -352,3 +352,63 @@ func TestStoredInputInTaskRecord(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(out), `"input":"","input_payload":{"sha256":"`+sumOf(string(raw))+`","bytes":`)
 }
+
+// SlowBig holds its stored input while it runs, and records how many run
+// at once.
+type SlowBig struct {
+	Data string `json:"data"`
+}
+
+var slowBigNow, slowBigMost atomic.Int64
+
+func (*SlowBig) Identifier() workflows.TaskIdentifier {
+	return workflows.NewTaskIdentifier("SlowBig", "v1.0")
+}
+
+func (s *SlowBig) Execute(ctx context.Context) error {
+	n := slowBigNow.Add(1)
+	defer slowBigNow.Add(-1)
+	for {
+		most := slowBigMost.Load()
+		if n <= most || slowBigMost.CompareAndSwap(most, n) {
+			break
+		}
+	}
+	time.Sleep(150 * time.Millisecond)
+	return nil
+}
+
+// WithStoredInputMemory bounds the stored inputs a runner's executions
+// hold: four 100 KiB inputs under a 150 KiB bound run one at a time, under
+// the default bound side by side; inline inputs are not counted. Not
+// parallel: the counters are shared.
+func TestStoredInputMemoryBound(t *testing.T) {
+	b := setup(t)
+	c := payloadClient(t, b, "file://"+t.TempDir())
+	r, err := c.NewRunner(b.ctx, b.cluster, &SlowBig{})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		size  int
+		bound int64
+		most  int64 // exactly 1, or at least 2: side by side
+	}{
+		{"stored, bounded", 100 << 10, 150 << 10, 1},
+		{"stored, default bound", 100 << 10, 0, 2},
+		{"inline, bounded", 1000, 150 << 10, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slowBigMost.Store(0)
+			for i := range 4 {
+				_, err := c.Jobs().Submit(b.ctx, tc.name, b.cluster, &SlowBig{Data: strings.Repeat(string(rune('a'+i)), tc.size)})
+				require.NoError(t, err)
+			}
+			require.NoError(t, r.RunAll(b.ctx, workflows.WithConcurrency(4), workflows.WithStoredInputMemory(tc.bound)))
+			if tc.most == 1 {
+				require.Equal(t, int64(1), slowBigMost.Load(), "one at a time")
+			} else {
+				require.GreaterOrEqual(t, slowBigMost.Load(), tc.most, "side by side")
+			}
+		})
+	}
+}

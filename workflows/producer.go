@@ -111,6 +111,7 @@ func (r *Runner) run(ctx context.Context, cfg runConfig, untilIdle bool) error {
 	// Deferred before the shutdown too: the executions' last records are
 	// written once they have all returned.
 	defer r.startTaskLogs(cfg)()
+	r.startInputBudget(cfg)
 	p.startCompleter()
 	p.startExecutors()
 	p.startUpkeep(ctx)

@@ -76,6 +76,11 @@ func (r *Runner) executeRemote(workCtx context.Context, c queue.Claimed, devs []
 	e := &execution{inputs: r.client.inputs, cluster: r.cluster, info: CurrentTaskInfo{
 		JobID: c.JobID, TaskID: c.Seq, Attempt: c.Attempt, Cluster: r.cluster, RunnerID: r.id, Release: r.release,
 		Identifier: x.Task}}
+	release, err := r.holdStoredInput(workCtx, c.Input)
+	if err != nil {
+		return outcome{claim: c, err: fmt.Errorf("interrupted: the runner stopped while the task waited for room for its stored input (%w)", err), handBack: true}
+	}
+	defer release()
 	if err := r.remoteInput(workCtx, c, &x); err != nil {
 		var infra *runnerError
 		// Redis or the store, not the task: as for the job cache below.

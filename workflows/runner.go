@@ -42,7 +42,10 @@ type Runner struct {
 	metricsAddr atomic.Pointer[string] // where a run serves its metrics
 
 	taskLogs atomic.Pointer[taskLogs] // where the current run's executions log
-	tracing  *taskTracing             // nil when the client does not trace
+	// inputBudget bounds the stored inputs the current run's executions
+	// hold (WithStoredInputMemory); nil: no bound.
+	inputBudget atomic.Pointer[inputBudget]
+	tracing     *taskTracing // nil when the client does not trace
 }
 
 type registration struct {
@@ -203,6 +206,7 @@ type runConfig struct {
 	metrics        *Metrics // WithMetrics
 	metricsAddr    string   // WithMetricsAddr
 	taskLogs       TaskLogs // WithTaskLogs, defaults applied by config
+	storedInputs   int64    // WithStoredInputMemory
 }
 
 // WithConcurrency sets how many tasks run at once. Default 1.

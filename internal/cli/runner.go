@@ -51,6 +51,7 @@ type runnerStartOptions struct {
 	taskLogBytes int
 	jobLogBytes  int
 	noTaskLogs   bool
+	storedInputs int64
 
 	concurrencySet bool // --concurrency was given
 }
@@ -140,6 +141,8 @@ the standard AWS variables (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …).`,
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log debug details too")
 	f.IntVar(&o.taskLogBytes, "task-log-bytes", workflows.DefaultTaskLogBytes, "task log bytes one execution stores with its job; past them a marker says the rest was dropped")
 	f.IntVar(&o.jobLogBytes, "job-log-bytes", workflows.DefaultJobLogBytes, "task log bytes one job stores over all its tasks")
+	f.Int64Var(&o.storedInputs, "stored-input-memory", workflows.DefaultStoredInputMemory,
+		"bytes of stored task inputs (over the inline limit) the runner's tasks hold at once; a task whose input does not fit waits; -1: no bound")
 	f.BoolVar(&o.noTaskLogs, "no-stored-logs", false, "store no task logs in Redis (tasks' records still reach this runner's log)")
 	f.StringVar(&a.jobCache, "cache", "", `where tasks' job caches (workflows.JobCache) live: "redis", or an object store URL such as s3://bucket/prefix or file:///dir, which worker processes open themselves (default $RUNFLEET_CACHE, else redis)`)
 	f.StringVar(&a.payloads, "payloads", "", `the object store of task inputs above the inline limit (64 KiB), as submitters name it: s3://bucket/prefix or file:///dir, which worker processes open themselves (default $RUNFLEET_PAYLOADS, else the --cache store when it is one)`)
@@ -192,7 +195,8 @@ func (a *app) runnerStart(ctx context.Context, o runnerStartOptions) error {
 		MetricsAddr: o.metricsAddr,
 		RunOptions: []workflows.RunOption{workflows.WithConcurrency(o.concurrency), workflows.WithGracePeriod(o.grace),
 			workflows.WithHeartbeatTTL(o.heartbeatTTL), workflows.WithReclaimInterval(o.reclaim),
-			workflows.WithTaskLogs(workflows.TaskLogs{Off: o.noTaskLogs, PerTask: o.taskLogBytes, PerJob: o.jobLogBytes})},
+			workflows.WithTaskLogs(workflows.TaskLogs{Off: o.noTaskLogs, PerTask: o.taskLogBytes, PerJob: o.jobLogBytes}),
+			workflows.WithStoredInputMemory(o.storedInputs)},
 	})
 	if err != nil {
 		return usageErrorf("%v", err)
