@@ -39,11 +39,11 @@ func (c *Console) graphSVG(ctx context.Context, j queue.Job, src taskSource) ([]
 			return svg, nil
 		}
 	}
-	tasks, err := src.graphTasks(ctx)
+	tasks, leaves, err := src.graphTasks(ctx)
 	if err != nil {
 		return nil, err
 	}
-	g := jobgraph.Build(j, tasks, jobgraph.Options{})
+	g := jobgraph.Build(j, tasks, jobgraph.Options{Leaves: leaves})
 	full, err := src.tasks(ctx, g.NodeSeqs())
 	if err != nil {
 		return nil, err

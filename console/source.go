@@ -17,8 +17,9 @@ type taskSource interface {
 	// page returns up to limit tasks after seq after in seq order, with
 	// state when set, and the after of the next page (-1: none).
 	page(ctx context.Context, after int64, limit int, state string) ([]queue.Task, int64, error)
-	// graphTasks returns every task with what the graph needs.
-	graphTasks(ctx context.Context) ([]queue.Task, error)
+	// graphTasks returns every task with what the graph needs, some of
+	// them as counts (queue.GraphSummary).
+	graphTasks(ctx context.Context) ([]queue.Task, []queue.LeafGroup, error)
 	// tasks returns the full records of seqs.
 	tasks(ctx context.Context, seqs []int64) ([]queue.Task, error)
 	attempts(ctx context.Context, seq int64) ([]queue.Attempt, error)
@@ -49,8 +50,8 @@ func (s liveSource) page(ctx context.Context, after int64, limit int, state stri
 	return s.c.q.TasksPage(ctx, s.job.ID, after, limit, state)
 }
 
-func (s liveSource) graphTasks(ctx context.Context) ([]queue.Task, error) {
-	return s.c.q.GraphTasks(ctx, s.job.ID)
+func (s liveSource) graphTasks(ctx context.Context) ([]queue.Task, []queue.LeafGroup, error) {
+	return s.c.q.GraphSummary(ctx, s.job.ID)
 }
 
 func (s liveSource) tasks(ctx context.Context, seqs []int64) ([]queue.Task, error) {
@@ -111,7 +112,9 @@ func (s *archivedSource) page(_ context.Context, after int64, limit int, state s
 	return out, -1, nil
 }
 
-func (s *archivedSource) graphTasks(context.Context) ([]queue.Task, error) { return s.all, nil }
+func (s *archivedSource) graphTasks(context.Context) ([]queue.Task, []queue.LeafGroup, error) {
+	return s.all, nil, nil
+}
 
 func (s *archivedSource) tasks(_ context.Context, seqs []int64) ([]queue.Task, error) {
 	var out []queue.Task

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -355,60 +356,383 @@ const graphReadChunk = 10_000
 // several times cheaper to draw. Version, display name and error are left
 // empty; read them with Tasks for the tasks that need them.
 func (q *Queue) GraphTasks(ctx context.Context, jobID string) ([]Task, error) {
-	nextText, err := q.rdb.HGet(ctx, jobKey(jobID), "next").Result()
+	tasks, _, err := q.graphRead(ctx, jobID, false)
+	return tasks, err
+}
+
+// LeafGroup counts computed tasks without children or dependents, of one
+// parent and task name, that GraphSummary leaves out of its task list.
+type LeafGroup struct {
+	Parent int64
+	Name   string
+	Count  int64
+	First  int64 // the least seq counted
+}
+
+// GraphSummary is GraphTasks for big jobs: a task bucket (64 seqs of one
+// parent's children) whose every record is a computed task of one
+// identifier is counted from the bucket's count field instead of being
+// read task by task, so a finished fan-out of a million tasks is about
+// 16,000 short reads. A bucket that a listed task's dependents point into
+// is read task by task, so no arrow is lost. Every task is either in the
+// list or in one group.
+func (q *Queue) GraphSummary(ctx context.Context, jobID string) ([]Task, []LeafGroup, error) {
+	return q.graphRead(ctx, jobID, true)
+}
+
+// summaryMinChildren is the fewest children a parent needs before
+// graphRead looks for whole buckets among them.
+const summaryMinChildren = 2 * taskBucketSize
+
+func (q *Queue) graphRead(ctx context.Context, jobID string, summarize bool) ([]Task, []LeafGroup, error) {
+	pipe := q.rdb.Pipeline()
+	nextCmd := pipe.HGet(ctx, jobKey(jobID), "next")
+	idsCmd := pipe.HGetAll(ctx, jobIdentsKey(jobID))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("get job tasks: %w", err)
+	}
+	nextText, err := nextCmd.Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
+		return nil, nil, fmt.Errorf("%w: %q", ErrJobNotFound, jobID)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get job tasks: %w", err)
+		return nil, nil, fmt.Errorf("get job tasks: %w", err)
 	}
 	// Every task has a seq below "next": room for all of them up front
-	// saves copying 100,000 records as the slices grow.
+	// saves copying 100,000 records as the slices grow (a summary needs
+	// far less).
 	size, _ := strconv.ParseInt(nextText, 10, 64)
 	size = min(max(size, 1), 10_000_000)
+	if summarize {
+		size = min(size, 100_000)
+	}
 	out := make([]Task, 0, size)
 	frontier := make([]graphPending, 1, size)
 	frontier[0] = graphPending{0, -1}
 	// One array holds every task's dependents, not one small slice each.
 	deps := make([]int64, 0, size)
-	for done := 0; done < len(frontier); {
-		n := min(len(frontier)-done, graphReadChunk)
-		batch := frontier[done : done+n]
-		done += n
-		vals, err := q.readGraphFields(ctx, jobID, batch)
-		if err != nil {
-			return nil, err
-		}
-		for i, v := range vals {
-			if len(v) < len(graphFields) {
-				continue
+	var sum *bucketSummary
+	if summarize {
+		sum = newBucketSummary(idsCmd.Val())
+	}
+	read := func(frontier []graphPending, expand bool) ([]graphPending, error) {
+		for done := 0; done < len(frontier); {
+			n := min(len(frontier)-done, graphReadChunk)
+			batch := frontier[done : done+n]
+			done += n
+			vals, err := q.readGraphFields(ctx, jobID, batch)
+			if err != nil {
+				return nil, err
 			}
-			st, _ := v[0].(string)
-			if st == "" {
-				continue
-			}
-			t := Task{Seq: batch[i].seq, Parent: batch[i].parent, State: st}
-			t.Name, _ = v[1].(string)
-			kb, _ := v[2].(string)
-			kn, _ := v[3].(string)
-			t.childBase, _ = strconv.ParseInt(kb, 10, 64)
-			t.childCount, _ = strconv.ParseInt(kn, 10, 64)
-			if dn, _ := v[4].(string); dn != "" {
-				from := len(deps)
-				for d := range strings.SplitSeq(dn, ",") {
-					if n, err := strconv.ParseInt(d, 10, 64); err == nil {
-						deps = append(deps, n)
+			var wide []Task // parents whose children may fill buckets
+			for i, v := range vals {
+				if len(v) < len(graphFields) {
+					continue
+				}
+				st, _ := v[0].(string)
+				if st == "" {
+					continue
+				}
+				t := Task{Seq: batch[i].seq, Parent: batch[i].parent, State: st}
+				t.Name, _ = v[1].(string)
+				kb, _ := v[2].(string)
+				kn, _ := v[3].(string)
+				t.childBase, _ = strconv.ParseInt(kb, 10, 64)
+				t.childCount, _ = strconv.ParseInt(kn, 10, 64)
+				if dn, _ := v[4].(string); dn != "" {
+					from := len(deps)
+					for d := range strings.SplitSeq(dn, ",") {
+						if n, err := strconv.ParseInt(d, 10, 64); err == nil {
+							deps = append(deps, n)
+						}
+					}
+					t.Dependents = deps[from:len(deps):len(deps)]
+				}
+				switch {
+				case !expand:
+				case sum != nil && t.childCount >= summaryMinChildren:
+					wide = append(wide, t)
+				default:
+					for k := int64(0); k < t.childCount; k++ {
+						frontier = append(frontier, graphPending{t.childBase + k, t.Seq})
 					}
 				}
-				t.Dependents = deps[from:len(deps):len(deps)]
+				out = append(out, t)
 			}
-			for k := int64(0); k < t.childCount; k++ {
-				frontier = append(frontier, graphPending{t.childBase + k, t.Seq})
+			if len(wide) > 0 {
+				more, err := sum.expand(ctx, q, jobID, wide)
+				if err != nil {
+					return nil, err
+				}
+				frontier = append(frontier, more...)
 			}
-			out = append(out, t)
+		}
+		return frontier, nil
+	}
+	if _, err := read(frontier, true); err != nil {
+		return nil, nil, err
+	}
+	if sum == nil {
+		return out, nil, nil
+	}
+	// Buckets a listed task's dependents point into are read task by task:
+	// their arrows need the tasks. (Their tasks have no children.)
+	var again []graphPending
+	for _, t := range out {
+		for _, d := range t.Dependents {
+			again = append(again, sum.unsummarize(d)...)
+		}
+	}
+	if _, err := read(again, false); err != nil {
+		return nil, nil, err
+	}
+	// A group is drawn as one node only above DefaultCollapseOver-like
+	// counts: small ones (a lone task of another name among a parent's
+	// children) are read task by task, to be drawn one by one.
+	type key struct {
+		parent int64
+		name   string
+	}
+	listed := map[key]int64{}
+	for _, t := range out {
+		listed[key{t.Parent, t.Name}]++
+	}
+	small := map[key]bool{}
+	for _, g := range sum.groups() {
+		if k := (key{g.Parent, g.Name}); g.Count+listed[k] <= summaryMinGroup {
+			small[k] = true
+		}
+	}
+	if len(small) > 0 {
+		again = sum.take(func(parent int64, name string) bool { return small[key{parent, name}] })
+		if _, err := read(again, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	return out, sum.groups(), nil
+}
+
+// summaryMinGroup is the most tasks of one parent and name GraphSummary
+// lists one by one rather than count: the graph draws that many siblings
+// one by one only with a CollapseOver above DefaultCollapseOver (20).
+const summaryMinGroup = 64
+
+// bucketSummary is what graphRead counted from task buckets.
+type bucketSummary struct {
+	names   map[string]string // ident index -> task name
+	idents  []string          // the indexes, for reading the count fields
+	buckets map[int64]summarized
+	// singles are computed leaves counted one by one from the records of
+	// buckets a parent's children share with another's (at the ends of
+	// its range), by bucket.
+	singles map[int64][]single
+}
+
+// summarized is one bucket counted instead of read.
+type summarized struct {
+	parent int64
+	name   string
+}
+
+// single is one task counted from its bucket record.
+type single struct {
+	seq, parent int64
+	name        string
+}
+
+func newBucketSummary(ids map[string]string) *bucketSummary {
+	s := &bucketSummary{names: map[string]string{}, buckets: map[int64]summarized{}, singles: map[int64][]single{}}
+	for k, v := range ids {
+		if idx, ok := strings.CutPrefix(k, "#"); ok && idx != "" {
+			name, _, _ := strings.Cut(v, packSep)
+			s.names[idx] = name
+			s.idents = append(s.idents, idx)
+		}
+	}
+	return s
+}
+
+// expand queues the children of parents for reading, except those it can
+// count: whole buckets that hold only computed tasks of one identifier
+// (from their count fields), and at the ends of a parent's range the
+// computed tasks whose bucket records are there (from the records).
+func (s *bucketSummary) expand(ctx context.Context, q *Queue, jobID string, parents []Task) ([]graphPending, error) {
+	type candidate struct {
+		bucket int64
+		parent int64
+	}
+	var cands []candidate
+	ends := map[int64][]graphPending{} // bucket -> children at a range's ends
+	var endBuckets []int64
+	for _, p := range parents {
+		lo, hi := p.childBase, p.childBase+p.childCount // children are [lo, hi)
+		first := (lo + taskBucketSize - 1) / taskBucketSize
+		last := hi/taskBucketSize - 1 // the last bucket wholly inside
+		if first > last {
+			first, last = 1, 0 // none
+		}
+		for seq := lo; seq < hi; seq++ {
+			b := seq / taskBucketSize
+			if b >= first && b <= last {
+				seq = (last+1)*taskBucketSize - 1
+				continue
+			}
+			if _, ok := ends[b]; !ok {
+				endBuckets = append(endBuckets, b)
+			}
+			ends[b] = append(ends[b], graphPending{seq, p.Seq})
+		}
+		for b := first; b <= last; b++ {
+			cands = append(cands, candidate{b, p.Seq})
+		}
+	}
+	var out []graphPending
+	if len(s.idents) == 0 {
+		// Nothing was ever packed: read every child.
+		for _, c := range cands {
+			for seq := c.bucket * taskBucketSize; seq < (c.bucket+1)*taskBucketSize; seq++ {
+				out = append(out, graphPending{seq, c.parent})
+			}
+		}
+		for _, b := range endBuckets {
+			out = append(out, ends[b]...)
+		}
+		return out, nil
+	}
+	fields := make([]string, len(s.idents))
+	for i, idx := range s.idents {
+		fields[i] = "#" + idx
+	}
+	for chunk := range slices.Chunk(cands, graphReadChunk) {
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(chunk))
+		for i, c := range chunk {
+			cmds[i] = pipe.HMGet(ctx, bucketKey(jobID, c.bucket*taskBucketSize), fields...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("read task buckets: %w", err)
+		}
+		for i, c := range chunk {
+			full := ""
+			for k, v := range cmds[i].Val() {
+				if n, _ := v.(string); n == strconv.Itoa(taskBucketSize) {
+					full = s.idents[k]
+				}
+			}
+			if name, ok := s.names[full]; ok && full != "" {
+				s.buckets[c.bucket] = summarized{parent: c.parent, name: name}
+				continue
+			}
+			for seq := c.bucket * taskBucketSize; seq < (c.bucket+1)*taskBucketSize; seq++ {
+				out = append(out, graphPending{seq, c.parent})
+			}
+		}
+	}
+	for chunk := range slices.Chunk(endBuckets, graphReadChunk) {
+		pipe := q.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(chunk))
+		for i, b := range chunk {
+			names := make([]string, len(ends[b]))
+			for k, e := range ends[b] {
+				names[k] = strconv.FormatInt(e.seq, 10)
+			}
+			cmds[i] = pipe.HMGet(ctx, bucketKey(jobID, b*taskBucketSize), names...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("read task buckets: %w", err)
+		}
+		for i, b := range chunk {
+			for k, v := range cmds[i].Val() {
+				e := ends[b][k]
+				rec, _ := v.(string)
+				idx, _, _ := strings.Cut(rec, packSep)
+				if name, ok := s.names[idx]; ok && rec != "" {
+					s.singles[b] = append(s.singles[b], single{e.seq, e.parent, name})
+				} else {
+					out = append(out, e) // not in the bucket: its hash has it
+				}
+			}
 		}
 	}
 	return out, nil
+}
+
+// unsummarize takes seq's bucket out of the counts, if anything of it was
+// counted, and returns the tasks to read instead.
+func (s *bucketSummary) unsummarize(seq int64) []graphPending {
+	b := seq / taskBucketSize
+	var out []graphPending
+	if sb, ok := s.buckets[b]; ok {
+		delete(s.buckets, b)
+		for i := range int64(taskBucketSize) {
+			out = append(out, graphPending{b*taskBucketSize + i, sb.parent})
+		}
+	}
+	for _, one := range s.singles[b] {
+		out = append(out, graphPending{one.seq, one.parent})
+	}
+	delete(s.singles, b)
+	return out
+}
+
+// take takes the counted tasks of the parents and names match picks out of
+// the counts and returns them to read.
+func (s *bucketSummary) take(match func(parent int64, name string) bool) []graphPending {
+	var out []graphPending
+	for b, sb := range s.buckets {
+		if match(sb.parent, sb.name) {
+			delete(s.buckets, b)
+			for i := range int64(taskBucketSize) {
+				out = append(out, graphPending{b*taskBucketSize + i, sb.parent})
+			}
+		}
+	}
+	for b, ones := range s.singles {
+		kept := ones[:0]
+		for _, one := range ones {
+			if match(one.parent, one.name) {
+				out = append(out, graphPending{one.seq, one.parent})
+			} else {
+				kept = append(kept, one)
+			}
+		}
+		s.singles[b] = kept
+	}
+	return out
+}
+
+// groups are the counted tasks by parent and name, in order of their
+// least seq.
+func (s *bucketSummary) groups() []LeafGroup {
+	type key struct {
+		parent int64
+		name   string
+	}
+	byKey := map[key]*LeafGroup{}
+	add := func(parent int64, name string, first, n int64) {
+		k := key{parent, name}
+		g, ok := byKey[k]
+		if !ok {
+			g = &LeafGroup{Parent: parent, Name: name, First: first}
+			byKey[k] = g
+		}
+		g.Count += n
+		g.First = min(g.First, first)
+	}
+	for b, sb := range s.buckets {
+		add(sb.parent, sb.name, b*taskBucketSize, taskBucketSize)
+	}
+	for _, ones := range s.singles {
+		for _, one := range ones {
+			add(one.parent, one.name, one.seq, 1)
+		}
+	}
+	out := make([]LeafGroup, 0, len(byKey))
+	for _, g := range byKey {
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b LeafGroup) int { return cmp.Compare(a.First, b.First) })
+	return out
 }
 
 // graphPending is a task GraphTasks is yet to read, and its parent.

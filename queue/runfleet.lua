@@ -54,7 +54,10 @@
 -- hash, whose key costs more than its fields, into one field of a bucket
 -- hash of BUCKET tasks, rf:{j:<id>}:tb:<seq // BUCKET>: seq -> record, the
 -- fields below joined by SEP (ASCII unit separator; a task with SEP in a
--- field keeps its hash). Small records keep the bucket a listpack.
+-- field keeps its hash). Small records keep the bucket a listpack. The
+-- bucket's field "#<ident>" counts its records of that identifier, so a
+-- reader can tell a bucket of one task type's records without reading
+-- them (queue.GraphSummary).
 --   ident  index into the job's "ids" hash ("nm SEP v SEP cl" -> index and
 --          "#<index>" -> "nm SEP v SEP cl"; "#" counts them)
 --   disp in att f mr opt err own    as in the task hash
@@ -115,10 +118,13 @@ local function pack_plain(pre, seq, tk, owner, att, sd, now, created, cache)
     or string.find(t[1], SEP, 1, true) or string.find(owner, SEP, 1, true) then
     return false -- versions and cluster slugs cannot hold SEP; names and inputs might
   end
-  local rec = ident_index(pre, t[1], t[2], t[3], cache) .. SEP .. SEP .. t[4] .. SEP .. att .. SEP .. SEP .. SEP
+  local idx = ident_index(pre, t[1], t[2], t[3], cache)
+  local rec = idx .. SEP .. SEP .. t[4] .. SEP .. att .. SEP .. SEP .. SEP
     .. SEP .. SEP .. owner .. SEP .. string.format('%d', tq - created) .. SEP .. string.format('%d', ts - tq)
     .. SEP .. string.format('%d', now - ts) .. SEP .. t[5] .. SEP .. SEP .. SEP .. sd
-  redis.call('HSET', pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET), seq, rec)
+  local bk = pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET)
+  redis.call('HSET', bk, seq, rec)
+  redis.call('HINCRBY', bk, '#' .. idx, 1)
   redis.call('DEL', tk)
   return true
 end
@@ -140,11 +146,14 @@ local function pack_leaf(pre, seq, tk, disp, sd, now, created, cache)
   for _, f in ipairs({disp, inp, err, own, t.nm, t.v, t.cl}) do
     if string.find(f, SEP, 1, true) then return false end
   end
-  local rec = table.concat({ident_index(pre, t.nm, t.v, t.cl, cache), disp, inp, t.att or '',
+  local idx = ident_index(pre, t.nm, t.v, t.cl, cache)
+  local rec = table.concat({idx, disp, inp, t.att or '',
     t.f or '', t.mr or '', t.opt or '', err, own,
     string.format('%d', tq - created), string.format('%d', ts - tq), string.format('%d', now - ts),
     t.p or '', t.ts1 or '', t.lost or '', sd}, SEP)
-  redis.call('HSET', pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET), seq, rec)
+  local bk = pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET)
+  redis.call('HSET', bk, seq, rec)
+  redis.call('HINCRBY', bk, '#' .. idx, 1)
   redis.call('DEL', tk)
   return true
 end

@@ -28,6 +28,10 @@ type Job = queue.Job
 // TaskInfo is one task of a job as listed by JobClient.Tasks.
 type TaskInfo = queue.Task
 
+// LeafGroup counts computed tasks of one parent and name that a graph read
+// counted instead of listing (queue.GraphSummary).
+type LeafGroup = queue.LeafGroup
+
 // ProgressInfo is one progress counter of a job.
 type ProgressInfo = queue.Progress
 

@@ -94,9 +94,9 @@ func buildGraph(ctx context.Context, c *workflows.Client, job workflows.Job) (*j
 		return nil, err
 	}
 	if !job.Archived && !archived {
-		light, err := c.Queue().GraphTasks(ctx, job.ID)
+		light, leaves, err := c.Queue().GraphSummary(ctx, job.ID)
 		if err == nil {
-			g := jobgraph.Build(job, light, jobgraph.Options{})
+			g := jobgraph.Build(job, light, jobgraph.Options{Leaves: leaves})
 			full, err := c.Queue().Tasks(ctx, job.ID, g.NodeSeqs())
 			if err != nil {
 				return nil, err

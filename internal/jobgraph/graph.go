@@ -30,6 +30,10 @@ type Options struct {
 	// CollapseOver is how many siblings with one task name are drawn one by
 	// one; more than that become one node. Default DefaultCollapseOver (20).
 	CollapseOver int
+	// Leaves are computed tasks read as counts, not as tasks
+	// (queue.GraphSummary): each group is drawn collapsed with its siblings
+	// of the same name, whatever CollapseOver says.
+	Leaves []workflows.LeafGroup
 }
 
 // Graph is a job's task graph, laid out.
@@ -123,7 +127,8 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmpInt64(tasks[a].Seq, tasks[b].Seq) })
 
-	// How many siblings share a name under each parent.
+	// How many siblings share a name under each parent; counted leaves
+	// always collapse.
 	type sibKey struct {
 		parent int64
 		name   string
@@ -134,6 +139,24 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 			siblings[sibKey{t.Parent, t.Name}]++
 		}
 	}
+	for _, l := range o.Leaves {
+		siblings[sibKey{l.Parent, l.Name}] += max(int(l.Count), o.CollapseOver+1)
+		g.Tasks += l.Count
+	}
+	// The tasks and the leaf groups, in seq order (a group at its least
+	// seq): nodes are made in the order of their first task.
+	type item struct {
+		seq         int64
+		task, group int // an index into tasks or into o.Leaves; -1 for none
+	}
+	items := make([]item, 0, len(order)+len(o.Leaves))
+	for _, i := range order {
+		items = append(items, item{tasks[i].Seq, i, -1})
+	}
+	for k, l := range o.Leaves {
+		items = append(items, item{l.First, -1, k})
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return cmpInt64(a.seq, b.seq) })
 
 	nodeOf := make([]int, len(tasks)) // task index → node index
 	groups := make(map[groupKey]int)
@@ -144,7 +167,25 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 		return len(g.Nodes) - 1
 	}
 	treeEdges := make(map[[2]int]bool)
-	for _, i := range order {
+	for _, it := range items {
+		if it.group >= 0 {
+			l := o.Leaves[it.group]
+			pi, ok := bySeq[l.Parent]
+			if !ok {
+				continue
+			}
+			k := groupKey{nodeOf[pi], l.Name}
+			n, ok := groups[k]
+			if !ok {
+				n = addNode(Node{Seq: l.First, Name: l.Name, Group: true})
+				groups[k] = n
+			}
+			g.Nodes[n].Count += l.Count
+			counts[n][workflows.TaskComputed] += l.Count
+			treeEdges[[2]int{nodeOf[pi], n}] = true
+			continue
+		}
+		i := it.task
 		t := tasks[i]
 		pi, hasParent := bySeq[t.Parent]
 		hasParent = hasParent && t.Parent != t.Seq
