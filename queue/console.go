@@ -387,7 +387,10 @@ const summaryMinChildren = 2 * taskBucketSize
 func (q *Queue) graphRead(ctx context.Context, jobID string, summarize bool) ([]Task, []LeafGroup, error) {
 	pipe := q.rdb.Pipeline()
 	nextCmd := pipe.HGet(ctx, jobKey(jobID), "next")
-	idsCmd := pipe.HGetAll(ctx, jobIdentsKey(jobID))
+	var idsCmd *redis.MapStringStringCmd
+	if summarize {
+		idsCmd = pipe.HGetAll(ctx, jobIdentsKey(jobID))
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("get job tasks: %w", err)
 	}
@@ -590,9 +593,7 @@ func (s *bucketSummary) expand(ctx context.Context, q *Queue, jobID string, pare
 	if len(s.idents) == 0 {
 		// Nothing was ever packed: read every child.
 		for _, c := range cands {
-			for seq := c.bucket * taskBucketSize; seq < (c.bucket+1)*taskBucketSize; seq++ {
-				out = append(out, graphPending{seq, c.parent})
-			}
+			out = appendBucket(out, c.bucket, c.parent)
 		}
 		for _, b := range endBuckets {
 			out = append(out, ends[b]...)
@@ -623,9 +624,7 @@ func (s *bucketSummary) expand(ctx context.Context, q *Queue, jobID string, pare
 				s.buckets[c.bucket] = summarized{parent: c.parent, name: name}
 				continue
 			}
-			for seq := c.bucket * taskBucketSize; seq < (c.bucket+1)*taskBucketSize; seq++ {
-				out = append(out, graphPending{seq, c.parent})
-			}
+			out = appendBucket(out, c.bucket, c.parent)
 		}
 	}
 	for chunk := range slices.Chunk(endBuckets, graphReadChunk) {
@@ -657,6 +656,14 @@ func (s *bucketSummary) expand(ctx context.Context, q *Queue, jobID string, pare
 	return out, nil
 }
 
+// appendBucket appends the 64 tasks of bucket b, children of parent.
+func appendBucket(out []graphPending, b, parent int64) []graphPending {
+	for seq := b * taskBucketSize; seq < (b+1)*taskBucketSize; seq++ {
+		out = append(out, graphPending{seq, parent})
+	}
+	return out
+}
+
 // unsummarize takes seq's bucket out of the counts, if anything of it was
 // counted, and returns the tasks to read instead.
 func (s *bucketSummary) unsummarize(seq int64) []graphPending {
@@ -664,9 +671,7 @@ func (s *bucketSummary) unsummarize(seq int64) []graphPending {
 	var out []graphPending
 	if sb, ok := s.buckets[b]; ok {
 		delete(s.buckets, b)
-		for i := range int64(taskBucketSize) {
-			out = append(out, graphPending{b*taskBucketSize + i, sb.parent})
-		}
+		out = appendBucket(out, b, sb.parent)
 	}
 	for _, one := range s.singles[b] {
 		out = append(out, graphPending{one.seq, one.parent})
@@ -682,9 +687,7 @@ func (s *bucketSummary) take(match func(parent int64, name string) bool) []graph
 	for b, sb := range s.buckets {
 		if match(sb.parent, sb.name) {
 			delete(s.buckets, b)
-			for i := range int64(taskBucketSize) {
-				out = append(out, graphPending{b*taskBucketSize + i, sb.parent})
-			}
+			out = appendBucket(out, b, sb.parent)
 		}
 	}
 	for b, ones := range s.singles {

@@ -864,7 +864,7 @@ func (p proxyCache) reader(ctx context.Context, job, key string) (io.ReadCloser,
 }
 
 // workerStores are the object stores a release worker opened for job
-// caches, by URL: one per URL for the process's life.
+// caches and stored inputs, by URL: one per URL for the process's life.
 var workerStores sync.Map // url -> artifacts.Store
 
 // workerCache is the cache of an execution in a release worker, from its
@@ -876,13 +876,22 @@ func workerCache(x protocol.Execute, w *workerConn) (cacheBackend, error) {
 	case protocol.CacheViaRunner:
 		return proxyCache{w: w, execID: x.ID}, nil
 	}
-	if s, ok := workerStores.Load(x.Cache); ok {
-		return storeCache{store: s.(artifacts.Store)}, nil
-	}
-	s, err := artifacts.OpenStore(x.Cache)
+	s, err := workerStore(x.Cache)
 	if err != nil {
 		return nil, fmt.Errorf("job cache: %w", err)
 	}
-	got, _ := workerStores.LoadOrStore(x.Cache, s)
-	return storeCache{store: got.(artifacts.Store)}, nil
+	return storeCache{store: s}, nil
+}
+
+// workerStore is the object store at url, opened once per worker process.
+func workerStore(url string) (artifacts.Store, error) {
+	if s, ok := workerStores.Load(url); ok {
+		return s.(artifacts.Store), nil
+	}
+	s, err := artifacts.OpenStore(url)
+	if err != nil {
+		return nil, err
+	}
+	got, _ := workerStores.LoadOrStore(url, s)
+	return got.(artifacts.Store), nil
 }

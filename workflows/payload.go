@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/runfleet/runfleet/artifacts"
@@ -65,16 +63,11 @@ const payloadRetryAfter = 10 * time.Minute
 // on a zero input.
 const oldWorkerInputField = "$runfleet_input_payload"
 
-// payloadStore is where a client keeps large inputs.
-type payloadStore struct {
-	store artifacts.Store
-	url   string
-	// q and memo record a job's use of the store before the first upload
-	// for a running job (subtask inputs); nil in release workers, whose
-	// runner records it before dispatching.
-	q    *queue.Queue
-	memo *useMemo
-}
+// payloadStore is where a client keeps large inputs: an object store whose
+// use per job is recorded as an object-store job cache's is (storeCache:
+// its q is nil in release workers, whose runner records the use before it
+// dispatches), under payloads/ instead of cache/.
+type payloadStore struct{ storeCache }
 
 func payloadObject(job, digest string) string { return "payloads/" + job + "/" + digest }
 
@@ -89,13 +82,13 @@ func (c *Client) openPayloadStore(url string) (*payloadStore, error) {
 		if !ok {
 			return nil, nil
 		}
-		return &payloadStore{store: sc.store, url: sc.url, q: c.q, memo: sc.memo}, nil
+		return &payloadStore{sc}, nil
 	}
 	store, err := artifacts.OpenStore(url)
 	if err != nil {
 		return nil, fmt.Errorf("payload store: %w", err)
 	}
-	return &payloadStore{store: store, url: url, q: c.q, memo: &useMemo{}}, nil
+	return &payloadStore{storeCache{store: store, url: url, q: c.q, memo: &useMemo{}}}, nil
 }
 
 // PayloadStoreURL is where the client keeps inputs above its inline limit
@@ -111,18 +104,6 @@ func (c *Client) PayloadStoreURL() string {
 func refOf(b []byte) queue.PayloadRef {
 	sum := sha256.Sum256(b)
 	return queue.PayloadRef{SHA256: hex.EncodeToString(sum[:]), Bytes: int64(len(b))}
-}
-
-// recordUse records the job's use of the store, once per job per process.
-func (p *payloadStore) recordUse(ctx context.Context, job string) error {
-	if p.q == nil || p.memo.has(job) {
-		return nil
-	}
-	if err := p.q.UseCache(ctx, job, p.url); err != nil {
-		return err
-	}
-	p.memo.add(job)
-	return nil
 }
 
 // put uploads content b for job unless an object with its digest is there
@@ -382,23 +363,18 @@ func (p *prefixBuffer) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// workerPayloads are the payload stores release workers opened, by URL.
-var workerPayloads sync.Map // url -> *payloadStore
-
-// workerPayloadStore opens the store a runner named in Execute.Payloads.
+// workerPayloadStore opens the store a runner named in Execute.Payloads,
+// sharing the worker's stores with its job caches (workerStore): by
+// default both are the same URL.
 func workerPayloadStore(url string) (*payloadStore, error) {
 	if url == "" {
 		return nil, nil
 	}
-	if p, ok := workerPayloads.Load(url); ok {
-		return p.(*payloadStore), nil
-	}
-	s, err := artifacts.OpenStore(url)
+	s, err := workerStore(url)
 	if err != nil {
 		return nil, fmt.Errorf("payload store: %w", err)
 	}
-	got, _ := workerPayloads.LoadOrStore(url, &payloadStore{store: s, url: url})
-	return got.(*payloadStore), nil
+	return &payloadStore{storeCache{store: s, url: url}}, nil
 }
 
 // workerInputs is a release worker's input policy for one execution, from
@@ -437,12 +413,4 @@ func oldWorkerInput(ref queue.PayloadRef) json.RawMessage {
 	b, _ := json.Marshal(map[string]string{oldWorkerInputField: describeRef(ref) +
 		"; this worker's runfleet SDK is too old to fetch stored inputs: rebuild the release"})
 	return b
-}
-
-// logPayloadCleanup logs a failure to delete a payload nobody will use.
-func logPayloadCleanup(l *slog.Logger, job string, err error) {
-	if err != nil {
-		l.Warn("stored input of a job that was not created not deleted; the archive sweep deletes it later",
-			slog.String("job_id", job), slog.Any("error", err))
-	}
 }
