@@ -573,14 +573,24 @@ func (s storeCache) writer(ctx context.Context, job, key string) (*CacheWriter, 
 		cancel()
 		return err
 	}
+	abort := func(why error) error {
+		_ = pw.CloseWithError(why)
+		cancel()
+		return finish()
+	}
 	return &CacheWriter{
-		write:  pw.Write,
-		commit: func() error { _ = pw.Close(); return finish() },
-		abort: func(why error) error {
-			_ = pw.CloseWithError(why)
-			cancel()
+		write: pw.Write,
+		commit: func() error {
+			// The AfterFunc above runs on a goroutine of its own: a
+			// context that already ended must not lose the race to this
+			// end of the value and store it.
+			if err := pctx.Err(); err != nil {
+				return cmpErr(abort(err), err)
+			}
+			_ = pw.Close()
 			return finish()
 		},
+		abort: abort,
 	}, nil
 }
 
