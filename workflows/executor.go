@@ -38,16 +38,16 @@ type outcome struct {
 
 // execute runs one claimed task on devs (nil without a device pool), started
 // at start, and returns what to commit; in its span when the runner traces
-// (tracing.go).
-func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
+// (tracing.go). The span is begun and ended here, not in a wrapper: every
+// frame counts on an executor's stack, which is copied to grow again after
+// each collection that shrank it, and a wrapper holding a claim, a span
+// and an outcome pushed traced executions over that edge.
+func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) (out outcome) {
 	if r.tracing != nil {
-		return r.executeTraced(workCtx, c, devs, start)
+		var span execSpan
+		workCtx = r.tracing.start(workCtx, &c, &span)
+		defer r.tracing.end(&span, &c, &out)
 	}
-	return r.executeClaim(workCtx, c, devs, start)
-}
-
-// executeClaim is execute without the span.
-func (r *Runner) executeClaim(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
 	r.noteJob(c.JobID)
 	reg, ok := r.reg.lookup(c.Task)
 	if !ok {
@@ -57,7 +57,7 @@ func (r *Runner) executeClaim(workCtx context.Context, c queue.Claimed, devs []D
 		return r.executeAs(workCtx, reg, c, devs)
 	}
 	reg.m.started(c, start)
-	out := r.executeAs(workCtx, reg, c, devs)
+	out = r.executeAs(workCtx, reg, c, devs)
 	out.m = reg.m
 	return out
 }

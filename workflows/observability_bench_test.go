@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +24,9 @@ import (
 // one pair, the order alternating, so both sides see the same machine; the
 // figures are tasks/s of each side and on/off, their ratio. Child "noop"
 // tasks log nothing; child "log1" tasks write one INFO record each, which
-// is then stored (and exported over OTLP).
+// is then stored (and exported over OTLP). Besides the rates it reports
+// the CPU each side costs per task in this process (runner and client),
+// in redis-server and in the collector, to say where a difference lands.
 //
 // The collector decodes every span and log record it receives and drops
 // them (testenv.NewDiscardingOTLPReceiver): in production it runs
@@ -70,31 +73,56 @@ func benchObservability(b *testing.B, child string, conc int) {
 	if child == "log1" {
 		fan = &benchtask.FanOut{N: n, Child: "Log", ChildInput: json.RawMessage(`{"message":"tile done","attrs":{"tile":"x12y7"}}`)}
 	}
-	burn := func(c *workflows.Client, r *workflows.Runner, opts []workflows.RunOption) time.Duration {
+	// CPU each side costs per task, by process: this one (runner, client
+	// and exporters), redis-server and the collector.
+	type cost struct{ wall, self, redis, col time.Duration }
+	cpuNow := func() (c cost) {
+		var ru syscall.Rusage
+		require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		var err error
+		c.redis, err = r.CPUTime()
+		require.NoError(b, err)
+		c.col, err = col.CPUTime()
+		require.NoError(b, err)
+		return c
+	}
+	burn := func(c *workflows.Client, run *workflows.Runner, opts []workflows.RunOption, total *cost) {
+		before := cpuNow()
 		start := time.Now()
 		j, err := c.Jobs().Submit(ctx, "burn", "bench", fan)
 		require.NoError(b, err)
-		require.NoError(b, r.RunAll(ctx, opts...))
+		require.NoError(b, run.RunAll(ctx, opts...))
 		j, err = c.Jobs().Get(ctx, j.ID)
 		require.NoError(b, err)
 		require.Equal(b, int64(n+1), j.TaskCounts[workflows.TaskComputed])
-		return j.FinishedAt.Sub(start)
+		after := cpuNow()
+		total.wall += j.FinishedAt.Sub(start)
+		total.self += after.self - before.self
+		total.redis += after.redis - before.redis
+		total.col += after.col - before.col
 	}
-	var offTotal, onTotal time.Duration
+	var offTotal, onTotal cost
 	i := 0
 	for b.Loop() {
 		if i%2 == 0 {
-			offTotal += burn(off, offRunner, offOpts)
-			onTotal += burn(on, onRunner, onOpts)
+			burn(off, offRunner, offOpts, &offTotal)
+			burn(on, onRunner, onOpts, &onTotal)
 		} else {
-			onTotal += burn(on, onRunner, onOpts)
-			offTotal += burn(off, offRunner, offOpts)
+			burn(on, onRunner, onOpts, &onTotal)
+			burn(off, offRunner, offOpts, &offTotal)
 		}
 		i++
 	}
 	tasks := float64(i * (n + 1))
-	b.ReportMetric(tasks/offTotal.Seconds(), "off-tasks/s")
-	b.ReportMetric(tasks/onTotal.Seconds(), "on-tasks/s")
-	b.ReportMetric(offTotal.Seconds()/onTotal.Seconds(), "on/off")
+	perTask := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / tasks }
+	b.ReportMetric(tasks/offTotal.wall.Seconds(), "off-tasks/s")
+	b.ReportMetric(tasks/onTotal.wall.Seconds(), "on-tasks/s")
+	b.ReportMetric(offTotal.wall.Seconds()/onTotal.wall.Seconds(), "on/off")
+	b.ReportMetric(perTask(offTotal.self), "off-runner-µs/task")
+	b.ReportMetric(perTask(onTotal.self), "on-runner-µs/task")
+	b.ReportMetric(perTask(offTotal.redis), "off-redis-µs/task")
+	b.ReportMetric(perTask(onTotal.redis), "on-redis-µs/task")
+	b.ReportMetric(perTask(onTotal.col), "collector-µs/task")
 	b.ReportMetric(0, "ns/op")
 }

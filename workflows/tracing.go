@@ -189,7 +189,6 @@ type execSpan struct {
 	root   bool
 	start  time.Time
 	stream string
-	claim  queue.Claimed
 }
 
 type parentKey struct {
@@ -216,19 +215,12 @@ func newTaskTracing(c *Client, r *Runner) *taskTracing {
 	return t
 }
 
-// executeTraced is execute in the execution's span.
-func (r *Runner) executeTraced(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) outcome {
-	ctx, span := r.tracing.start(workCtx, c)
-	out := r.executeClaim(ctx, c, devs, start)
-	r.tracing.end(span, out)
-	return out
-}
-
-// start begins the span of execution c; the returned context carries it.
-// With records, no SDK span is made: the context carries the span's
-// context (what task code's spans and log records need) and end writes
-// the record, or for an execution that did not compute, the SDK span.
-func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Context, execSpan) {
+// start begins the span of execution c in x, which end then ends; the
+// returned context carries it. With records, no SDK span is made: the
+// context carries the span's context (what task code's spans and log
+// records need) and end writes the record, or for an execution that did
+// not compute, the SDK span.
+func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan) context.Context {
 	parent, root := t.parentOf(ctx, c)
 	tid := parent.TraceID()
 	sid := telemetry.ExecutionSpanID(tid, c.JobID, c.Seq, c.Attempt)
@@ -237,17 +229,16 @@ func (t *taskTracing) start(ctx context.Context, c queue.Claimed) (context.Conte
 		stream = queue.StreamKey(t.cluster, c.Task)
 	}
 	if t.records == nil {
-		span := t.startSDK(ctx, &c, parent, root, sid, stream)
-		return trace.ContextWithSpan(ctx, span), execSpan{sdk: span}
+		x.sdk = t.startSDK(ctx, c, parent, root, sid, stream)
+		return trace.ContextWithSpan(ctx, x.sdk)
 	}
 	var flags trace.TraceFlags
 	if t.records.SampledUnder(parent, root, tid, c.Task.Name) {
 		flags = trace.FlagsSampled
 	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,
-		TraceState: parent.TraceState()})
-	return trace.ContextWithSpanContext(ctx, sc), execSpan{sc: sc, parent: parent, root: root, start: time.Now(),
-		stream: stream, claim: c}
+	*x = execSpan{sc: trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,
+		TraceState: parent.TraceState()}), parent: parent, root: root, start: time.Now(), stream: stream}
+	return trace.ContextWithSpanContext(ctx, x.sc)
 }
 
 // startSDK starts execution c's SDK span, with the options given.
@@ -279,7 +270,7 @@ func (t *taskTracing) startSDK(ctx context.Context, c *queue.Claimed, parent tra
 
 // parentOf is the span context execution c's span is a child of, or, with
 // root set, the trace it starts (only its trace id and flags count).
-func (t *taskTracing) parentOf(ctx context.Context, c queue.Claimed) (parent trace.SpanContext, root bool) {
+func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent trace.SpanContext, root bool) {
 	t.mu.Lock()
 	job, haveJob := t.jobs[c.JobID]
 	att, haveAtt := 0, c.Parent < 0
@@ -345,19 +336,18 @@ func jobSpanContext(jobID, traceParent string) trace.SpanContext {
 // maxStatusBytes bounds an error message in a span's status.
 const maxStatusBytes = 4096
 
-// end records how execution out went and ends its span: failed and lost
+// end records how execution c went (out) and ends its span x: failed and lost
 // executions have status Error with the message, a panic an exception
 // event with its stack, a hand-back an event saying why. A computed
 // execution's span gets nothing more (its status stays unset): an
 // attribute added now would copy the span's attributes, and most
 // executions compute.
-func (t *taskTracing) end(x execSpan, out outcome) {
+func (t *taskTracing) end(x *execSpan, c *queue.Claimed, out *outcome) {
 	span := x.sdk
 	if span == nil {
 		if !x.sc.IsSampled() {
 			return
 		}
-		c := &x.claim
 		if out.err == nil {
 			rec := telemetry.ExecRecord{TraceID: x.sc.TraceID(), SpanID: x.sc.SpanID(), Flags: x.sc.TraceFlags(),
 				TaskName: c.Task.Name, Start: x.start, End: time.Now(), JobID: c.JobID, TaskID: c.Seq,

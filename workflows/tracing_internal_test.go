@@ -68,10 +68,12 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 	// never take any away, so the least of several rounds is the
 	// execution's own. The rounds alternate, so a busy spell of the machine
 	// (CI runs packages side by side) weighs on both alike.
+	reg, ok := r.reg.lookup(claim.Task)
+	require.True(t, ok)
 	hooked, bare := math.Inf(1), math.Inf(1)
 	for range 8 {
 		hooked = min(hooked, testing.AllocsPerRun(100, func() { out = r.execute(ctx, claim, nil, now) }))
-		bare = min(bare, testing.AllocsPerRun(100, func() { out = r.executeClaim(ctx, claim, nil, now) }))
+		bare = min(bare, testing.AllocsPerRun(100, func() { out = r.executeAs(ctx, reg, claim, nil) }))
 	}
 	require.Equal(t, bare, hooked)
 	require.Zero(t, testing.AllocsPerRun(200, func() { _ = r.tracing.traceParent(ctx) }))
@@ -127,8 +129,9 @@ func benchExecutionSpan(b *testing.B, c *Client, flush func() error) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		claim.Seq = int64(i + 1)
-		_, span := tr.start(ctx, claim)
-		tr.end(span, outcome{claim: claim})
+		var span execSpan
+		_ = tr.start(ctx, &claim, &span)
+		tr.end(&span, &claim, &outcome{claim: claim})
 	}
 	require.NoError(b, flush()) // the rest of the export, counted
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)

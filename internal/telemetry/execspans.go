@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,14 +12,9 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // Execution spans are most of what a busy runner exports, thousands a
@@ -29,10 +23,10 @@ import (
 // a copy of its attributes at End, a queue hand-off and a conversion to
 // OTLP; ExecSpans skips all of that: a runner appends a small record when
 // the execution ends and a background goroutine writes batches of them as
-// OTLP and uploads them with the standard OTLP/HTTP client (same
-// environment, retries and headers as the SDK's exporter). Everything else
-// (submits, spans of task code, failed executions with their events) stays
-// with the SDK.
+// OTLP protobuf into reused buffers (spanEncoder) and posts them
+// (traceSender, configured from the same environment as the SDK's
+// exporter). Everything else (submits, spans of task code, failed
+// executions with their events) stays with the SDK.
 
 // ExecRecord is a finished execution span: kind CONSUMER, status unset,
 // named "task/" + TaskName.
@@ -55,12 +49,12 @@ type ExecRecord struct {
 // ExecAttrs are the attributes every execution span of one runner has,
 // encoded once.
 type ExecAttrs struct {
-	kvs []*commonpb.KeyValue
+	encoded []byte
 }
 
 // NewExecAttrs encodes attrs for ExecRecord.Common.
 func NewExecAttrs(attrs ...attribute.KeyValue) *ExecAttrs {
-	return &ExecAttrs{kvs: keyValues(attrs)}
+	return &ExecAttrs{encoded: encodeExecAttrs(attrs)}
 }
 
 // ExecSpans queues execution spans for export: bounded like the SDK's
@@ -68,10 +62,9 @@ func NewExecAttrs(attrs ...attribute.KeyValue) *ExecAttrs {
 // OTEL_BSP_MAX_EXPORT_BATCH_SIZE), dropping and counting what does not fit
 // when the collector falls behind.
 type ExecSpans struct {
-	client   otlptrace.Client
-	resource *resourcepb.Resource
-	scope    *commonpb.InstrumentationScope
-	sampler  sdktrace.Sampler
+	sender  *traceSender
+	encoder *spanEncoder // owned by run's goroutine
+	sampler sdktrace.Sampler
 	// parentDecides is set for the default sampler, parentbased_always_on:
 	// a root is sampled and a child follows its parent's flag, which
 	// SampledUnder then reads without building a context for the sampler.
@@ -91,13 +84,14 @@ type ExecSpans struct {
 	stop    sync.Once
 }
 
-// newExecSpans starts the queue of execution spans exported with client.
-func newExecSpans(client otlptrace.Client, res *resource.Resource, sampler sdktrace.Sampler) (*ExecSpans, error) {
-	if err := client.Start(context.Background()); err != nil {
-		return nil, fmt.Errorf("set up OpenTelemetry traces: %w", err)
+// newExecSpans starts the queue of execution spans, exported as the
+// environment says (newTraceSender).
+func newExecSpans(res *resource.Resource, sampler sdktrace.Sampler) (*ExecSpans, error) {
+	sender, err := newTraceSender()
+	if err != nil {
+		return nil, err
 	}
-	e := &ExecSpans{client: client, sampler: sampler, scope: &commonpb.InstrumentationScope{Name: Scope},
-		resource: &resourcepb.Resource{Attributes: keyValues(res.Attributes())},
+	e := &ExecSpans{sender: sender, sampler: sampler, encoder: newSpanEncoder(res.Attributes(), Scope),
 		maxQueue: envInt("OTEL_BSP_MAX_QUEUE_SIZE", 2048), maxBatch: envInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
 		delay: time.Duration(envInt("OTEL_BSP_SCHEDULE_DELAY", 5000)) * time.Millisecond,
 		kick:  make(chan struct{}, 1), flushes: make(chan chan error), done: make(chan struct{})}
@@ -181,7 +175,7 @@ func (e *ExecSpans) shutdown(ctx context.Context) error {
 		e.mu.Unlock()
 		close(e.done)
 	})
-	err = errors.Join(err, e.client.Stop(ctx))
+	e.sender.http.HTTPClient.CloseIdleConnections()
 	if n := e.dropped.Load(); n > 0 {
 		otel.Handle(fmt.Errorf("%d execution spans dropped: the OTLP exporter fell behind (OTEL_BSP_MAX_QUEUE_SIZE)", n))
 	}
@@ -229,47 +223,7 @@ func (e *ExecSpans) run() {
 
 // export uploads records as one OTLP request.
 func (e *ExecSpans) export(records []ExecRecord) error {
-	spans := make([]*tracepb.Span, len(records))
-	// Most records share job, destination and attempt: their attributes
-	// are encoded once.
-	var job, dest, att *commonpb.KeyValue
-	for i := range records {
-		r := &records[i]
-		if job == nil || job.Value.GetStringValue() != r.JobID {
-			job = stringKV(string(attrJobID), r.JobID)
-		}
-		if dest == nil || dest.Value.GetStringValue() != r.Destination {
-			dest = stringKV(string(attrDestination), r.Destination)
-		}
-		if att == nil || att.Value.GetIntValue() != int64(r.Attempt) {
-			att = intKV(string(attrAttempt), int64(r.Attempt))
-		}
-		var common []*commonpb.KeyValue
-		if r.Common != nil {
-			common = r.Common.kvs
-		}
-		attrs := make([]*commonpb.KeyValue, 0, len(common)+5)
-		attrs = append(attrs, common...)
-		attrs = append(attrs, job, intKV(string(attrTaskID), r.TaskID), att, dest)
-		if r.MessageID != "" {
-			attrs = append(attrs, stringKV(string(attrMessageID), r.MessageID))
-		}
-		flags := uint32(r.Flags) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
-		if r.ParentRemote {
-			flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
-		}
-		s := &tracepb.Span{TraceId: r.TraceID[:], SpanId: r.SpanID[:], Name: "task/" + r.TaskName,
-			Kind: tracepb.Span_SPAN_KIND_CONSUMER, StartTimeUnixNano: uint64(r.Start.UnixNano()),
-			EndTimeUnixNano: uint64(r.End.UnixNano()), Attributes: attrs, Flags: flags, Status: &tracepb.Status{}}
-		if r.Parent.IsValid() {
-			s.ParentSpanId = r.Parent[:]
-		}
-		spans[i] = s
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return e.client.UploadTraces(ctx, []*tracepb.ResourceSpans{{Resource: e.resource,
-		ScopeSpans: []*tracepb.ScopeSpans{{Scope: e.scope, Spans: spans}}}})
+	return e.sender.send(e.encoder.encode(records))
 }
 
 // Keys of the per-execution attributes ExecRecord carries.
@@ -280,58 +234,6 @@ const (
 	attrDestination = attribute.Key("messaging.destination.name")
 	attrMessageID   = attribute.Key("messaging.message.id")
 )
-
-func stringKV(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
-
-func intKV(k string, v int64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
-}
-
-// keyValues encodes attrs as OTLP does.
-func keyValues(attrs []attribute.KeyValue) []*commonpb.KeyValue {
-	out := make([]*commonpb.KeyValue, 0, len(attrs))
-	for _, a := range attrs {
-		out = append(out, &commonpb.KeyValue{Key: string(a.Key), Value: anyValue(a.Value)})
-	}
-	return out
-}
-
-func anyValue(v attribute.Value) *commonpb.AnyValue {
-	switch v.Type() {
-	case attribute.BOOL:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: v.AsBool()}}
-	case attribute.INT64:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v.AsInt64()}}
-	case attribute.FLOAT64:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}}
-	case attribute.STRING:
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.AsString()}}
-	case attribute.BOOLSLICE, attribute.INT64SLICE, attribute.FLOAT64SLICE, attribute.STRINGSLICE:
-		var vals []*commonpb.AnyValue
-		switch v.Type() {
-		case attribute.BOOLSLICE:
-			for _, x := range v.AsBoolSlice() {
-				vals = append(vals, anyValue(attribute.BoolValue(x)))
-			}
-		case attribute.INT64SLICE:
-			for _, x := range v.AsInt64Slice() {
-				vals = append(vals, anyValue(attribute.Int64Value(x)))
-			}
-		case attribute.FLOAT64SLICE:
-			for _, x := range v.AsFloat64Slice() {
-				vals = append(vals, anyValue(attribute.Float64Value(x)))
-			}
-		default:
-			for _, x := range v.AsStringSlice() {
-				vals = append(vals, anyValue(attribute.StringValue(x)))
-			}
-		}
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: vals}}}
-	}
-	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
-}
 
 // samplerFromEnv is the sampler OTEL_TRACES_SAMPLER and
 // OTEL_TRACES_SAMPLER_ARG name, as the SDK reads them; given to the
@@ -359,7 +261,3 @@ func samplerFromEnv() sdktrace.Sampler {
 // defaultSampler is the SDK's default, which OTEL_TRACES_SAMPLER unset or
 // "parentbased_always_on" gives.
 var defaultSampler = sdktrace.ParentBased(sdktrace.AlwaysSample())
-
-// newTraceClient is the OTLP/HTTP client of ExecSpans, configured from the
-// environment as the SDK's exporter is.
-func newTraceClient() otlptrace.Client { return otlptracehttp.NewClient() }

@@ -103,7 +103,7 @@ func FromEnv(ctx context.Context, cfg Config) (*Telemetry, error) {
 		sampler := samplerFromEnv()
 		t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
 			sdktrace.WithIDGenerator(NewIDGenerator()), sdktrace.WithSampler(sampler))
-		if t.execSpans, err = newExecSpans(newTraceClient(), res, sampler); err != nil {
+		if t.execSpans, err = newExecSpans(res, sampler); err != nil {
 			_ = t.Shutdown(ctx)
 			return nil, err
 		}

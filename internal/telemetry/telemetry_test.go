@@ -25,6 +25,13 @@ func clearOTelEnv(t *testing.T) {
 		t.Setenv(k, "")
 		require.NoError(t, os.Unsetenv(k))
 	}
+	for _, k := range []string{"HEADERS", "TIMEOUT", "COMPRESSION", "CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY", "INSECURE"} {
+		k, kt := "OTEL_EXPORTER_OTLP_"+k, "OTEL_EXPORTER_OTLP_TRACES_"+k
+		t.Setenv(k, "")
+		t.Setenv(kt, "")
+		require.NoError(t, os.Unsetenv(k))
+		require.NoError(t, os.Unsetenv(kt))
+	}
 }
 
 func shutdown(t *testing.T, tel *Telemetry) {

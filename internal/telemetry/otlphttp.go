@@ -1,0 +1,309 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/klauspost/compress/gzip"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// traceSender posts encoded OTLP trace requests, configured from the same
+// environment variables as the SDK's OTLP/HTTP trace exporter (endpoint,
+// headers, timeout, compression, TLS files), so that execution spans and
+// the SDK's spans go to the same place the same way. Retries follow the
+// OTLP/HTTP specification: connection errors, 429, 502, 503 and 504,
+// honouring Retry-After, within the export's timeout.
+type traceSender struct {
+	url      string
+	headers  http.Header
+	timeout  time.Duration
+	gzip     bool
+	http     *retryablehttp.Client
+	zipBuf   bytes.Buffer
+	zip      *gzip.Writer
+	lastBody []byte // the answer's body, read into a reused buffer
+}
+
+// tracesEnv reads OTEL_EXPORTER_OTLP_TRACES_<name>, else
+// OTEL_EXPORTER_OTLP_<name>: the signal's own variable wins. It returns
+// the variable's name for errors.
+func tracesEnv(name string) (value, variable string) {
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_TRACES_" + name, "OTEL_EXPORTER_OTLP_" + name} {
+		if s := strings.TrimSpace(os.Getenv(v)); s != "" {
+			return s, v
+		}
+	}
+	return "", ""
+}
+
+// newTraceSender configures a sender from the environment; a variable it
+// cannot use is an error that names it.
+func newTraceSender() (*traceSender, error) {
+	s := &traceSender{headers: http.Header{}, timeout: 10 * time.Second}
+	u, err := traceEndpoint()
+	if err != nil {
+		return nil, err
+	}
+	if v, _ := tracesEnv("INSECURE"); strings.EqualFold(v, "true") {
+		u.Scheme = "http" // as the SDK's exporter reads it
+	}
+	s.url = u.String()
+
+	// Generic headers first, the signal's own added over them.
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		if err := parseOTLPHeaders(os.Getenv(name), name, s.headers); err != nil {
+			return nil, err
+		}
+	}
+	if v, name := tracesEnv("TIMEOUT"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return nil, fmt.Errorf("set up OpenTelemetry traces: %s=%q is not a positive number of milliseconds", name, v)
+		}
+		s.timeout = time.Duration(ms) * time.Millisecond
+	}
+	switch v, name := tracesEnv("COMPRESSION"); strings.ToLower(v) {
+	case "", "none":
+	case "gzip":
+		s.gzip = true
+		s.zip = gzip.NewWriter(&s.zipBuf)
+	default:
+		return nil, fmt.Errorf("set up OpenTelemetry traces: %s=%q is not supported: use gzip or none", name, v)
+	}
+	tlsConf, err := traceTLS()
+	if err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConf
+	s.http = &retryablehttp.Client{
+		HTTPClient:   &http.Client{Transport: transport},
+		RetryWaitMin: time.Second,
+		RetryWaitMax: 5 * time.Second,
+		RetryMax:     5,
+		CheckRetry:   checkOTLPRetry,
+		Backoff:      retryablehttp.DefaultBackoff, // honours Retry-After on 429 and 503
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	return s, nil
+}
+
+// traceEndpoint is where traces go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as
+// it is (its path, or "/"), else OTEL_EXPORTER_OTLP_ENDPOINT with
+// /v1/traces appended to its path.
+func traceEndpoint() (*url.URL, error) {
+	name, suffix := "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""
+	raw := strings.TrimSpace(os.Getenv(name))
+	if raw == "" {
+		name, suffix = "OTEL_EXPORTER_OTLP_ENDPOINT", "v1/traces"
+		raw = strings.TrimSpace(os.Getenv(name))
+	}
+	if raw == "" {
+		return nil, errors.New("set up OpenTelemetry traces: neither OTEL_EXPORTER_OTLP_TRACES_ENDPOINT nor OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("set up OpenTelemetry traces: %s=%q is not an http:// or https:// URL (for example http://collector:4318)", name, raw)
+	}
+	if suffix != "" {
+		u.Path = path.Join("/", u.Path, suffix)
+	} else if u.Path == "" {
+		u.Path = "/"
+	}
+	return u, nil
+}
+
+// parseOTLPHeaders adds the headers of an OTEL_EXPORTER_OTLP_*HEADERS
+// value ("key1=value1,key2=value2", values percent-encoded) to h.
+func parseOTLPHeaders(value, variable string, h http.Header) error {
+	for pair := range strings.SplitSeq(value, ",") {
+		if strings.TrimSpace(pair) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n:\"(),/;<=>?@[\\]{}") {
+			return fmt.Errorf("set up OpenTelemetry traces: %s: %q is not key=value with a header name as key", variable, pair)
+		}
+		dec, err := url.PathUnescape(v)
+		if err != nil {
+			return fmt.Errorf("set up OpenTelemetry traces: %s: the value of %q: %w", variable, k, err)
+		}
+		h.Set(k, strings.TrimSpace(dec))
+	}
+	return nil
+}
+
+// traceTLS is the TLS configuration the certificate variables give: the
+// CA file to trust, and a client certificate and key. Nil when none is
+// set, for the system's roots.
+func traceTLS() (*tls.Config, error) {
+	caFile, caVar := tracesEnv("CERTIFICATE")
+	certFile, certVar := tracesEnv("CLIENT_CERTIFICATE")
+	keyFile, keyVar := tracesEnv("CLIENT_KEY")
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("set up OpenTelemetry traces: %s: %w", caVar, err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("set up OpenTelemetry traces: %s: %s holds no PEM certificate", caVar, caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("set up OpenTelemetry traces: a client certificate needs both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY (or their TRACES_ forms)")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("set up OpenTelemetry traces: %s and %s: %w", certVar, keyVar, err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
+
+// checkOTLPRetry retries what OTLP/HTTP calls retryable: connection
+// errors (as retryablehttp judges them), 429, 502, 503 and 504.
+func checkOTLPRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if err != nil || ctx.Err() != nil {
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true, nil
+	}
+	return false, nil
+}
+
+// send posts one encoded ExportTraceServiceRequest. A partial success the
+// collector reports (spans it rejected) is an error too.
+func (s *traceSender) send(body []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if s.gzip {
+		s.zipBuf.Reset()
+		s.zip.Reset(&s.zipBuf)
+		if _, err := s.zip.Write(body); err != nil {
+			return fmt.Errorf("export execution spans: %w", err)
+		}
+		if err := s.zip.Close(); err != nil {
+			return fmt.Errorf("export execution spans: %w", err)
+		}
+		body = s.zipBuf.Bytes()
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, s.url, body)
+	if err != nil {
+		return fmt.Errorf("export execution spans: %w", err)
+	}
+	for k, v := range s.headers {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("User-Agent", "runfleet")
+	if s.gzip {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("export execution spans to %s: %w", s.url, err)
+	}
+	defer resp.Body.Close()
+	buf := bytes.NewBuffer(s.lastBody[:0])
+	_, rerr := io.Copy(buf, io.LimitReader(resp.Body, 64<<10))
+	s.lastBody = buf.Bytes()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("export execution spans to %s: %s: %s", s.url, resp.Status, bytes.TrimSpace(s.lastBody))
+	}
+	if rerr != nil {
+		return fmt.Errorf("export execution spans to %s: reading the answer: %w", s.url, rerr)
+	}
+	if rejected, msg := partialSuccess(s.lastBody); rejected > 0 || msg != "" {
+		return fmt.Errorf("export execution spans to %s: the collector rejected %d spans: %s", s.url, rejected, msg)
+	}
+	return nil
+}
+
+// partialSuccess reads ExportTraceServiceResponse.partial_success
+// (rejected_spans, error_message); zero and "" for a full success or an
+// answer it cannot read.
+func partialSuccess(b []byte) (rejected int64, msg string) {
+	ps := protoField(b, 1)
+	if ps == nil {
+		return 0, ""
+	}
+	for len(ps) > 0 {
+		num, typ, n := protowire.ConsumeTag(ps)
+		if n < 0 {
+			return rejected, msg
+		}
+		ps = ps[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(ps)
+			if m < 0 {
+				return rejected, msg
+			}
+			rejected, n = int64(v), m
+		case num == 2 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(ps)
+			if m < 0 {
+				return rejected, msg
+			}
+			msg, n = string(v), m
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, ps)
+		}
+		if n < 0 {
+			return rejected, msg
+		}
+		ps = ps[n:]
+	}
+	return rejected, msg
+}
+
+// protoField is the bytes of the last length-delimited field num of
+// message b, nil when it has none.
+func protoField(b []byte, num protowire.Number) []byte {
+	var out []byte
+	for len(b) > 0 {
+		n, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return out
+		}
+		b = b[m:]
+		if n == num && typ == protowire.BytesType {
+			v, k := protowire.ConsumeBytes(b)
+			if k < 0 {
+				return out
+			}
+			out, m = v, k
+		} else {
+			m = protowire.ConsumeFieldValue(n, typ, b)
+		}
+		if m < 0 {
+			return out
+		}
+		b = b[m:]
+	}
+	return out
+}
