@@ -84,13 +84,8 @@ type ExecSpans struct {
 	stop    sync.Once
 }
 
-// newExecSpans starts the queue of execution spans, exported as the
-// environment says (newTraceSender).
-func newExecSpans(res *resource.Resource, sampler sdktrace.Sampler) (*ExecSpans, error) {
-	sender, err := newTraceSender()
-	if err != nil {
-		return nil, err
-	}
+// newExecSpans starts the queue of execution spans, exported by sender.
+func newExecSpans(sender *traceSender, res *resource.Resource, sampler sdktrace.Sampler) *ExecSpans {
 	e := &ExecSpans{sender: sender, sampler: sampler, encoder: newSpanEncoder(res.Attributes(), Scope),
 		maxQueue: envInt("OTEL_BSP_MAX_QUEUE_SIZE", 2048), maxBatch: envInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
 		delay: time.Duration(envInt("OTEL_BSP_SCHEDULE_DELAY", 5000)) * time.Millisecond,
@@ -99,7 +94,7 @@ func newExecSpans(res *resource.Resource, sampler sdktrace.Sampler) (*ExecSpans,
 	e.parentDecides = sampler.Description() == defaultSampler.Description()
 	e.queue = make([]ExecRecord, 0, e.maxBatch)
 	go e.run()
-	return e, nil
+	return e
 }
 
 func envInt(name string, def int) int {

@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -35,8 +36,68 @@ type traceSender struct {
 	http     *retryablehttp.Client
 	zipBuf   bytes.Buffer
 	zip      *gzip.Writer
+	body     exportBody
 	lastBody []byte // the answer's body, read into a reused buffer
 }
+
+// exportBody hands the bytes of one export to the HTTP transport, which
+// may read a request's body even after Do has returned (net/http says as
+// much of RoundTrip); the bytes live in buffers the next export reuses, so
+// a reader of an export that has ended reads nothing more.
+type exportBody struct {
+	mu  sync.Mutex
+	b   []byte
+	gen uint64 // which export b is; readers of another read nothing
+}
+
+// errExportEnded ends a read of a request body after its export ended.
+var errExportEnded = errors.New("export ended")
+
+// begin makes b the body of a new export.
+func (e *exportBody) begin(b []byte) {
+	e.mu.Lock()
+	e.b = b
+	e.gen++
+	e.mu.Unlock()
+}
+
+// end ends the export: its readers read nothing more.
+func (e *exportBody) end() {
+	e.mu.Lock()
+	e.b = nil
+	e.gen++
+	e.mu.Unlock()
+}
+
+// reader is a retryablehttp.ReaderFunc: a new reader for each attempt.
+func (e *exportBody) reader() (io.Reader, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return &bodyReader{e: e, gen: e.gen, n: len(e.b)}, nil
+}
+
+type bodyReader struct {
+	e      *exportBody
+	gen    uint64
+	off, n int
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	r.e.mu.Lock()
+	defer r.e.mu.Unlock()
+	if r.gen != r.e.gen {
+		return 0, errExportEnded
+	}
+	if r.off >= len(r.e.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.e.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// Len is the body's length, which retryablehttp sends as Content-Length.
+func (r *bodyReader) Len() int { return r.n - r.off }
 
 // tracesEnv reads OTEL_EXPORTER_OTLP_TRACES_<name>, else
 // OTEL_EXPORTER_OTLP_<name>: the signal's own variable wins. It returns
@@ -211,7 +272,9 @@ func (s *traceSender) send(body []byte) error {
 		}
 		body = s.zipBuf.Bytes()
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, s.url, body)
+	s.body.begin(body)
+	defer s.body.end()
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, s.url, retryablehttp.ReaderFunc(s.body.reader))
 	if err != nil {
 		return fmt.Errorf("export execution spans: %w", err)
 	}

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -131,4 +132,29 @@ func TestPartialSuccessIsRead(t *testing.T) {
 	rejected, msg = partialSuccess([]byte{0x0a, 0x7f}) // cut short
 	require.Zero(t, rejected)
 	require.Empty(t, msg)
+}
+
+// A transport that reads a request body after its export ended reads
+// nothing of the next export, whose bytes reuse the same buffer.
+func TestExportBodyIsNotReadAfterItsExport(t *testing.T) {
+	var e exportBody
+	buf := []byte("first export")
+	e.begin(buf)
+	r, err := e.reader()
+	require.NoError(t, err)
+	require.Equal(t, len(buf), r.(interface{ Len() int }).Len())
+	p := make([]byte, 5)
+	n, err := r.Read(p)
+	require.NoError(t, err)
+	require.Equal(t, "first", string(p[:n]))
+	e.end()
+	copy(buf, "later")
+	e.begin(buf)
+	_, err = r.Read(p)
+	require.ErrorIs(t, err, errExportEnded)
+	r2, err := e.reader()
+	require.NoError(t, err)
+	all, err := io.ReadAll(r2)
+	require.NoError(t, err)
+	require.Equal(t, "later export", string(all))
 }

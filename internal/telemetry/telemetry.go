@@ -95,6 +95,12 @@ func FromEnv(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	t := &Telemetry{}
 	if traces {
+		// First: it refuses, by name, a variable the SDK's exporter would
+		// only log about.
+		sender, err := newTraceSender()
+		if err != nil {
+			return nil, err
+		}
 		exp, err := otlptracehttp.New(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("set up OpenTelemetry traces: %w", err)
@@ -103,10 +109,7 @@ func FromEnv(ctx context.Context, cfg Config) (*Telemetry, error) {
 		sampler := samplerFromEnv()
 		t.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
 			sdktrace.WithIDGenerator(NewIDGenerator()), sdktrace.WithSampler(sampler))
-		if t.execSpans, err = newExecSpans(res, sampler); err != nil {
-			_ = t.Shutdown(ctx)
-			return nil, err
-		}
+		t.execSpans = newExecSpans(sender, res, sampler)
 	}
 	if logs {
 		exp, err := otlploghttp.New(ctx)
