@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"syscall"
 	"testing"
@@ -31,7 +32,9 @@ import (
 // The collector decodes every span and log record it receives and drops
 // them (testenv.NewDiscardingOTLPReceiver): in production it runs
 // elsewhere, and on this machine's cores writing JSON would cost more than
-// the runner it measures.
+// the runner it measures. It still shares this machine's cores with the
+// runner and Redis; RUNFLEET_BENCH_COLLECTOR_NICE=19 runs it at the lowest
+// CPU priority, closer to a collector on a machine of its own.
 func BenchmarkObservabilityOverhead(b *testing.B) {
 	for _, child := range []string{"noop", "log1"} {
 		for _, conc := range []int{8, 256} {
@@ -55,7 +58,11 @@ func benchObservability(b *testing.B, child string, conc int) {
 	_, err = off.Clusters().Create(ctx, "bench", "")
 	require.NoError(b, err)
 
-	col := testenv.NewDiscardingOTLPReceiver(b)
+	var colOpts []testenv.OTLPReceiverOption
+	if n, err := strconv.Atoi(os.Getenv("RUNFLEET_BENCH_COLLECTOR_NICE")); err == nil && n > 0 {
+		colOpts = append(colOpts, testenv.WithNice(n))
+	}
+	col := testenv.NewDiscardingOTLPReceiver(b, colOpts...)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.Endpoint())
 	on, err := workflows.NewClient(ctx, workflows.WithRedisURL(r.URL()), quiet)
 	require.NoError(b, err)

@@ -27,8 +27,18 @@ type OTLPReceiver struct {
 	// discard: received data is decoded and dropped (nop exporter), not
 	// written; Spans and Logs find nothing.
 	discard bool
+	nice    int // > 0: the collector runs under `nice -n nice`
 	process
 }
+
+// OTLPReceiverOption configures a receiver a benchmark starts.
+type OTLPReceiverOption func(*OTLPReceiver)
+
+// WithNice runs the collector at CPU priority n (nice -n n; 19 is the
+// lowest): on a machine whose few cores the measured runner also uses, it
+// then takes only the CPU time they leave, as a collector on a machine of
+// its own would.
+func WithNice(n int) OTLPReceiverOption { return func(o *OTLPReceiver) { o.nice = n } }
 
 // Endpoint is the value for OTEL_EXPORTER_OTLP_ENDPOINT.
 func (o *OTLPReceiver) Endpoint() string { return "http://" + o.Addr }
@@ -67,9 +77,9 @@ func NewOTLPReceiver(t testing.TB) *OTLPReceiver {
 // collector receives and decodes everything sent to it and drops it (its
 // nop exporter) instead of writing JSON, so that what is measured is the
 // sender, not a collector that in production runs elsewhere.
-func NewDiscardingOTLPReceiver(t testing.TB) *OTLPReceiver {
+func NewDiscardingOTLPReceiver(t testing.TB, opts ...OTLPReceiverOption) *OTLPReceiver {
 	t.Helper()
-	o, err := startOTLPReceiver(context.Background(), t.TempDir(), true)
+	o, err := startOTLPReceiver(context.Background(), t.TempDir(), true, opts...)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -83,7 +93,7 @@ func StartOTLPReceiver(ctx context.Context, dir string) (*OTLPReceiver, error) {
 	return startOTLPReceiver(ctx, dir, false)
 }
 
-func startOTLPReceiver(ctx context.Context, dir string, discard bool) (*OTLPReceiver, error) {
+func startOTLPReceiver(ctx context.Context, dir string, discard bool, opts ...OTLPReceiverOption) (*OTLPReceiver, error) {
 	bin, err := OTelColPath()
 	if err != nil {
 		return nil, err
@@ -96,6 +106,9 @@ func startOTLPReceiver(ctx context.Context, dir string, discard bool) (*OTLPRece
 			return nil, err
 		}
 		o := &OTLPReceiver{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, discard: discard}
+		for _, opt := range opts {
+			opt(o)
+		}
 		if lastErr = o.start(ctx, bin); lastErr == nil {
 			return o, nil
 		}
@@ -161,6 +174,10 @@ func (o *OTLPReceiver) start(ctx context.Context, bin string) error {
 	}
 	defer logf.Close() // the child has its own copy
 	cmd := exec.Command(bin, "--config", "file:"+cfg)
+	if o.nice > 0 {
+		// Through nice(1), so that every thread of the collector has it.
+		cmd = exec.Command("nice", "-n", strconv.Itoa(o.nice), bin, "--config", "file:"+cfg)
+	}
 	cmd.Dir, cmd.Stdout, cmd.Stderr = o.Dir, logf, logf
 	exited, err := o.launch(cmd)
 	if err != nil {
