@@ -38,6 +38,12 @@ type traceSender struct {
 	zip      *gzip.Writer
 	body     exportBody
 	lastBody []byte // the answer's body, read into a reused buffer
+	// What the last attempt of the current export met ("503 Service
+	// Unavailable", a connection error), for the error when retries run
+	// out of time; and how many attempts it made. Only the export
+	// goroutine sends, one export at a time.
+	lastFailure string
+	attempts    int
 }
 
 // exportBody hands the bytes of one export to the HTTP transport, which
@@ -119,23 +125,29 @@ func newTraceSender() (*traceSender, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v, _ := tracesEnv("INSECURE"); strings.EqualFold(v, "true") {
-		u.Scheme = "http" // as the SDK's exporter reads it
+	// As the SDK's exporter reads it: insecure true means plain HTTP,
+	// false means HTTPS, whatever the endpoint's scheme.
+	if v, _ := tracesEnv("INSECURE"); v != "" {
+		if strings.EqualFold(v, "true") {
+			u.Scheme = "http"
+		} else {
+			u.Scheme = "https"
+		}
 	}
 	s.url = u.String()
 
-	// Generic headers first, the signal's own added over them.
-	for _, name := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
-		if err := parseOTLPHeaders(os.Getenv(name), name, s.headers); err != nil {
+	// The signal's own headers replace the generic ones, as in the SDK.
+	if v, name := tracesEnv("HEADERS"); v != "" {
+		if err := parseOTLPHeaders(v, name, s.headers); err != nil {
 			return nil, err
 		}
 	}
 	if v, name := tracesEnv("TIMEOUT"); v != "" {
 		ms, err := strconv.Atoi(v)
-		if err != nil || ms <= 0 {
-			return nil, fmt.Errorf("set up OpenTelemetry traces: %s=%q is not a positive number of milliseconds", name, v)
+		if err != nil || ms < 0 {
+			return nil, fmt.Errorf("set up OpenTelemetry traces: %s=%q is not a number of milliseconds", name, v)
 		}
-		s.timeout = time.Duration(ms) * time.Millisecond
+		s.timeout = time.Duration(ms) * time.Millisecond // 0: none, as in the SDK
 	}
 	switch v, name := tracesEnv("COMPRESSION"); strings.ToLower(v) {
 	case "", "none":
@@ -156,7 +168,7 @@ func newTraceSender() (*traceSender, error) {
 		RetryWaitMin: time.Second,
 		RetryWaitMax: 5 * time.Second,
 		RetryMax:     5,
-		CheckRetry:   checkOTLPRetry,
+		CheckRetry:   s.checkRetry,
 		Backoff:      retryablehttp.DefaultBackoff, // honours Retry-After on 429 and 503
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 	}
@@ -197,16 +209,37 @@ func parseOTLPHeaders(value, variable string, h http.Header) error {
 		}
 		k, v, ok := strings.Cut(pair, "=")
 		k = strings.TrimSpace(k)
-		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n:\"(),/;<=>?@[\\]{}") {
+		if !ok || !isHeaderName(k) {
 			return fmt.Errorf("set up OpenTelemetry traces: %s: %q is not key=value with a header name as key", variable, pair)
 		}
 		dec, err := url.PathUnescape(v)
 		if err != nil {
 			return fmt.Errorf("set up OpenTelemetry traces: %s: the value of %q: %w", variable, k, err)
 		}
-		h.Set(k, strings.TrimSpace(dec))
+		dec = strings.TrimSpace(dec)
+		if strings.ContainsFunc(dec, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			return fmt.Errorf("set up OpenTelemetry traces: %s: the value of %q holds a control character", variable, k)
+		}
+		h.Set(k, dec)
 	}
 	return nil
+}
+
+// isHeaderName reports whether k is an HTTP header name (an RFC 9110
+// token).
+func isHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range []byte(k) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // traceTLS is the TLS configuration the certificate variables give: the
@@ -214,8 +247,16 @@ func parseOTLPHeaders(value, variable string, h http.Header) error {
 // set, for the system's roots.
 func traceTLS() (*tls.Config, error) {
 	caFile, caVar := tracesEnv("CERTIFICATE")
-	certFile, certVar := tracesEnv("CLIENT_CERTIFICATE")
-	keyFile, keyVar := tracesEnv("CLIENT_KEY")
+	// A client certificate and its key are taken as a pair: the signal's
+	// own, else the generic one.
+	var certFile, certVar, keyFile, keyVar string
+	for _, prefix := range []string{"OTEL_EXPORTER_OTLP_TRACES_", "OTEL_EXPORTER_OTLP_"} {
+		certVar, keyVar = prefix+"CLIENT_CERTIFICATE", prefix+"CLIENT_KEY"
+		certFile, keyFile = strings.TrimSpace(os.Getenv(certVar)), strings.TrimSpace(os.Getenv(keyVar))
+		if certFile != "" || keyFile != "" {
+			break
+		}
+	}
 	if caFile == "" && certFile == "" && keyFile == "" {
 		return nil, nil
 	}
@@ -231,7 +272,7 @@ func traceTLS() (*tls.Config, error) {
 		}
 	}
 	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("set up OpenTelemetry traces: a client certificate needs both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY (or their TRACES_ forms)")
+		return nil, fmt.Errorf("set up OpenTelemetry traces: a client certificate needs both %s and %s", certVar, keyVar)
 	}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -243,14 +284,28 @@ func traceTLS() (*tls.Config, error) {
 	return conf, nil
 }
 
-// checkOTLPRetry retries what OTLP/HTTP calls retryable: connection
-// errors (as retryablehttp judges them), 429, 502, 503 and 504.
-func checkOTLPRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+// checkRetry retries what OTLP/HTTP calls retryable: connection errors
+// (as retryablehttp judges them), 429, 502, 503 and 504; and notes what
+// each attempt met. It gives up at once on a Retry-After that ends past
+// the export's deadline.
+func (s *traceSender) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	s.attempts++
+	if err != nil {
+		s.lastFailure = err.Error()
+	} else if resp != nil {
+		s.lastFailure = resp.Status
+	}
 	if err != nil || ctx.Err() != nil {
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if deadline, ok := ctx.Deadline(); ok {
+			if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil &&
+				time.Now().Add(time.Duration(secs)*time.Second).After(deadline) {
+				return false, nil
+			}
+		}
 		return true, nil
 	}
 	return false, nil
@@ -259,8 +314,12 @@ func checkOTLPRetry(ctx context.Context, resp *http.Response, err error) (bool, 
 // send posts one encoded ExportTraceServiceRequest. A partial success the
 // collector reports (spans it rejected) is an error too.
 func (s *traceSender) send(body []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if s.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+	}
 	defer cancel()
+	s.attempts, s.lastFailure = 0, ""
 	if s.gzip {
 		s.zipBuf.Reset()
 		s.zip.Reset(&s.zipBuf)
@@ -288,17 +347,32 @@ func (s *traceSender) send(body []byte) error {
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
+		if s.attempts > 0 && !strings.Contains(err.Error(), s.lastFailure) {
+			return fmt.Errorf("export execution spans to %s: %w after %d attempts, the last: %s", s.url, err, s.attempts, s.lastFailure)
+		}
 		return fmt.Errorf("export execution spans to %s: %w", s.url, err)
 	}
 	defer resp.Body.Close()
 	buf := bytes.NewBuffer(s.lastBody[:0])
 	_, rerr := io.Copy(buf, io.LimitReader(resp.Body, 64<<10))
 	s.lastBody = buf.Bytes()
+	protobuf := strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-protobuf")
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("export execution spans to %s: %s: %s", s.url, resp.Status, bytes.TrimSpace(s.lastBody))
+		msg := string(bytes.TrimSpace(s.lastBody))
+		if protobuf {
+			// A google.rpc.Status: its message, field 2.
+			msg = string(protoField(s.lastBody, 2))
+		}
+		return fmt.Errorf("export execution spans to %s: %s: %s", s.url, resp.Status, msg)
 	}
 	if rerr != nil {
 		return fmt.Errorf("export execution spans to %s: reading the answer: %w", s.url, rerr)
+	}
+	if !protobuf {
+		return nil
 	}
 	if rejected, msg := partialSuccess(s.lastBody); rejected > 0 || msg != "" {
 		return fmt.Errorf("export execution spans to %s: the collector rejected %d spans: %s", s.url, rejected, msg)

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -51,6 +52,26 @@ func TestTraceSenderReachesTheCollectorThroughFaults(t *testing.T) {
 				require.Equal(t, requests+1, proxy.Requests(), "status %d is final", status)
 			}
 
+			// Out of time while the collector keeps failing: the error
+			// says what the attempts met, not only that time ran out.
+			s.timeout = 300 * time.Millisecond
+			s.http.RetryWaitMin, s.http.RetryWaitMax = 100*time.Millisecond, 100*time.Millisecond
+			proxy.FailNext(100, http.StatusServiceUnavailable)
+			err = s.send(enc.encode([]ExecRecord{rec(4)}))
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.ErrorContains(t, err, "the last: 503 Service Unavailable")
+			proxy.Clear()
+
+			// A Retry-After past the deadline is not waited for.
+			requests = proxy.Requests()
+			proxy.Inject(testenv.Fault{Kind: testenv.FaultStatus, Status: http.StatusTooManyRequests, RetryAfter: "60"})
+			began := time.Now()
+			err = s.send(enc.encode([]ExecRecord{rec(5)}))
+			require.ErrorContains(t, err, "429 Too Many Requests")
+			require.Less(t, time.Since(began), 250*time.Millisecond, "it gave up without waiting")
+			require.Equal(t, requests+1, proxy.Requests())
+			s.timeout = 10 * time.Second
+
 			spans := col.WaitSpans(t, tid.String(), 2, 10*time.Second)
 			require.Len(t, spans, 2, "the refused span was not sent again")
 			require.Equal(t, "task/Tile", spans[0].Name)
@@ -74,9 +95,12 @@ func TestTraceSenderRefusesBadEnvironment(t *testing.T) {
 	}{
 		{"no scheme", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318" is not an http:// or https:// URL`},
 		{"traces endpoint no host", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http:///v1/traces"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
-		{"timeout", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, `OTEL_EXPORTER_OTLP_TIMEOUT="10s" is not a positive number of milliseconds`},
+		{"timeout", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, `OTEL_EXPORTER_OTLP_TIMEOUT="10s" is not a number of milliseconds`},
 		{"compression", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "zstd"}, `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION="zstd" is not supported`},
 		{"header", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_HEADERS": "api-key"}, `OTEL_EXPORTER_OTLP_HEADERS: "api-key" is not key=value`},
+		{"header name", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "clé=1"}, `OTEL_EXPORTER_OTLP_TRACES_HEADERS: "clé=1" is not key=value with a header name as key`},
+		{"header value", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_HEADERS": "a=b%0Ac"}, `the value of "a" holds a control character`},
+		{"negative timeout", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "-1"}, `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="-1" is not a number of milliseconds`},
 		{"missing CA", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1", "OTEL_EXPORTER_OTLP_CERTIFICATE": filepath.Join(dir, "none.pem")}, "OTEL_EXPORTER_OTLP_CERTIFICATE: open"},
 		{"CA not PEM", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": notPEM}, "holds no PEM certificate"},
 		{"half a client certificate", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1", "OTEL_EXPORTER_OTLP_CLIENT_KEY": notPEM}, "needs both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY"},
@@ -101,8 +125,8 @@ func TestTraceSenderReadsTheEnvironmentAsTheSDK(t *testing.T) {
 	s, err := newTraceSender()
 	require.NoError(t, err)
 	require.Equal(t, "https://collector:4318/base/v1/traces", s.url, "/v1/traces added to the base URL")
-	require.Equal(t, "abc def", s.headers.Get("api-key"))
-	require.Equal(t, "two", s.headers.Get("tenant"), "the signal's own headers win")
+	require.Empty(t, s.headers.Get("api-key"), "the signal's own headers replace the generic ones")
+	require.Equal(t, "two", s.headers.Get("tenant"))
 	require.Equal(t, 2500*time.Millisecond, s.timeout)
 	require.False(t, s.gzip)
 
@@ -118,6 +142,33 @@ func TestTraceSenderReadsTheEnvironmentAsTheSDK(t *testing.T) {
 	s, err = newTraceSender()
 	require.NoError(t, err)
 	require.Equal(t, "http://traces:4318/custom", s.url, "insecure sends plain HTTP, as the SDK's exporter")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "false")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4318/custom")
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "")
+	s, err = newTraceSender()
+	require.NoError(t, err)
+	require.Equal(t, "https://traces:4318/custom", s.url, "the signal's insecure=false means HTTPS, as the SDK's exporter")
+	require.Zero(t, s.timeout, "0: no timeout, as in the SDK")
+
+	// Headers of the generic variable when the signal has none.
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "")
+	s, err = newTraceSender()
+	require.NoError(t, err)
+	require.Equal(t, "abc def", s.headers.Get("api-key"))
+	require.Equal(t, "one", s.headers.Get("tenant"))
+}
+
+// A client certificate and its key come as a pair from the same level.
+func TestTraceSenderTakesClientCertificatesAsPairs(t *testing.T) {
+	clearOTelEnv(t)
+	dir := t.TempDir()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", filepath.Join(dir, "cert.pem"))
+	t.Setenv("OTEL_EXPORTER_OTLP_CLIENT_KEY", filepath.Join(dir, "key.pem"))
+	_, err := newTraceSender()
+	require.ErrorContains(t, err, "needs both OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+		"the generic key does not complete the signal's certificate")
 }
 
 func TestPartialSuccessIsRead(t *testing.T) {

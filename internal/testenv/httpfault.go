@@ -41,6 +41,8 @@ type Fault struct {
 	Method string // only requests with this method; default any
 	Status int    // FaultStatus: the status code; default 503
 	After  int64  // FaultCut: body bytes let through before the cut
+	// FaultStatus: the Retry-After header of the answer ("" for none).
+	RetryAfter string
 }
 
 // errFaultCut ends a response body at an injected cut, on the proxy's side.
@@ -195,6 +197,9 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		// Read the request first, as a server does before it answers.
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/xml")
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
 		w.WriteHeader(f.Status)
 		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
 			`<Error><Code>InternalError</Code><Message>testenv: injected %d</Message><RequestId>fault</RequestId></Error>`, f.Status)
