@@ -17,7 +17,7 @@ import (
 // runner's burn-down makes them, to a real OpenTelemetry Collector that
 // decodes and drops them: CPU per span in this process (queueing,
 // encoding, the HTTP request) and in the collector (the HTTP request,
-// decoding). Batches of 512, the default OTEL_BSP_MAX_EXPORT_BATCH_SIZE.
+// decoding). Batches of execSpanBatch spans, the default.
 func BenchmarkExecSpansExport(b *testing.B) {
 	col := testenv.NewDiscardingOTLPReceiver(b)
 	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", col.Endpoint()+"/v1/traces")
@@ -46,7 +46,7 @@ func BenchmarkExecSpansExport(b *testing.B) {
 			Parent: parent, ParentRemote: true, Flags: trace.FlagsSampled, TaskName: "Noop", Start: start, End: start,
 			JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", TaskID: int64(n), Attempt: 1,
 			Destination: "rf:{c:bench}:t:Noop@1", MessageID: "1764460800000-7", Common: common})
-		if n%512 == 0 {
+		if n%execSpanBatch == 0 {
 			require.NoError(b, spans.Flush(context.Background()))
 		}
 	}

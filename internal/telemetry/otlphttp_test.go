@@ -40,13 +40,13 @@ func TestTraceSenderReachesTheCollectorThroughFaults(t *testing.T) {
 			}
 			requests := proxy.Requests()
 			proxy.FailNext(2, http.StatusServiceUnavailable)
-			require.NoError(t, s.send(enc.encode([]ExecRecord{rec(1), rec(2)})))
+			require.NoError(t, s.send(encoded(enc, []ExecRecord{rec(1), rec(2)})))
 			require.Equal(t, requests+3, proxy.Requests(), "two 503s retried, then sent")
 
 			for _, status := range []int{http.StatusBadRequest, http.StatusInternalServerError} {
 				requests = proxy.Requests()
 				proxy.FailNext(1, status)
-				err = s.send(enc.encode([]ExecRecord{rec(3)}))
+				err = s.send(encoded(enc, []ExecRecord{rec(3)}))
 				require.ErrorContains(t, err, http.StatusText(status))
 				require.ErrorContains(t, err, proxy.URL+"/v1/traces")
 				require.Equal(t, requests+1, proxy.Requests(), "status %d is final", status)
@@ -57,7 +57,7 @@ func TestTraceSenderReachesTheCollectorThroughFaults(t *testing.T) {
 			s.timeout = 300 * time.Millisecond
 			s.http.RetryWaitMin, s.http.RetryWaitMax = 100*time.Millisecond, 100*time.Millisecond
 			proxy.FailNext(100, http.StatusServiceUnavailable)
-			err = s.send(enc.encode([]ExecRecord{rec(4)}))
+			err = s.send(encoded(enc, []ExecRecord{rec(4)}))
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			require.ErrorContains(t, err, "the last: 503 Service Unavailable")
 			proxy.Clear()
@@ -66,7 +66,7 @@ func TestTraceSenderReachesTheCollectorThroughFaults(t *testing.T) {
 			requests = proxy.Requests()
 			proxy.Inject(testenv.Fault{Kind: testenv.FaultStatus, Status: http.StatusTooManyRequests, RetryAfter: "60"})
 			began := time.Now()
-			err = s.send(enc.encode([]ExecRecord{rec(5)}))
+			err = s.send(encoded(enc, []ExecRecord{rec(5)}))
 			require.ErrorContains(t, err, "429 Too Many Requests")
 			require.Less(t, time.Since(began), 250*time.Millisecond, "it gave up without waiting")
 			require.Equal(t, requests+1, proxy.Requests())
@@ -208,4 +208,10 @@ func TestExportBodyIsNotReadAfterItsExport(t *testing.T) {
 	all, err := io.ReadAll(r2)
 	require.NoError(t, err)
 	require.Equal(t, "later export", string(all))
+}
+
+// encoded is the request of all records.
+func encoded(enc *spanEncoder, records []ExecRecord) []byte {
+	req, _ := enc.encode(records, maxExportBytes)
+	return req
 }

@@ -85,15 +85,21 @@ func encodeExecAttrs(attrs []attribute.KeyValue) []byte {
 	return b
 }
 
-// encode is the request of records; the slice is valid until the next call.
-func (e *spanEncoder) encode(records []ExecRecord) []byte {
+// encode is the request of the first n records, as many as keep its spans
+// within maxBytes (at least one); the slice is valid until the next call.
+func (e *spanEncoder) encode(records []ExecRecord, maxBytes int) (request []byte, n int) {
 	// Room for the headers, written once the spans' length is known.
 	headroom := 2*(1+protowire.SizeVarint(1<<62)) + len(e.resource) + len(e.scope)
 	e.buf = append(e.buf[:0], make([]byte, headroom)...)
-	for i := range records {
-		e.span = appendExecSpan(e.span[:0], &records[i])
+	for n = 0; n < len(records); n++ {
+		before := len(e.buf)
+		e.span = appendExecSpan(e.span[:0], &records[n])
 		e.buf = protowire.AppendTag(e.buf, fieldScopeSpansSpans, protowire.BytesType)
 		e.buf = protowire.AppendBytes(e.buf, e.span)
+		if n > 0 && len(e.buf)-headroom > maxBytes {
+			e.buf = e.buf[:before]
+			break
+		}
 	}
 	spans := len(e.buf) - headroom
 	scopeSpans := len(e.scope) + spans
@@ -108,7 +114,7 @@ func (e *spanEncoder) encode(records []ExecRecord) []byte {
 	e.span = head
 	start := headroom - len(head)
 	copy(e.buf[start:], head)
-	return e.buf[start:]
+	return e.buf[start:], n
 }
 
 // appendExecSpan appends the fields of r's span (not its tag or length).

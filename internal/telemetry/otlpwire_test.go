@@ -39,12 +39,29 @@ func TestSpanEncoderWritesOTLP(t *testing.T) {
 	// Twice, so that reused buffers are covered too.
 	for range 2 {
 		var got coltracepb.ExportTraceServiceRequest
-		require.NoError(t, proto.Unmarshal(enc.encode(records), &got))
+		req, n := enc.encode(records, maxExportBytes)
+		require.Equal(t, len(records), n)
+		require.NoError(t, proto.Unmarshal(req, &got))
 		requireEqualProto(t, wantRequest(resAttrs, records), &got)
 	}
 	var got coltracepb.ExportTraceServiceRequest
-	require.NoError(t, proto.Unmarshal(enc.encode(nil), &got))
+	req, n := enc.encode(nil, maxExportBytes)
+	require.Zero(t, n)
+	require.NoError(t, proto.Unmarshal(req, &got))
 	requireEqualProto(t, wantRequest(resAttrs, nil), &got, "an empty batch")
+
+	// A request stops before the span that would take it past the byte
+	// bound; a single span over it still goes.
+	got.Reset()
+	req, n = enc.encode(records, 300)
+	require.Equal(t, 1, n, "the second span has a 205-byte name")
+	require.NoError(t, proto.Unmarshal(req, &got))
+	requireEqualProto(t, wantRequest(resAttrs, records[:1]), &got)
+	req, n = enc.encode(records[1:], 10)
+	require.Equal(t, 1, n)
+	got.Reset()
+	require.NoError(t, proto.Unmarshal(req, &got))
+	requireEqualProto(t, wantRequest(resAttrs, records[1:2]), &got)
 }
 
 // requireEqualProto fails unless got is want, showing both.
