@@ -3,6 +3,7 @@ package runnerd_test
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
@@ -51,9 +52,15 @@ func TestDaemonMetricsCountReleaseRunnersTasks(t *testing.T) {
 	j = f.submit(t, &benchtask.Crash{Marker: marker})
 	require.Equal(t, workflows.JobCompleted, f.wait(t, j.ID).State)
 
-	fams := scrapeDaemon(t, d)
 	probe := "Probe@" + benchtask.Version
 	crash := "Crash@" + benchtask.Version
+	// A commit is counted once it has landed, which may be just after the
+	// job shows finished.
+	var fams map[string]*dto.MetricFamily
+	require.Eventually(t, func() bool {
+		fams = scrapeDaemon(t, d)
+		return counterOf(fams, "runfleet_tasks_computed_total", crash) == 1
+	}, 10*time.Second, 10*time.Millisecond, "the crash task's computed execution was never counted")
 	require.Equal(t, float64(4), counterOf(fams, "runfleet_tasks_computed_total", probe))
 	require.Equal(t, float64(4), counterOf(fams, "runfleet_tasks_claimed_total", probe))
 	require.Equal(t, float64(1), counterOf(fams, "runfleet_tasks_computed_total", crash))
