@@ -344,6 +344,16 @@ const maxStatusBytes = 4096
 // executions compute.
 func (t *taskTracing) end(x *execSpan, c *queue.Claimed, out *outcome) {
 	span := x.sdk
+	if out.claim.JobID == "" {
+		// Every outcome names its claim: this one was never set, as when a
+		// panic of the runner's own code (not the task's, which is
+		// recovered) unwinds through execute and the process goes down.
+		// Nothing to record; an SDK span is ended as it is.
+		if span != nil {
+			span.End()
+		}
+		return
+	}
 	if span == nil {
 		if !x.sc.IsSampled() {
 			return

@@ -138,3 +138,33 @@ func benchExecutionSpan(b *testing.B, c *Client, flush func() error) {
 	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+// An execution whose outcome was never set (a panic of the runner's own
+// code unwinding through execute) records no span; one that computed, in
+// the same export, does. (Not parallel: it sets the environment.)
+func TestUnsetOutcomeRecordsNoSpan(t *testing.T) {
+	col := testenv.NewOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", col.Endpoint()+"/v1/traces")
+	tel, err := telemetry.FromEnv(context.Background(), telemetry.Config{ServiceName: "unset-outcome"})
+	require.NoError(t, err)
+	c := &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}
+	r := &Runner{client: c, id: "host-1-abcd", cluster: "main", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tr := newTaskTracing(c, r)
+	require.NotNil(t, tr.records, "the record path")
+	id := queue.Identifier{Name: "Noop", Major: 1}
+	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
+		Hint: queue.Hint{Stream: queue.StreamKey("main", id), ID: "1764460800000-7"}}
+	job := jobSpanContext(claim.JobID, "")
+	tr.jobs[claim.JobID] = job
+	tr.parents[parentKey{claim.JobID, 0}] = 1
+	for seq, out := range map[int64]*outcome{1: {}, 2: {claim: claim}} {
+		claim.Seq = seq
+		var span execSpan
+		_ = tr.start(context.Background(), &claim, &span)
+		tr.end(&span, &claim, out)
+	}
+	require.NoError(t, tel.Shutdown(context.Background())) // one export holds both, if both were queued
+	spans := col.WaitSpans(t, job.TraceID().String(), 1, 10*time.Second)
+	require.Len(t, spans, 1, "%v", spans)
+	require.Equal(t, int64(2), spans[0].Attributes["runfleet.task.id"])
+}
