@@ -65,10 +65,9 @@ func TestTraceSenderReachesTheCollectorThroughFaults(t *testing.T) {
 			// A Retry-After past the deadline is not waited for.
 			requests = proxy.Requests()
 			proxy.Inject(testenv.Fault{Kind: testenv.FaultStatus, Status: http.StatusTooManyRequests, RetryAfter: "60"})
-			began := time.Now()
 			err = s.send(encoded(enc, []ExecRecord{rec(5)}))
 			require.ErrorContains(t, err, "429 Too Many Requests")
-			require.Less(t, time.Since(began), 250*time.Millisecond, "it gave up without waiting")
+			require.NotErrorIs(t, err, context.DeadlineExceeded, "it gave up at once, not when time ran out")
 			require.Equal(t, requests+1, proxy.Requests())
 			s.timeout = 10 * time.Second
 
