@@ -138,20 +138,53 @@ func (q *Queue) CacheGCPending(ctx context.Context, limit int) ([]CacheGCEntry, 
 	if err != nil {
 		return nil, fmt.Errorf("read caches to delete: %w", err)
 	}
+	entries, err := q.jobURLMembers(ctx, members, func(pipe redis.Pipeliner, m string) { pipe.SRem(ctx, keyCacheGC, m) })
+	if err != nil {
+		return nil, fmt.Errorf("read caches to delete: %w", err)
+	}
 	var out []CacheGCEntry
+	for _, e := range entries {
+		if !e.jobExists {
+			out = append(out, CacheGCEntry{JobID: e.jobID, URL: e.url})
+		}
+	}
+	return out, nil
+}
+
+// jobURL is a member "<job id> <url>" of an index of object-store
+// clean-ups (rf:cachegc, rf:payloadpending), and whether its job is still
+// in Redis.
+type jobURL struct {
+	jobID, url string
+	jobExists  bool
+}
+
+// jobURLMembers splits such members and learns, in one round trip, which
+// jobs are still in Redis; a member of another shape is not ours, and
+// drop queues its removal in the same round trip.
+func (q *Queue) jobURLMembers(ctx context.Context, members []string, drop func(redis.Pipeliner, string)) ([]jobURL, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
+	pipe := q.rdb.Pipeline()
+	out := make([]jobURL, 0, len(members))
+	exists := make([]*redis.IntCmd, 0, len(members))
 	for _, m := range members {
 		id, url, ok := strings.Cut(m, " ")
 		if !ok {
-			_ = q.rdb.SRem(ctx, keyCacheGC, m).Err() // not ours: drop it
+			drop(pipe, m)
 			continue
 		}
-		n, err := q.rdb.Exists(ctx, jobKey(id)).Result()
+		out = append(out, jobURL{jobID: id, url: url})
+		exists = append(exists, pipe.Exists(ctx, jobKey(id)))
+	}
+	_, _ = pipe.Exec(ctx) // a failed removal is tried again next time; reads are checked below
+	for i, cmd := range exists {
+		n, err := cmd.Result()
 		if err != nil {
-			return nil, fmt.Errorf("read caches to delete: %w", err)
+			return nil, err
 		}
-		if n == 0 {
-			out = append(out, CacheGCEntry{JobID: id, URL: url})
-		}
+		out[i].jobExists = n > 0
 	}
 	return out, nil
 }

@@ -95,18 +95,13 @@ func (q *Queue) PayloadUploadsExpired(ctx context.Context, now time.Time, limit 
 	if err != nil {
 		return nil, fmt.Errorf("read unsettled payload uploads: %w", err)
 	}
-	var out []PayloadPendingEntry
-	for _, m := range members {
-		id, url, ok := strings.Cut(m, " ")
-		if !ok {
-			_ = q.rdb.ZRem(ctx, keyPayloadPending, m).Err() // not ours: drop it
-			continue
-		}
-		n, err := q.rdb.Exists(ctx, jobKey(id)).Result()
-		if err != nil {
-			return nil, fmt.Errorf("read unsettled payload uploads: %w", err)
-		}
-		out = append(out, PayloadPendingEntry{JobID: id, URL: url, JobExists: n > 0})
+	entries, err := q.jobURLMembers(ctx, members, func(pipe redis.Pipeliner, m string) { pipe.ZRem(ctx, keyPayloadPending, m) })
+	if err != nil {
+		return nil, fmt.Errorf("read unsettled payload uploads: %w", err)
+	}
+	out := make([]PayloadPendingEntry, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, PayloadPendingEntry{JobID: e.jobID, URL: e.url, JobExists: e.jobExists})
 	}
 	return out, nil
 }

@@ -384,37 +384,14 @@ func (s *traceSender) send(body []byte) error {
 // (rejected_spans, error_message); zero and "" for a full success or an
 // answer it cannot read.
 func partialSuccess(b []byte) (rejected int64, msg string) {
-	ps := protoField(b, 1)
-	if ps == nil {
-		return 0, ""
-	}
-	for len(ps) > 0 {
-		num, typ, n := protowire.ConsumeTag(ps)
-		if n < 0 {
-			return rejected, msg
+	eachField(protoField(b, 1), func(num protowire.Number, bytes []byte, varint uint64) {
+		switch num {
+		case 1:
+			rejected = int64(varint)
+		case 2:
+			msg = string(bytes)
 		}
-		ps = ps[n:]
-		switch {
-		case num == 1 && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(ps)
-			if m < 0 {
-				return rejected, msg
-			}
-			rejected, n = int64(v), m
-		case num == 2 && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(ps)
-			if m < 0 {
-				return rejected, msg
-			}
-			msg, n = string(v), m
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, ps)
-		}
-		if n < 0 {
-			return rejected, msg
-		}
-		ps = ps[n:]
-	}
+	})
 	return rejected, msg
 }
 
@@ -422,25 +399,44 @@ func partialSuccess(b []byte) (rejected int64, msg string) {
 // message b, nil when it has none.
 func protoField(b []byte, num protowire.Number) []byte {
 	var out []byte
-	for len(b) > 0 {
-		n, typ, m := protowire.ConsumeTag(b)
-		if m < 0 {
-			return out
+	eachField(b, func(n protowire.Number, bytes []byte, _ uint64) {
+		if n == num && bytes != nil {
+			out = bytes
 		}
-		b = b[m:]
-		if n == num && typ == protowire.BytesType {
-			v, k := protowire.ConsumeBytes(b)
-			if k < 0 {
-				return out
-			}
-			out, m = v, k
-		} else {
-			m = protowire.ConsumeFieldValue(n, typ, b)
-		}
-		if m < 0 {
-			return out
-		}
-		b = b[m:]
-	}
+	})
 	return out
+}
+
+// eachField calls fn for each varint field (varint set) and each
+// length-delimited one (bytes set, never nil) of message b, in order,
+// skipping fields of other types; it stops where b cannot be read.
+func eachField(b []byte, fn func(num protowire.Number, bytes []byte, varint uint64)) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return
+			}
+			fn(num, nil, v)
+			n = m
+		case protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return
+			}
+			fn(num, v, 0) // a slice of b: never nil, even when empty
+			n = m
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return
+			}
+		}
+		b = b[n:]
+	}
 }
