@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,45 +53,77 @@ func NewMoto(t testing.TB) *Moto {
 	if err != nil {
 		t.Fatal("moto_server not found: run `go tool task setup` (pip install 'moto[server]') or set RUNFLEET_MOTO_SERVER")
 	}
+	// Another process (a parallel package's server) may take the free port
+	// before moto binds it: moto then exits, and the port answers as
+	// something else. Try another port.
+	var lastErr error
+	for range 3 {
+		m, err := startMoto(t, bin)
+		if err == nil {
+			return m
+		}
+		lastErr = err
+	}
+	t.Fatal(lastErr)
+	return nil
+}
+
+// startMoto starts moto_server once, on a free port, and waits until moto
+// itself answers there.
+func startMoto(t testing.TB, bin string) (*Moto, error) {
 	port, err := FreePort()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	m := &Moto{Endpoint: "http://127.0.0.1:" + strconv.Itoa(port), LogPath: filepath.Join(t.TempDir(), "moto.log")}
 	logf, err := os.Create(m.LogPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: moto_server may be a pyenv shim that forks.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start moto_server: %v", err)
+		_ = logf.Close()
+		return nil, fmt.Errorf("start moto_server: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 		_ = logf.Close()
-	})
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(m.Endpoint + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			return m
+		if isMoto(m.Endpoint) {
+			t.Cleanup(stop)
+			return m, nil
 		}
 		select {
 		case <-done:
-			t.Fatalf("moto_server exited before answering; its log: %s", m.LogPath)
+			stop()
+			return nil, fmt.Errorf("moto_server exited before answering on %s; its log: %s", m.Endpoint, m.LogPath)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("moto_server did not answer on %s within 60s", m.Endpoint)
+			stop()
+			return nil, fmt.Errorf("moto_server did not answer on %s within 60s; its log: %s", m.Endpoint, m.LogPath)
 		}
 	}
+}
+
+// isMoto reports whether moto answers at endpoint: its dashboard, not
+// merely some HTTP server.
+func isMoto(endpoint string) bool {
+	resp, err := http.Get(endpoint + "/moto-api/")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return err == nil && resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Moto"))
 }
 
 // Config is an AWS SDK configuration for the server, with moto's fake
