@@ -11,7 +11,11 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/runfleet/runfleet/queue"
 	"github.com/runfleet/runfleet/rftype"
@@ -42,9 +46,102 @@ type execution struct {
 	logEcho   slog.Handler      // the runner's handler with the execution's attributes
 	logBytes  int               // stored so far, against the per-task cap
 	logCapped bool              // the per-task cap was reached
+
+	// span is the execution's span as its context hands it out, when
+	// traced by a runner that writes span records (newExecContext).
+	span taskSpan
 }
 
 type execKey struct{}
+
+// execContext is a local execution's context. It answers for the execution
+// (execKey) and, when traced, for its span, as trace.ContextWithSpanContext
+// would: one allocation for what context.WithValue and
+// ContextWithSpanContext take three for, on every execution.
+type execContext struct {
+	context.Context
+	e *execution
+}
+
+// newExecContext is the context e runs in, under parent. span is the
+// execution's span when traced (nil otherwise); with an SDK span (no span
+// records) its context is empty and parent carries the span instead.
+func newExecContext(parent context.Context, e *execution, span *execSpan) context.Context {
+	if span != nil && span.sc.IsValid() {
+		if spanKey == nil {
+			parent = trace.ContextWithSpanContext(parent, span.sc)
+		} else {
+			e.span.sc = span.sc
+		}
+	}
+	return &execContext{Context: parent, e: e}
+}
+
+func (c *execContext) Value(key any) any {
+	switch key {
+	case execKey{}:
+		return c.e
+	case spanKey:
+		if c.e.span.sc.IsValid() {
+			return &c.e.span
+		}
+	}
+	return c.Context.Value(key)
+}
+
+// taskSpan is a traced execution's span as task code sees it through its
+// context: the span context, not recording, as with the span
+// trace.ContextWithSpanContext makes (its TracerProvider is a no-op one).
+// The runner writes the span itself when the execution ends (tracing.go).
+// Written out rather than embedding noop.Span, which would carry a second,
+// unused span context in every execution.
+type taskSpan struct {
+	embedded.Span
+	sc trace.SpanContext
+}
+
+func (s *taskSpan) SpanContext() trace.SpanContext        { return s.sc }
+func (*taskSpan) IsRecording() bool                       { return false }
+func (*taskSpan) SetStatus(codes.Code, string)            {}
+func (*taskSpan) SetAttributes(...attribute.KeyValue)     {}
+func (*taskSpan) End(...trace.SpanEndOption)              {}
+func (*taskSpan) RecordError(error, ...trace.EventOption) {}
+func (*taskSpan) AddEvent(string, ...trace.EventOption)   {}
+func (*taskSpan) AddLink(trace.Link)                      {}
+func (*taskSpan) SetName(string)                          {}
+func (*taskSpan) TracerProvider() trace.TracerProvider    { return noop.TracerProvider{} }
+
+// spanKey is the context key OpenTelemetry keeps a context's span under,
+// or nil if it could not be learnt. OpenTelemetry does not export it, but
+// trace.SpanFromContext asks a context for it, and a context can note what
+// it is asked. learnSpanKey checks that answering that key is what
+// SpanFromContext reads; if OpenTelemetry ever reads spans otherwise,
+// newExecContext falls back to ContextWithSpanContext.
+var spanKey = learnSpanKey()
+
+func learnSpanKey() any {
+	probe := &keyProbe{Context: context.Background()}
+	trace.SpanFromContext(probe)
+	key := probe.asked
+	want := &taskSpan{}
+	probe.answer = want
+	if key == nil || trace.SpanFromContext(probe) != trace.Span(want) || probe.asked != key {
+		return nil
+	}
+	return key
+}
+
+// keyProbe is a context that notes the last key it was asked for and
+// answers it with answer.
+type keyProbe struct {
+	context.Context
+	asked, answer any
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.asked = key
+	return p.answer
+}
 
 func executionFrom(ctx context.Context) *execution {
 	e, _ := ctx.Value(execKey{}).(*execution)

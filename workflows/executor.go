@@ -43,10 +43,12 @@ type outcome struct {
 // each collection that shrank it, and a wrapper holding a claim, a span
 // and an outcome pushed traced executions over that edge.
 func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device, start time.Time) (out outcome) {
+	var traced *execSpan
 	if r.tracing != nil {
 		var span execSpan
 		workCtx = r.tracing.start(workCtx, &c, &span)
 		defer r.tracing.end(&span, &c, &out)
+		traced = &span
 	}
 	r.noteJob(c.JobID)
 	reg, ok := r.reg.lookup(c.Task)
@@ -54,19 +56,20 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device
 		return outcome{claim: c, err: fmt.Errorf("runner %s has no task registered that can run %s", r.id, c.Task)}
 	}
 	if reg.m == nil {
-		return r.executeAs(workCtx, reg, c, devs)
+		return r.executeAs(workCtx, reg, c, devs, traced)
 	}
 	reg.m.started(c, start)
-	out = r.executeAs(workCtx, reg, c, devs)
+	out = r.executeAs(workCtx, reg, c, devs, traced)
 	out.m = reg.m
 	return out
 }
 
-// executeAs runs c as reg.
-func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Claimed, devs []Device) outcome {
+// executeAs runs c as reg. span is its span when traced (nil otherwise);
+// with an SDK span (no span records) workCtx carries the span instead.
+func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Claimed, devs []Device, span *execSpan) outcome {
 	out := outcome{claim: c}
 	if r.remote != nil {
-		return r.executeRemote(workCtx, c, devs)
+		return r.executeRemote(span.inContext(workCtx), c, devs)
 	}
 	release, err := r.holdStoredInput(workCtx, c.Input)
 	if err != nil {
@@ -94,7 +97,7 @@ func (r *Runner) executeAs(workCtx context.Context, reg registration, c queue.Cl
 	if tl := r.taskLogs.Load(); tl != nil {
 		e.logOut = tl
 	}
-	err = runTask(context.WithValue(workCtx, execKey{}, e), ptr.Interface().(Task))
+	err = runTask(newExecContext(workCtx, e, span), ptr.Interface().(Task))
 	if err == nil {
 		err = e.err
 	}

@@ -49,7 +49,7 @@ func TestTaskLogsCostNothingWhenNothingIsLogged(t *testing.T) {
 	}
 	rg, c := claim("quietTask")
 	run := func() {
-		out := r.executeAs(ctx, rg, c, nil)
+		out := r.executeAs(ctx, rg, c, nil, nil)
 		require.NoError(t, out.err)
 	}
 	without := testing.AllocsPerRun(200, run)
@@ -60,7 +60,7 @@ func TestTaskLogsCostNothingWhenNothingIsLogged(t *testing.T) {
 	require.Equal(t, without, with, "stored task logs cost an execution that logs nothing no allocation")
 
 	rg, c = claim("debugTask")
-	require.NoError(t, r.executeAs(ctx, rg, c, nil).err)
+	require.NoError(t, r.executeAs(ctx, rg, c, nil, nil).err)
 	require.Empty(t, sink.pending)
 	require.Empty(t, sink.dropped)
 }

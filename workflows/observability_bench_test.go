@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"testing"
@@ -51,25 +52,37 @@ func benchObservability(b *testing.B, child string, conc int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	quiet := workflows.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var colOpts []testenv.OTLPReceiverOption
+	if n, err := strconv.Atoi(os.Getenv("RUNFLEET_BENCH_COLLECTOR_NICE")); err == nil && n > 0 {
+		colOpts = append(colOpts, testenv.WithNice(n))
+	}
+	col := testenv.NewDiscardingOTLPReceiver(b, colOpts...)
 
+	// Each side's client and runs carry a profiler label (side=on|off), so
+	// a CPU profile of this benchmark (-cpuprofile, then pprof -tagfocus)
+	// tells the two apart; goroutines inherit the label of the one that
+	// starts them, the exporters' among them.
+	labelled := func(side string) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", side)))
+	}
+	defer pprof.SetGoroutineLabels(ctx)
+	labelled("off")
 	off, err := workflows.NewClient(ctx, workflows.WithRedisURL(r.URL()), quiet)
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = off.Close() })
 	_, err = off.Clusters().Create(ctx, "bench", "")
 	require.NoError(b, err)
 
-	var colOpts []testenv.OTLPReceiverOption
-	if n, err := strconv.Atoi(os.Getenv("RUNFLEET_BENCH_COLLECTOR_NICE")); err == nil && n > 0 {
-		colOpts = append(colOpts, testenv.WithNice(n))
-	}
-	col := testenv.NewDiscardingOTLPReceiver(b, colOpts...)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.Endpoint())
+	labelled("on")
 	on, err := workflows.NewClient(ctx, workflows.WithRedisURL(r.URL()), quiet)
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = on.Close() })
 
+	labelled("off")
 	offRunner, err := off.NewRunner(ctx, "bench", benchtask.All()...)
 	require.NoError(b, err)
+	labelled("on")
 	onRunner, err := on.NewRunner(ctx, "bench", benchtask.All()...)
 	require.NoError(b, err)
 	base := []workflows.RunOption{workflows.WithConcurrency(conc), workflows.WithIdleWait(time.Millisecond)}
@@ -95,6 +108,11 @@ func benchObservability(b *testing.B, child string, conc int) {
 		return c
 	}
 	burn := func(c *workflows.Client, run *workflows.Runner, opts []workflows.RunOption, total *cost) {
+		if c == on {
+			labelled("on")
+		} else {
+			labelled("off")
+		}
 		before := cpuNow()
 		start := time.Now()
 		j, err := c.Jobs().Submit(ctx, "burn", "bench", fan)

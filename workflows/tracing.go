@@ -176,8 +176,8 @@ type taskTracing struct {
 	recordAttrs *telemetry.ExecAttrs
 
 	mu      sync.Mutex
-	jobs    map[string]trace.SpanContext // job id -> its traceparent
-	parents map[parentKey]int            // parent task -> committed attempt
+	jobs    map[string]tracedJob       // job id -> its trace
+	parents map[parentKey]tracedParent // parent task -> its committed attempt's span
 }
 
 // execSpan is the span of one execution: an SDK span, or with
@@ -208,22 +208,22 @@ func newTaskTracing(c *Client, r *Runner) *taskTracing {
 		common = append(common, attrRelease.String(r.release))
 	}
 	t := &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common,
-		jobs: map[string]trace.SpanContext{}, parents: map[parentKey]int{}}
+		jobs: map[string]tracedJob{}, parents: map[parentKey]tracedParent{}}
 	if rec := c.tel.ExecSpans(); rec != nil {
 		t.records, t.recordAttrs = rec, telemetry.NewExecAttrs(common...)
 	}
 	return t
 }
 
-// start begins the span of execution c in x, which end then ends; the
-// returned context carries it. With records, no SDK span is made: the
-// context carries the span's context (what task code's spans and log
-// records need) and end writes the record, or for an execution that did
-// not compute, the SDK span.
+// start begins the span of execution c in x, which end then ends. Without
+// records, the returned context carries the SDK span. With records, no SDK
+// span is made: x.sc is the span's context, which the task's context gets
+// (what task code's spans and log records need), and end writes the
+// record, or for an execution that did not compute, the SDK span.
 func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan) context.Context {
-	parent, root := t.parentOf(ctx, c)
+	parent, root, ids := t.parentOf(ctx, c)
 	tid := parent.TraceID()
-	sid := telemetry.ExecutionSpanID(tid, c.JobID, c.Seq, c.Attempt)
+	sid := ids.Execution(c.Seq, c.Attempt)
 	stream := c.Hint.Stream
 	if stream == "" {
 		stream = queue.StreamKey(t.cluster, c.Task)
@@ -238,6 +238,19 @@ func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan) 
 	}
 	*x = execSpan{sc: trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,
 		TraceState: parent.TraceState()}), parent: parent, root: root, start: time.Now(), stream: stream}
+	// The task's context gets x.sc from newExecContext, with no
+	// allocation of its own.
+	return ctx
+}
+
+// inContext is ctx carrying x's span context, for an execution that reads
+// it from a context (a release worker's, through its traceparent) rather
+// than from newExecContext. x is nil when not traced; an SDK span is in
+// ctx already.
+func (x *execSpan) inContext(ctx context.Context) context.Context {
+	if x == nil || !x.sc.IsValid() {
+		return ctx
+	}
 	return trace.ContextWithSpanContext(ctx, x.sc)
 }
 
@@ -269,18 +282,26 @@ func (t *taskTracing) startSDK(ctx context.Context, c *queue.Claimed, parent tra
 }
 
 // parentOf is the span context execution c's span is a child of, or, with
-// root set, the trace it starts (only its trace id and flags count).
-func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent trace.SpanContext, root bool) {
+// root set, the trace it starts (only its trace id and flags count), and
+// the span ids of c's job in that trace.
+func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent trace.SpanContext, root bool, ids telemetry.JobSpanIDs) {
+	var job tracedJob
+	var parentSpan trace.SpanID
+	haveJob, haveParent := false, c.Parent < 0
 	t.mu.Lock()
-	job, haveJob := t.jobs[c.JobID]
-	att, haveAtt := 0, c.Parent < 0
-	if !haveAtt {
-		att, haveAtt = t.parents[parentKey{c.JobID, c.Parent}]
+	if !haveParent {
+		var p tracedParent
+		if p, haveParent = t.parents[parentKey{c.JobID, c.Parent}]; haveParent {
+			job, haveJob, parentSpan = p.job, true, p.span
+		}
+	}
+	if !haveJob {
+		job, haveJob = t.jobs[c.JobID]
 	}
 	t.mu.Unlock()
-	if !haveJob || !haveAtt {
+	if !haveJob || !haveParent {
 		seq := c.Parent
-		if haveAtt {
+		if haveParent {
 			seq = -1
 		}
 		l, err := t.q.SpanLineage(ctx, c.JobID, seq, !haveJob)
@@ -289,36 +310,58 @@ func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent tr
 				t.logger.Warn("cannot read where an execution's span belongs in its job's trace; such spans start traces of their own",
 					slog.String("job_id", c.JobID), slog.Any("error", err))
 			})
-			return trace.NewSpanContext(trace.SpanContextConfig{TraceID: telemetry.JobTraceID(c.JobID),
-				TraceFlags: trace.FlagsSampled}), true
+			tid := telemetry.JobTraceID(c.JobID)
+			return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, TraceFlags: trace.FlagsSampled}),
+				true, telemetry.NewJobSpanIDs(tid, c.JobID)
 		}
 		t.mu.Lock()
 		if !haveJob {
-			job = jobSpanContext(c.JobID, l.TraceParent)
+			job = newTracedJob(c.JobID, l.TraceParent)
 			if len(t.jobs) >= maxTracedJobs {
 				clear(t.jobs)
 			}
 			t.jobs[c.JobID] = job
 		}
-		if !haveAtt && l.ParentAttempt > 0 {
-			att = l.ParentAttempt
+		if !haveParent && l.ParentAttempt > 0 {
+			// Kept as the span id, not the attempt: the job's
+			// traceparent does not change, so neither does the id.
+			parentSpan = job.ids.Execution(c.Parent, l.ParentAttempt)
 			if len(t.parents) >= maxTracedParents {
 				clear(t.parents)
 			}
-			t.parents[parentKey{c.JobID, c.Parent}] = att
+			t.parents[parentKey{c.JobID, c.Parent}] = tracedParent{job: job, span: parentSpan}
 		}
 		t.mu.Unlock()
 	}
-	if c.Parent >= 0 && att > 0 {
-		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: job.TraceID(),
-			SpanID:     telemetry.ExecutionSpanID(job.TraceID(), c.JobID, c.Parent, att),
-			TraceFlags: job.TraceFlags(), Remote: true}), false
+	if c.Parent >= 0 && parentSpan.IsValid() {
+		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: job.sc.TraceID(), SpanID: parentSpan,
+			TraceFlags: job.sc.TraceFlags(), Remote: true}), false, job.ids
 	}
-	// The root task, or a task whose parent is gone: under the submit.
-	if job.SpanID() == telemetry.PlaceholderSpanID(job.TraceID(), c.JobID) {
-		return job, true
-	}
-	return job, false
+	// The root task, or a task whose parent is gone: under the submit, or
+	// starting the trace when the submit made no span.
+	return job.sc, job.placeholder, job.ids
+}
+
+// tracedJob is what a runner keeps of a job's trace.
+type tracedJob struct {
+	sc          trace.SpanContext    // what the job's traceparent names
+	placeholder bool                 // sc's span is the placeholder: no span has it
+	ids         telemetry.JobSpanIDs // the span ids of the job's executions
+}
+
+// tracedParent is a parent task's committed attempt's span, kept with its
+// job's trace so that an execution of one of its subtasks takes one map
+// lookup.
+type tracedParent struct {
+	job  tracedJob
+	span trace.SpanID
+}
+
+// newTracedJob is the trace of job jobID stored with traceParent.
+func newTracedJob(jobID, traceParent string) tracedJob {
+	sc := jobSpanContext(jobID, traceParent)
+	ids := telemetry.NewJobSpanIDs(sc.TraceID(), jobID)
+	return tracedJob{sc: sc, placeholder: sc.SpanID() == ids.Execution(-1, 0), ids: ids}
 }
 
 // jobSpanContext is the span context a job's traceparent names; a job

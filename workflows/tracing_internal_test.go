@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/runfleet/runfleet/internal/telemetry"
 	"github.com/runfleet/runfleet/internal/testenv"
@@ -73,7 +75,7 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 	hooked, bare := math.Inf(1), math.Inf(1)
 	for range 8 {
 		hooked = min(hooked, testing.AllocsPerRun(100, func() { out = r.execute(ctx, claim, nil, now) }))
-		bare = min(bare, testing.AllocsPerRun(100, func() { out = r.executeAs(ctx, reg, claim, nil) }))
+		bare = min(bare, testing.AllocsPerRun(100, func() { out = r.executeAs(ctx, reg, claim, nil, nil) }))
 	}
 	require.Equal(t, bare, hooked)
 	require.Zero(t, testing.AllocsPerRun(200, func() { _ = r.tracing.traceParent(ctx) }))
@@ -85,7 +87,9 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 // span started and ended (lineage cached, as for all but a job's first
 // execution per parent) and exported over OTLP/HTTP to a local endpoint
 // that discards it. cpu-ns/op is the whole process's CPU time, the batch
-// exporter's encoding included. "sdk" is a client given a TracerProvider
+// exporter's encoding included. The loop waits for an export every 4,096
+// executions, as many as a request takes: left to run ahead, it would
+// queue millions of spans, and measure the queue's growth. "sdk" is a client given a TracerProvider
 // (an SDK span each), "env" one set up from the environment (compact
 // records, telemetry.ExecSpans).
 func BenchmarkExecutionSpan(b *testing.B) {
@@ -100,14 +104,15 @@ func BenchmarkExecutionSpan(b *testing.B) {
 		// A queue that takes every span: none dropped, all exported.
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(1<<22)),
 			sdktrace.WithIDGenerator(TraceIDGenerator()))
-		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tp)}, func() error { return tp.Shutdown(context.Background()) })
+		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tp)}, tp.ForceFlush,
+			func() error { return tp.Shutdown(context.Background()) })
 	})
 	b.Run("env", func(b *testing.B) {
 		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", srv.URL+"/v1/traces")
 		b.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", strconv.Itoa(1<<22))
 		tel, err := telemetry.FromEnv(context.Background(), telemetry.Config{ServiceName: "bench"})
 		require.NoError(b, err)
-		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}, func() error {
+		benchExecutionSpan(b, &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}, tel.ExecSpans().Flush, func() error {
 			err := tel.Shutdown(context.Background())
 			require.Zero(b, tel.ExecSpans().Dropped())
 			return err
@@ -115,14 +120,15 @@ func BenchmarkExecutionSpan(b *testing.B) {
 	})
 }
 
-func benchExecutionSpan(b *testing.B, c *Client, flush func() error) {
+func benchExecutionSpan(b *testing.B, c *Client, flush func(context.Context) error, shutdown func() error) {
 	r := &Runner{client: c, id: "host-1-abcd", cluster: "bench", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	tr := newTaskTracing(c, r)
 	id := queue.Identifier{Name: "Noop", Major: 1}
 	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
 		Hint: queue.Hint{Stream: queue.StreamKey("bench", id), ID: "1764460800000-7"}}
-	tr.jobs[claim.JobID] = jobSpanContext(claim.JobID, "")
-	tr.parents[parentKey{claim.JobID, 0}] = 1
+	traced := newTracedJob(claim.JobID, "")
+	job := traced.sc
+	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: traced, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
 	ctx := context.Background()
 	var before, after syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
@@ -132,8 +138,11 @@ func benchExecutionSpan(b *testing.B, c *Client, flush func() error) {
 		var span execSpan
 		_ = tr.start(ctx, &claim, &span)
 		tr.end(&span, &claim, &outcome{claim: claim})
+		if i%4096 == 4095 {
+			require.NoError(b, flush(ctx))
+		}
 	}
-	require.NoError(b, flush()) // the rest of the export, counted
+	require.NoError(b, shutdown()) // the rest of the export, counted
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
@@ -154,9 +163,9 @@ func TestUnsetOutcomeRecordsNoSpan(t *testing.T) {
 	id := queue.Identifier{Name: "Noop", Major: 1}
 	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
 		Hint: queue.Hint{Stream: queue.StreamKey("main", id), ID: "1764460800000-7"}}
-	job := jobSpanContext(claim.JobID, "")
-	tr.jobs[claim.JobID] = job
-	tr.parents[parentKey{claim.JobID, 0}] = 1
+	traced := newTracedJob(claim.JobID, "")
+	job := traced.sc
+	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: traced, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
 	for seq, out := range map[int64]*outcome{1: {}, 2: {claim: claim}} {
 		claim.Seq = seq
 		var span execSpan
@@ -167,4 +176,80 @@ func TestUnsetOutcomeRecordsNoSpan(t *testing.T) {
 	spans := col.WaitSpans(t, job.TraceID().String(), 1, 10*time.Second)
 	require.Len(t, spans, 1, "%v", spans)
 	require.Equal(t, int64(2), spans[0].Attributes["runfleet.task.id"])
+}
+
+// A traced execution's context hands out its span as
+// trace.ContextWithSpanContext would (to SpanFromContext, to spans task
+// code starts, through contexts derived from it) along with the
+// execution, and tracing an execution allocates nothing: no context and
+// no span of its own. (Not parallel: it sets the environment.)
+func TestTracedExecutionContext(t *testing.T) {
+	require.NotNil(t, spanKey, "OpenTelemetry's span key was not learnt")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", srv.URL+"/v1/traces")
+	tel, err := telemetry.FromEnv(context.Background(), telemetry.Config{ServiceName: "exec-context"})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, tel.Shutdown(context.Background())) }()
+	c := &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}
+	r := &Runner{client: c, id: "host-1-abcd", cluster: "main", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tr := newTaskTracing(c, r)
+	require.NotNil(t, tr.records, "the record path")
+	id := queue.Identifier{Name: "Noop", Major: 1}
+	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Seq: 5, Task: id, Attempt: 1, Parent: 0,
+		Hint: queue.Hint{Stream: queue.StreamKey("main", id), ID: "1764460800000-7"}}
+	tj := newTracedJob(claim.JobID, "")
+	job := tj.sc
+	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: tj, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
+
+	// The parent's own span, which the execution's must hide.
+	outer := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{9}})
+	parentCtx, stop := context.WithCancel(trace.ContextWithSpanContext(context.Background(), outer))
+	defer stop()
+	var span execSpan
+	ctx := tr.start(parentCtx, &claim, &span)
+	e := &execution{}
+	taskCtx, cancel := context.WithCancel(newExecContext(ctx, e, &span))
+	defer cancel()
+	sc := trace.SpanContextFromContext(taskCtx)
+	require.Equal(t, job.TraceID(), sc.TraceID())
+	require.Equal(t, telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, claim.Seq, claim.Attempt), sc.SpanID())
+	require.True(t, sc.IsSampled())
+	require.False(t, trace.SpanFromContext(taskCtx).IsRecording())
+	require.Same(t, e, executionFrom(taskCtx))
+
+	// A span task code starts is the execution's child.
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	_, child := tp.Tracer("task").Start(taskCtx, "child")
+	child.End()
+	require.Len(t, rec.Ended(), 1)
+	require.Equal(t, sc.SpanID(), rec.Ended()[0].Parent().SpanID())
+	require.Equal(t, sc.TraceID(), rec.Ended()[0].SpanContext().TraceID())
+	tr.end(&span, &claim, &outcome{claim: claim})
+
+	// Untraced, the context's span is its parent's.
+	require.Equal(t, outer, trace.SpanContextFromContext(newExecContext(parentCtx, &execution{}, nil)))
+
+	// Tracing adds no allocation: the least of several rounds, as in
+	// TestTracingOffAllocatesNothing.
+	traced, bare := math.Inf(1), math.Inf(1)
+	for range 8 {
+		traced = min(traced, testing.AllocsPerRun(100, func() {
+			claim.Seq++
+			var span execSpan
+			ctx := tr.start(parentCtx, &claim, &span)
+			_ = newExecContext(ctx, e, &span)
+			tr.end(&span, &claim, &outcome{claim: claim})
+		}))
+		bare = min(bare, testing.AllocsPerRun(100, func() { _ = newExecContext(parentCtx, e, nil) }))
+	}
+	require.Equal(t, bare, traced)
+
+	// Cancelling the runner's context reaches the task's.
+	stop()
+	require.ErrorIs(t, taskCtx.Err(), context.Canceled)
 }

@@ -19,9 +19,22 @@ import (
 // ExecutionSpanID is the span id of attempt attempt of task seq of job
 // jobID in trace tid: never zero, the same in every process.
 func ExecutionSpanID(tid trace.TraceID, jobID string, seq int64, attempt int) trace.SpanID {
-	h := hashBytes(fnvOffset, tid[:])
-	h = hashString(h, jobID)
-	h = hashUint64(h, uint64(seq))
+	return NewJobSpanIDs(tid, jobID).Execution(seq, attempt)
+}
+
+// JobSpanIDs gives the ExecutionSpanID of the executions of one job in one
+// trace. The hash of the trace and job ids, most of the bytes hashed, is
+// done once per job instead of once per execution.
+type JobSpanIDs struct{ h uint64 }
+
+// NewJobSpanIDs is the span ids of job jobID's executions in trace tid.
+func NewJobSpanIDs(tid trace.TraceID, jobID string) JobSpanIDs {
+	return JobSpanIDs{hashString(hashBytes(fnvOffset, tid[:]), jobID)}
+}
+
+// Execution is ExecutionSpanID of attempt attempt of task seq.
+func (j JobSpanIDs) Execution(seq int64, attempt int) trace.SpanID {
+	h := hashUint64(j.h, uint64(seq))
 	h = hashUint64(h, uint64(attempt))
 	return spanID(mix(h))
 }

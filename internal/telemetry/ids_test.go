@@ -80,6 +80,20 @@ func TestExecutionSpanIDsAreStableAndDistinct(t *testing.T) {
 	require.NotEqual(t, ExecutionSpanID(tid, "job", 1, 1), ExecutionSpanID(JobTraceID("other"), "job", 1, 1),
 		"the trace id is part of the hash")
 	require.Equal(t, ExecutionSpanID(tid, "job", -1, 0), PlaceholderSpanID(tid, "job"))
+	require.Equal(t, ExecutionSpanID(tid, "job", 7, 2), NewJobSpanIDs(tid, "job").Execution(7, 2))
+}
+
+// Runners of different versions compute each other's span ids: the hash
+// may not change. These values were computed before JobSpanIDs split
+// the hash in two.
+func TestExecutionSpanIDsKeepTheirValues(t *testing.T) {
+	t.Parallel()
+	const job = "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d"
+	tid := JobTraceID(job)
+	require.Equal(t, "3ba52eacd2268e98bc25cd9598102d69", tid.String())
+	require.Equal(t, "006a705c5ea69439", ExecutionSpanID(tid, job, 20000, 3).String())
+	require.Equal(t, "006a705c5ea69439", NewJobSpanIDs(tid, job).Execution(20000, 3).String())
+	require.Equal(t, "888b96c2d0d26d8a", PlaceholderSpanID(tid, job).String())
 }
 
 // The generator gives exactly the span started with WithIDs the wanted
