@@ -492,22 +492,18 @@ func (q *Queue) graphRead(ctx context.Context, jobID string, summarize bool) ([]
 	// A group is drawn as one node only above DefaultCollapseOver-like
 	// counts: small ones (a lone task of another name among a parent's
 	// children) are read task by task, to be drawn one by one.
-	type key struct {
-		parent int64
-		name   string
-	}
-	listed := map[key]int64{}
+	listed := map[leafKey]int64{}
 	for _, t := range out {
-		listed[key{t.Parent, t.Name}]++
+		listed[leafKey{t.Parent, t.Name}]++
 	}
-	small := map[key]bool{}
+	small := map[leafKey]bool{}
 	for _, g := range sum.groups() {
-		if k := (key{g.Parent, g.Name}); g.Count+listed[k] <= summaryMinGroup {
+		if k := (leafKey{g.Parent, g.Name}); g.Count+listed[k] <= summaryMinGroup {
 			small[k] = true
 		}
 	}
 	if len(small) > 0 {
-		again = sum.take(func(parent int64, name string) bool { return small[key{parent, name}] })
+		again = sum.take(func(parent int64, name string) bool { return small[leafKey{parent, name}] })
 		if _, err := read(again, false); err != nil {
 			return nil, nil, err
 		}
@@ -524,15 +520,16 @@ const summaryMinGroup = 64
 type bucketSummary struct {
 	names   map[string]string // ident index -> task name
 	idents  []string          // the indexes, for reading the count fields
-	buckets map[int64]summarized
+	buckets map[int64]leafKey
 	// singles are computed leaves counted one by one from the records of
 	// buckets a parent's children share with another's (at the ends of
 	// its range), by bucket.
 	singles map[int64][]single
 }
 
-// summarized is one bucket counted instead of read.
-type summarized struct {
+// leafKey names a group of counted tasks, and what a bucket counted
+// instead of read holds: a parent and a task name.
+type leafKey struct {
 	parent int64
 	name   string
 }
@@ -544,7 +541,7 @@ type single struct {
 }
 
 func newBucketSummary(ids map[string]string) *bucketSummary {
-	s := &bucketSummary{names: map[string]string{}, buckets: map[int64]summarized{}, singles: map[int64][]single{}}
+	s := &bucketSummary{names: map[string]string{}, buckets: map[int64]leafKey{}, singles: map[int64][]single{}}
 	for k, v := range ids {
 		if idx, ok := strings.CutPrefix(k, "#"); ok && idx != "" {
 			name, _, _ := strings.Cut(v, packSep)
@@ -621,7 +618,7 @@ func (s *bucketSummary) expand(ctx context.Context, q *Queue, jobID string, pare
 				}
 			}
 			if name, ok := s.names[full]; ok && full != "" {
-				s.buckets[c.bucket] = summarized{parent: c.parent, name: name}
+				s.buckets[c.bucket] = leafKey{parent: c.parent, name: name}
 				continue
 			}
 			out = appendBucket(out, c.bucket, c.parent)
@@ -707,13 +704,9 @@ func (s *bucketSummary) take(match func(parent int64, name string) bool) []graph
 // groups are the counted tasks by parent and name, in order of their
 // least seq.
 func (s *bucketSummary) groups() []LeafGroup {
-	type key struct {
-		parent int64
-		name   string
-	}
-	byKey := map[key]*LeafGroup{}
+	byKey := map[leafKey]*LeafGroup{}
 	add := func(parent int64, name string, first, n int64) {
-		k := key{parent, name}
+		k := leafKey{parent, name}
 		g, ok := byKey[k]
 		if !ok {
 			g = &LeafGroup{Parent: parent, Name: name, First: first}

@@ -103,6 +103,16 @@ local function ident_index(pre, nm, v, cl, cache)
   return idx
 end
 
+-- bucket_put moves task seq into its bucket as record rec of identifier
+-- index idx, counting it under "#<idx>", and deletes its hash tk.
+local function bucket_put(pre, seq, tk, idx, rec)
+  local bk = pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET)
+  redis.call('HSET', bk, seq, rec)
+  redis.call('HINCRBY', bk, '#' .. idx, 1)
+  redis.call('DEL', tk)
+  return true
+end
+
 -- PLAIN_FIELDS counts the fields of a task that ran once and has nothing
 -- but what every subtask has (st nm v cl in p tq, from write_subtasks, and
 -- own att ts, from its claim): HLEN tells such a task in O(1).
@@ -122,11 +132,7 @@ local function pack_plain(pre, seq, tk, owner, att, sd, now, created, cache)
   local rec = idx .. SEP .. SEP .. t[4] .. SEP .. att .. SEP .. SEP .. SEP
     .. SEP .. SEP .. owner .. SEP .. string.format('%d', tq - created) .. SEP .. string.format('%d', ts - tq)
     .. SEP .. string.format('%d', now - ts) .. SEP .. t[5] .. SEP .. SEP .. SEP .. sd
-  local bk = pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET)
-  redis.call('HSET', bk, seq, rec)
-  redis.call('HINCRBY', bk, '#' .. idx, 1)
-  redis.call('DEL', tk)
-  return true
+  return bucket_put(pre, seq, tk, idx, rec)
 end
 
 -- pack_leaf writes a task without children or dependents that computes now
@@ -151,11 +157,7 @@ local function pack_leaf(pre, seq, tk, disp, sd, now, created, cache)
     t.f or '', t.mr or '', t.opt or '', err, own,
     string.format('%d', tq - created), string.format('%d', ts - tq), string.format('%d', now - ts),
     t.p or '', t.ts1 or '', t.lost or '', sd}, SEP)
-  local bk = pre .. 'tb:' .. math.floor(tonumber(seq) / BUCKET)
-  redis.call('HSET', bk, seq, rec)
-  redis.call('HINCRBY', bk, '#' .. idx, 1)
-  redis.call('DEL', tk)
-  return true
+  return bucket_put(pre, seq, tk, idx, rec)
 end
 
 local function stream_key(cl, nm, v)

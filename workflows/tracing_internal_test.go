@@ -120,15 +120,23 @@ func BenchmarkExecutionSpan(b *testing.B) {
 	})
 }
 
-func benchExecutionSpan(b *testing.B, c *Client, flush func(context.Context) error, shutdown func() error) {
-	r := &Runner{client: c, id: "host-1-abcd", cluster: "bench", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	tr := newTaskTracing(c, r)
+// tracedChildClaim is the tracing of a runner of c in cluster, and a claim
+// of a Noop child of task 0 (attempt 1) whose job's trace and parent's
+// span are cached, so that starting its span reads nothing from Redis;
+// job is the span context the job's (missing) traceparent gives.
+func tracedChildClaim(c *Client, cluster string) (tr *taskTracing, claim queue.Claimed, job trace.SpanContext) {
+	r := &Runner{client: c, id: "host-1-abcd", cluster: cluster, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tr = newTaskTracing(c, r)
 	id := queue.Identifier{Name: "Noop", Major: 1}
-	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
-		Hint: queue.Hint{Stream: queue.StreamKey("bench", id), ID: "1764460800000-7"}}
-	traced := newTracedJob(claim.JobID, "")
-	job := traced.sc
-	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: traced, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
+	claim = queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
+		Hint: queue.Hint{Stream: queue.StreamKey(cluster, id), ID: "1764460800000-7"}}
+	tj := newTracedJob(claim.JobID, "")
+	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: tj, span: tj.ids.Execution(0, 1)}
+	return tr, claim, tj.sc
+}
+
+func benchExecutionSpan(b *testing.B, c *Client, flush func(context.Context) error, shutdown func() error) {
+	tr, claim, _ := tracedChildClaim(c, "bench")
 	ctx := context.Background()
 	var before, after syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
@@ -157,15 +165,8 @@ func TestUnsetOutcomeRecordsNoSpan(t *testing.T) {
 	tel, err := telemetry.FromEnv(context.Background(), telemetry.Config{ServiceName: "unset-outcome"})
 	require.NoError(t, err)
 	c := &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}
-	r := &Runner{client: c, id: "host-1-abcd", cluster: "main", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	tr := newTaskTracing(c, r)
+	tr, claim, job := tracedChildClaim(c, "main")
 	require.NotNil(t, tr.records, "the record path")
-	id := queue.Identifier{Name: "Noop", Major: 1}
-	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
-		Hint: queue.Hint{Stream: queue.StreamKey("main", id), ID: "1764460800000-7"}}
-	traced := newTracedJob(claim.JobID, "")
-	job := traced.sc
-	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: traced, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
 	for seq, out := range map[int64]*outcome{1: {}, 2: {claim: claim}} {
 		claim.Seq = seq
 		var span execSpan
@@ -195,15 +196,9 @@ func TestTracedExecutionContext(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { require.NoError(t, tel.Shutdown(context.Background())) }()
 	c := &Client{tracer: telemetry.Tracer(tel.TracerProvider()), tel: tel}
-	r := &Runner{client: c, id: "host-1-abcd", cluster: "main", logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	tr := newTaskTracing(c, r)
+	tr, claim, job := tracedChildClaim(c, "main")
 	require.NotNil(t, tr.records, "the record path")
-	id := queue.Identifier{Name: "Noop", Major: 1}
-	claim := queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Seq: 5, Task: id, Attempt: 1, Parent: 0,
-		Hint: queue.Hint{Stream: queue.StreamKey("main", id), ID: "1764460800000-7"}}
-	tj := newTracedJob(claim.JobID, "")
-	job := tj.sc
-	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: tj, span: telemetry.ExecutionSpanID(job.TraceID(), claim.JobID, 0, 1)}
+	claim.Seq = 5
 
 	// The parent's own span, which the execution's must hide.
 	outer := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{9}})

@@ -166,6 +166,17 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 		counts = append(counts, map[string]int64{})
 		return len(g.Nodes) - 1
 	}
+	// groupNode is the collapsed node of name under parent's node, made
+	// at seq, its first task, when it is not there yet.
+	groupNode := func(parent int, seq int64, name, version string) int {
+		k := groupKey{parent, name}
+		n, ok := groups[k]
+		if !ok {
+			n = addNode(Node{Seq: seq, Name: name, Version: version, Group: true})
+			groups[k] = n
+		}
+		return n
+	}
 	treeEdges := make(map[[2]int]bool)
 	for _, it := range items {
 		if it.group >= 0 {
@@ -174,12 +185,7 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 			if !ok {
 				continue
 			}
-			k := groupKey{nodeOf[pi], l.Name}
-			n, ok := groups[k]
-			if !ok {
-				n = addNode(Node{Seq: l.First, Name: l.Name, Group: true})
-				groups[k] = n
-			}
+			n := groupNode(nodeOf[pi], l.First, l.Name, "")
 			g.Nodes[n].Count += l.Count
 			counts[n][workflows.TaskComputed] += l.Count
 			treeEdges[[2]int{nodeOf[pi], n}] = true
@@ -192,13 +198,7 @@ func Build(job workflows.Job, tasks []workflows.TaskInfo, o Options) *Graph {
 		var node int
 		switch {
 		case hasParent && (g.Nodes[nodeOf[pi]].Group || siblings[sibKey{t.Parent, t.Name}] > o.CollapseOver):
-			k := groupKey{nodeOf[pi], t.Name}
-			n, ok := groups[k]
-			if !ok {
-				n = addNode(Node{Seq: t.Seq, Name: t.Name, Version: t.Version, Group: true})
-				groups[k] = n
-			}
-			node = n
+			node = groupNode(nodeOf[pi], t.Seq, t.Name, t.Version)
 		default:
 			node = addNode(Node{Seq: t.Seq, Name: t.Name, Version: t.Version, Display: t.Display,
 				State: t.State, Error: firstLine(t.Error)})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -209,7 +210,7 @@ func parseOTLPHeaders(value, variable string, h http.Header) error {
 		}
 		k, v, ok := strings.Cut(pair, "=")
 		k = strings.TrimSpace(k)
-		if !ok || !isHeaderName(k) {
+		if !ok || !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("set up OpenTelemetry traces: %s: %q is not key=value with a header name as key", variable, pair)
 		}
 		dec, err := url.PathUnescape(v)
@@ -217,29 +218,12 @@ func parseOTLPHeaders(value, variable string, h http.Header) error {
 			return fmt.Errorf("set up OpenTelemetry traces: %s: the value of %q: %w", variable, k, err)
 		}
 		dec = strings.TrimSpace(dec)
-		if strings.ContainsFunc(dec, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+		if !httpguts.ValidHeaderFieldValue(dec) {
 			return fmt.Errorf("set up OpenTelemetry traces: %s: the value of %q holds a control character", variable, k)
 		}
 		h.Set(k, dec)
 	}
 	return nil
-}
-
-// isHeaderName reports whether k is an HTTP header name (an RFC 9110
-// token).
-func isHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for _, c := range []byte(k) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // traceTLS is the TLS configuration the certificate variables give: the
