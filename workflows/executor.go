@@ -34,6 +34,9 @@ type outcome struct {
 	m     *taskMetrics
 	took  time.Duration
 	start time.Time
+	// ended is when the execution's span record dated its end, which the
+	// executor reuses; zero when none did.
+	ended time.Time
 }
 
 // execute runs one claimed task on devs (nil without a device pool), started
@@ -46,7 +49,7 @@ func (r *Runner) execute(workCtx context.Context, c queue.Claimed, devs []Device
 	var traced *execSpan
 	if r.tracing != nil {
 		var span execSpan
-		workCtx = r.tracing.start(workCtx, &c, &span)
+		workCtx = r.tracing.start(workCtx, &c, &span, start)
 		defer r.tracing.end(&span, &c, &out)
 		traced = &span
 	}

@@ -152,7 +152,11 @@ func (p *producer) startExecutors() {
 				start := time.Now()
 				o := p.r.execute(p.workCtx, w.claim, w.dev, start)
 				o.dev, o.start = w.dev, start
-				o.took = time.Since(start)
+				end := o.ended
+				if end.IsZero() {
+					end = time.Now()
+				}
+				o.took = end.Sub(start)
 				p.noteExecTime(o.took)
 				p.results <- o
 			}

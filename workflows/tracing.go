@@ -175,9 +175,38 @@ type taskTracing struct {
 	records     *telemetry.ExecSpans
 	recordAttrs *telemetry.ExecAttrs
 
-	mu      sync.Mutex
-	jobs    map[string]tracedJob       // job id -> its trace
-	parents map[parentKey]tracedParent // parent task -> its committed attempt's span
+	jobs    boundedCache[string, tracedJob]       // job id -> its trace
+	parents boundedCache[parentKey, tracedParent] // parent task -> its committed attempt's span
+}
+
+// boundedCache is a cache of a runner's span lineage, read by every
+// execution: a sync.Map, so that concurrent executors read it without
+// taking a lock, emptied when a store finds it full.
+type boundedCache[K comparable, V any] struct {
+	m  sync.Map // K -> *V
+	mu sync.Mutex
+	n  int // entries stored since it was last emptied; under mu
+}
+
+func (c *boundedCache[K, V]) load(k K) (*V, bool) {
+	v, ok := c.m.Load(k)
+	if !ok {
+		return nil, false
+	}
+	return v.(*V), true
+}
+
+// store caches v under k, emptying the cache first when it holds max.
+func (c *boundedCache[K, V]) store(k K, v V, max int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n >= max {
+		c.m.Clear()
+		c.n = 0
+	}
+	if _, had := c.m.LoadOrStore(k, &v); !had {
+		c.n++
+	}
 }
 
 // execSpan is the span of one execution: an SDK span, or with
@@ -207,20 +236,20 @@ func newTaskTracing(c *Client, r *Runner) *taskTracing {
 	if r.release != "" {
 		common = append(common, attrRelease.String(r.release))
 	}
-	t := &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common,
-		jobs: map[string]tracedJob{}, parents: map[parentKey]tracedParent{}}
+	t := &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common}
 	if rec := c.tel.ExecSpans(); rec != nil {
 		t.records, t.recordAttrs = rec, telemetry.NewExecAttrs(common...)
 	}
 	return t
 }
 
-// start begins the span of execution c in x, which end then ends. Without
-// records, the returned context carries the SDK span. With records, no SDK
-// span is made: x.sc is the span's context, which the task's context gets
-// (what task code's spans and log records need), and end writes the
-// record, or for an execution that did not compute, the SDK span.
-func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan) context.Context {
+// start begins the span of execution c, which began at began, in x; end
+// then ends it. Without records, the returned context carries the SDK
+// span. With records, no SDK span is made: x.sc is the span's context,
+// which the task's context gets (what task code's spans and log records
+// need), and end writes the record, or for an execution that did not
+// compute, the SDK span.
+func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan, began time.Time) context.Context {
 	parent, root, ids := t.parentOf(ctx, c)
 	tid := parent.TraceID()
 	sid := ids.Execution(c.Seq, c.Attempt)
@@ -237,7 +266,7 @@ func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan) 
 		flags = trace.FlagsSampled
 	}
 	*x = execSpan{sc: trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags,
-		TraceState: parent.TraceState()}), parent: parent, root: root, start: time.Now(), stream: stream}
+		TraceState: parent.TraceState()}), parent: parent, root: root, start: began, stream: stream}
 	// The task's context gets x.sc from newExecContext, with no
 	// allocation of its own.
 	return ctx
@@ -288,17 +317,16 @@ func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent tr
 	var job tracedJob
 	var parentSpan trace.SpanID
 	haveJob, haveParent := false, c.Parent < 0
-	t.mu.Lock()
 	if !haveParent {
-		var p tracedParent
-		if p, haveParent = t.parents[parentKey{c.JobID, c.Parent}]; haveParent {
-			job, haveJob, parentSpan = p.job, true, p.span
+		if p, ok := t.parents.load(parentKey{c.JobID, c.Parent}); ok {
+			job, haveJob, haveParent, parentSpan = p.job, true, true, p.span
 		}
 	}
 	if !haveJob {
-		job, haveJob = t.jobs[c.JobID]
+		if j, ok := t.jobs.load(c.JobID); ok {
+			job, haveJob = *j, true
+		}
 	}
-	t.mu.Unlock()
 	if !haveJob || !haveParent {
 		seq := c.Parent
 		if haveParent {
@@ -314,24 +342,16 @@ func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent tr
 			return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, TraceFlags: trace.FlagsSampled}),
 				true, telemetry.NewJobSpanIDs(tid, c.JobID)
 		}
-		t.mu.Lock()
 		if !haveJob {
 			job = newTracedJob(c.JobID, l.TraceParent)
-			if len(t.jobs) >= maxTracedJobs {
-				clear(t.jobs)
-			}
-			t.jobs[c.JobID] = job
+			t.jobs.store(c.JobID, job, maxTracedJobs)
 		}
 		if !haveParent && l.ParentAttempt > 0 {
 			// Kept as the span id, not the attempt: the job's
 			// traceparent does not change, so neither does the id.
 			parentSpan = job.ids.Execution(c.Parent, l.ParentAttempt)
-			if len(t.parents) >= maxTracedParents {
-				clear(t.parents)
-			}
-			t.parents[parentKey{c.JobID, c.Parent}] = tracedParent{job: job, span: parentSpan}
+			t.parents.store(parentKey{c.JobID, c.Parent}, tracedParent{job: job, span: parentSpan}, maxTracedParents)
 		}
-		t.mu.Unlock()
 	}
 	if c.Parent >= 0 && parentSpan.IsValid() {
 		return trace.NewSpanContext(trace.SpanContextConfig{TraceID: job.sc.TraceID(), SpanID: parentSpan,
@@ -402,8 +422,11 @@ func (t *taskTracing) end(x *execSpan, c *queue.Claimed, out *outcome) {
 			return
 		}
 		if out.err == nil {
+			// The executor takes this end as the execution's too: one
+			// clock read fewer per execution.
+			out.ended = time.Now()
 			rec := telemetry.ExecRecord{TraceID: x.sc.TraceID(), SpanID: x.sc.SpanID(), Flags: x.sc.TraceFlags(),
-				TaskName: c.Task.Name, Start: x.start, End: time.Now(), JobID: c.JobID, TaskID: c.Seq,
+				TaskName: c.Task.Name, Start: x.start, End: out.ended, JobID: c.JobID, TaskID: c.Seq,
 				Attempt: c.Attempt, Destination: x.stream, MessageID: c.Hint.ID, Common: t.recordAttrs}
 			if !x.root {
 				rec.Parent, rec.ParentRemote = x.parent.SpanID(), true

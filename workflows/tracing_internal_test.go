@@ -131,8 +131,50 @@ func tracedChildClaim(c *Client, cluster string) (tr *taskTracing, claim queue.C
 	claim = queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
 		Hint: queue.Hint{Stream: queue.StreamKey(cluster, id), ID: "1764460800000-7"}}
 	tj := newTracedJob(claim.JobID, "")
-	tr.parents[parentKey{claim.JobID, 0}] = tracedParent{job: tj, span: tj.ids.Execution(0, 1)}
+	tr.parents.store(parentKey{claim.JobID, 0}, tracedParent{job: tj, span: tj.ids.Execution(0, 1)}, maxTracedParents)
 	return tr, claim, tj.sc
+}
+
+// TestLineageCachesAreBounded: a runner's caches of job traces and parent
+// spans are emptied when full, and a key stored twice (two executors that
+// missed at once) counts once.
+func TestLineageCachesAreBounded(t *testing.T) {
+	const max = 100
+	var c boundedCache[parentKey, trace.SpanID]
+	key := func(i int) parentKey { return parentKey{"job", int64(i)} }
+	id := func(i int) trace.SpanID { return trace.SpanID{7: byte(i + 1)} }
+	c.store(key(0), id(0), max)
+	for i := range max {
+		c.store(key(i), id(i), max)
+	}
+	require.Equal(t, max, c.n)
+	got, ok := c.load(key(max - 1))
+	require.True(t, ok)
+	require.Equal(t, id(max-1), *got)
+
+	c.store(key(max), id(max), max)
+	require.Equal(t, 1, c.n)
+	_, ok = c.load(key(0))
+	require.False(t, ok, "a full cache is emptied before the next entry")
+	got, ok = c.load(key(max))
+	require.True(t, ok)
+	require.Equal(t, id(max), *got)
+}
+
+// BenchmarkSpanParentLookup is the lookup every traced execution of a
+// subtask makes for its parent's span, from executors on every CPU at
+// once, as a runner's are.
+func BenchmarkSpanParentLookup(b *testing.B) {
+	tr, claim, job := tracedChildClaim(&Client{tracer: telemetry.Tracer(sdktrace.NewTracerProvider())}, "bench")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := claim
+		for pb.Next() {
+			if parent, _, _ := tr.parentOf(context.Background(), &c); parent.TraceID() != job.TraceID() {
+				b.Fatal("the parent's span is not in the job's trace")
+			}
+		}
+	})
 }
 
 func benchExecutionSpan(b *testing.B, c *Client, flush func(context.Context) error, shutdown func() error) {
@@ -144,7 +186,7 @@ func benchExecutionSpan(b *testing.B, c *Client, flush func(context.Context) err
 	for i := 0; b.Loop(); i++ {
 		claim.Seq = int64(i + 1)
 		var span execSpan
-		_ = tr.start(ctx, &claim, &span)
+		_ = tr.start(ctx, &claim, &span, time.Now())
 		tr.end(&span, &claim, &outcome{claim: claim})
 		if i%4096 == 4095 {
 			require.NoError(b, flush(ctx))
@@ -170,7 +212,7 @@ func TestUnsetOutcomeRecordsNoSpan(t *testing.T) {
 	for seq, out := range map[int64]*outcome{1: {}, 2: {claim: claim}} {
 		claim.Seq = seq
 		var span execSpan
-		_ = tr.start(context.Background(), &claim, &span)
+		_ = tr.start(context.Background(), &claim, &span, time.Now())
 		tr.end(&span, &claim, out)
 	}
 	require.NoError(t, tel.Shutdown(context.Background())) // one export holds both, if both were queued
@@ -205,7 +247,7 @@ func TestTracedExecutionContext(t *testing.T) {
 	parentCtx, stop := context.WithCancel(trace.ContextWithSpanContext(context.Background(), outer))
 	defer stop()
 	var span execSpan
-	ctx := tr.start(parentCtx, &claim, &span)
+	ctx := tr.start(parentCtx, &claim, &span, time.Now())
 	e := &execution{}
 	taskCtx, cancel := context.WithCancel(newExecContext(ctx, e, &span))
 	defer cancel()
@@ -236,7 +278,7 @@ func TestTracedExecutionContext(t *testing.T) {
 		traced = min(traced, testing.AllocsPerRun(100, func() {
 			claim.Seq++
 			var span execSpan
-			ctx := tr.start(parentCtx, &claim, &span)
+			ctx := tr.start(parentCtx, &claim, &span, time.Now())
 			_ = newExecContext(ctx, e, &span)
 			tr.end(&span, &claim, &outcome{claim: claim})
 		}))
