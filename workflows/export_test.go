@@ -20,3 +20,21 @@ func ServeWorker(ctx context.Context, tasks []Task, in io.Reader, out io.Writer)
 func ServeMode(mode string, tasks []Task, stdout, stderr io.Writer) int {
 	return serveMode(mode, tasks, stdout, stderr)
 }
+
+// ExecSpansDropped is how many execution spans c's export queue dropped
+// for want of room; 0 when c does not queue them.
+func ExecSpansDropped(c *Client) int64 {
+	if s := c.tel.ExecSpans(); s != nil {
+		return s.Dropped()
+	}
+	return 0
+}
+
+// FlushExecSpans exports the execution spans c has queued and waits for
+// the collector's answer.
+func FlushExecSpans(ctx context.Context, c *Client) error {
+	if s := c.tel.ExecSpans(); s != nil {
+		return s.Flush(ctx)
+	}
+	return nil
+}

@@ -27,7 +27,8 @@ type OTLPReceiver struct {
 	// discard: received data is decoded and dropped (nop exporter), not
 	// written; Spans and Logs find nothing.
 	discard bool
-	nice    int // > 0: the collector runs under `nice -n nice`
+	nice    int  // > 0: the collector runs under `nice -n nice`
+	idle    bool // the collector runs in the SCHED_IDLE class (chrt --idle)
 	process
 }
 
@@ -39,6 +40,14 @@ type OTLPReceiverOption func(*OTLPReceiver)
 // then takes only the CPU time they leave, as a collector on a machine of
 // its own would.
 func WithNice(n int) OTLPReceiverOption { return func(o *OTLPReceiver) { o.nice = n } }
+
+// WithIdleScheduling runs the collector in Linux's SCHED_IDLE class
+// (chrt --idle 0): it gets a CPU only when nothing else on it wants one,
+// which no nice level achieves. On a machine whose few cores the measured
+// runner and Redis also use, the collector then receives and decodes
+// everything in the time they leave idle, as a collector on a machine of
+// its own would, instead of taking turns with them. Overrides WithNice.
+func WithIdleScheduling() OTLPReceiverOption { return func(o *OTLPReceiver) { o.idle = true } }
 
 // Endpoint is the value for OTEL_EXPORTER_OTLP_ENDPOINT.
 func (o *OTLPReceiver) Endpoint() string { return "http://" + o.Addr }
@@ -173,11 +182,16 @@ func (o *OTLPReceiver) start(ctx context.Context, bin string) error {
 		return fmt.Errorf("start collector: %w", err)
 	}
 	defer logf.Close() // the child has its own copy
-	cmd := exec.Command(bin, "--config", "file:"+cfg)
-	if o.nice > 0 {
-		// Through nice(1), so that every thread of the collector has it.
-		cmd = exec.Command("nice", "-n", strconv.Itoa(o.nice), bin, "--config", "file:"+cfg)
+	args := []string{bin, "--config", "file:" + cfg}
+	// Through chrt(1) or nice(1), so that every thread of the collector
+	// has the class or priority.
+	switch {
+	case o.idle:
+		args = append([]string{"chrt", "--idle", "0"}, args...)
+	case o.nice > 0:
+		args = append([]string{"nice", "-n", strconv.Itoa(o.nice)}, args...)
 	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = o.Dir, logf, logf
 	exited, err := o.launch(cmd)
 	if err != nil {
