@@ -30,13 +30,11 @@ type outcome struct {
 	dev     []Device
 	devGone <-chan struct{}
 	// m is the task's metrics (nil without); took its execution time,
-	// from start.
+	// from start: set by the executor, or already by the span record that
+	// dated the execution's end (taskTracing.end), one clock read fewer.
 	m     *taskMetrics
 	took  time.Duration
 	start time.Time
-	// ended is when the execution's span record dated its end, which the
-	// executor reuses; zero when none did.
-	ended time.Time
 }
 
 // execute runs one claimed task on devs (nil without a device pool), started

@@ -242,14 +242,24 @@ func TestMetricsOfTwoRunnersInOneProcessDoNotCollide(t *testing.T) {
 	require.Equal(t, "completed", final.State)
 
 	var computed, claimed, free float64
-	for _, addr := range []string{own[0].MetricsAddr(), own[1].MetricsAddr(), sharedAddr.String()} {
-		require.NotEmpty(t, addr)
-		fams := scrape(t, addr)
-		computed += sumCounter(fams, "runfleet_tasks_computed_total")
-		claimed += sumCounter(fams, "runfleet_tasks_claimed_total")
-		free += gauge(fams, "runfleet_slots_free")
+	sum := func() {
+		computed, claimed, free = 0, 0, 0
+		for _, addr := range []string{own[0].MetricsAddr(), own[1].MetricsAddr(), sharedAddr.String()} {
+			require.NotEmpty(t, addr)
+			fams := scrape(t, addr)
+			computed += sumCounter(fams, "runfleet_tasks_computed_total")
+			claimed += sumCounter(fams, "runfleet_tasks_claimed_total")
+			free += gauge(fams, "runfleet_slots_free")
+		}
 	}
-	require.Equal(t, float64(final.TaskCounts["computed"]), computed)
+	// A runner counts its last commit and frees its slot just after the
+	// job shows completed: wait for both, then compare.
+	want := float64(final.TaskCounts["computed"])
+	deadline := time.Now().Add(10 * time.Second)
+	for sum(); (computed != want || free != 4*2) && time.Now().Before(deadline); sum() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Equal(t, want, computed)
 	require.Equal(t, computed+3, claimed)
 	require.Equal(t, float64(4*2), free, "every runner's slots are free, the shared set's summed")
 }

@@ -152,11 +152,9 @@ func (p *producer) startExecutors() {
 				start := time.Now()
 				o := p.r.execute(p.workCtx, w.claim, w.dev, start)
 				o.dev, o.start = w.dev, start
-				end := o.ended
-				if end.IsZero() {
-					end = time.Now()
+				if o.took == 0 {
+					o.took = time.Since(start)
 				}
-				o.took = end.Sub(start)
 				p.noteExecTime(o.took)
 				p.results <- o
 			}

@@ -183,11 +183,13 @@ type taskTracing struct {
 // execution: a sync.Map, so that concurrent executors read it without
 // taking a lock, emptied when a store finds it full.
 type boundedCache[K comparable, V any] struct {
-	m  sync.Map // K -> *V
-	mu sync.Mutex
-	n  int // entries stored since it was last emptied; under mu
+	m     sync.Map // K -> *V
+	limit int      // entries it holds at most
+	mu    sync.Mutex
+	n     int // entries stored since it was last emptied; under mu
 }
 
+// load is the value cached under k, if any.
 func (c *boundedCache[K, V]) load(k K) (*V, bool) {
 	v, ok := c.m.Load(k)
 	if !ok {
@@ -196,17 +198,20 @@ func (c *boundedCache[K, V]) load(k K) (*V, bool) {
 	return v.(*V), true
 }
 
-// store caches v under k, emptying the cache first when it holds max.
-func (c *boundedCache[K, V]) store(k K, v V, max int) {
+// store caches v under k, emptying the cache first when it is full and k
+// is not in it.
+func (c *boundedCache[K, V]) store(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.n >= max {
+	if _, had := c.m.Load(k); had {
+		return // another executor that missed at the same time stored it
+	}
+	if c.n >= c.limit {
 		c.m.Clear()
 		c.n = 0
 	}
-	if _, had := c.m.LoadOrStore(k, &v); !had {
-		c.n++
-	}
+	c.m.Store(k, &v)
+	c.n++
 }
 
 // execSpan is the span of one execution: an SDK span, or with
@@ -237,6 +242,7 @@ func newTaskTracing(c *Client, r *Runner) *taskTracing {
 		common = append(common, attrRelease.String(r.release))
 	}
 	t := &taskTracing{tracer: c.tracer, q: c.q, logger: r.logger, cluster: r.cluster, common: common}
+	t.jobs.limit, t.parents.limit = maxTracedJobs, maxTracedParents
 	if rec := c.tel.ExecSpans(); rec != nil {
 		t.records, t.recordAttrs = rec, telemetry.NewExecAttrs(common...)
 	}
@@ -258,7 +264,7 @@ func (t *taskTracing) start(ctx context.Context, c *queue.Claimed, x *execSpan, 
 		stream = queue.StreamKey(t.cluster, c.Task)
 	}
 	if t.records == nil {
-		x.sdk = t.startSDK(ctx, c, parent, root, sid, stream)
+		x.sdk = t.startSDK(ctx, c, parent, root, sid, stream, trace.WithTimestamp(began))
 		return trace.ContextWithSpan(ctx, x.sdk)
 	}
 	var flags trace.TraceFlags
@@ -344,13 +350,13 @@ func (t *taskTracing) parentOf(ctx context.Context, c *queue.Claimed) (parent tr
 		}
 		if !haveJob {
 			job = newTracedJob(c.JobID, l.TraceParent)
-			t.jobs.store(c.JobID, job, maxTracedJobs)
+			t.jobs.store(c.JobID, job)
 		}
 		if !haveParent && l.ParentAttempt > 0 {
 			// Kept as the span id, not the attempt: the job's
 			// traceparent does not change, so neither does the id.
 			parentSpan = job.ids.Execution(c.Parent, l.ParentAttempt)
-			t.parents.store(parentKey{c.JobID, c.Parent}, tracedParent{job: job, span: parentSpan}, maxTracedParents)
+			t.parents.store(parentKey{c.JobID, c.Parent}, tracedParent{job: job, span: parentSpan})
 		}
 	}
 	if c.Parent >= 0 && parentSpan.IsValid() {
@@ -404,7 +410,8 @@ const maxStatusBytes = 4096
 // event with its stack, a hand-back an event saying why. A computed
 // execution's span gets nothing more (its status stays unset): an
 // attribute added now would copy the span's attributes, and most
-// executions compute.
+// executions compute. Writing a computed execution's span record, it also
+// sets out.took, from the same clock read as the record's end.
 func (t *taskTracing) end(x *execSpan, c *queue.Claimed, out *outcome) {
 	span := x.sdk
 	if out.claim.JobID == "" {
@@ -422,11 +429,12 @@ func (t *taskTracing) end(x *execSpan, c *queue.Claimed, out *outcome) {
 			return
 		}
 		if out.err == nil {
-			// The executor takes this end as the execution's too: one
-			// clock read fewer per execution.
-			out.ended = time.Now()
+			// x.start is the executor's start of the execution, so this
+			// end gives its execution time too: one clock read fewer.
+			ended := time.Now()
+			out.took = ended.Sub(x.start)
 			rec := telemetry.ExecRecord{TraceID: x.sc.TraceID(), SpanID: x.sc.SpanID(), Flags: x.sc.TraceFlags(),
-				TaskName: c.Task.Name, Start: x.start, End: out.ended, JobID: c.JobID, TaskID: c.Seq,
+				TaskName: c.Task.Name, Start: x.start, End: ended, JobID: c.JobID, TaskID: c.Seq,
 				Attempt: c.Attempt, Destination: x.stream, MessageID: c.Hint.ID, Common: t.recordAttrs}
 			if !x.root {
 				rec.Parent, rec.ParentRemote = x.parent.SpanID(), true

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -131,34 +132,41 @@ func tracedChildClaim(c *Client, cluster string) (tr *taskTracing, claim queue.C
 	claim = queue.Claimed{JobID: "0196a3c4-8f2e-7c1a-9b1e-5d6f7a8b9c0d", Task: id, Attempt: 1, Parent: 0,
 		Hint: queue.Hint{Stream: queue.StreamKey(cluster, id), ID: "1764460800000-7"}}
 	tj := newTracedJob(claim.JobID, "")
-	tr.parents.store(parentKey{claim.JobID, 0}, tracedParent{job: tj, span: tj.ids.Execution(0, 1)}, maxTracedParents)
+	tr.parents.store(parentKey{claim.JobID, 0}, tracedParent{job: tj, span: tj.ids.Execution(0, 1)})
 	return tr, claim, tj.sc
 }
 
 // TestLineageCachesAreBounded: a runner's caches of job traces and parent
-// spans are emptied when full, and a key stored twice (two executors that
-// missed at once) counts once.
+// spans are emptied when full, and a key that executors which missed at
+// the same time all store counts once, and empties no full cache.
 func TestLineageCachesAreBounded(t *testing.T) {
-	const max = 100
-	var c boundedCache[parentKey, trace.SpanID]
+	const limit = 100
+	c := boundedCache[parentKey, trace.SpanID]{limit: limit}
 	key := func(i int) parentKey { return parentKey{"job", int64(i)} }
 	id := func(i int) trace.SpanID { return trace.SpanID{7: byte(i + 1)} }
-	c.store(key(0), id(0), max)
-	for i := range max {
-		c.store(key(i), id(i), max)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { c.store(key(0), id(0)) })
 	}
-	require.Equal(t, max, c.n)
-	got, ok := c.load(key(max - 1))
+	wg.Wait()
+	require.Equal(t, 1, c.n)
+	for i := range limit {
+		c.store(key(i), id(i))
+	}
+	require.Equal(t, limit, c.n)
+	c.store(key(limit-1), id(limit-1))
+	require.Equal(t, limit, c.n, "a key already cached does not empty a full cache")
+	got, ok := c.load(key(0))
 	require.True(t, ok)
-	require.Equal(t, id(max-1), *got)
+	require.Equal(t, id(0), *got)
 
-	c.store(key(max), id(max), max)
+	c.store(key(limit), id(limit))
 	require.Equal(t, 1, c.n)
 	_, ok = c.load(key(0))
 	require.False(t, ok, "a full cache is emptied before the next entry")
-	got, ok = c.load(key(max))
+	got, ok = c.load(key(limit))
 	require.True(t, ok)
-	require.Equal(t, id(max), *got)
+	require.Equal(t, id(limit), *got)
 }
 
 // BenchmarkSpanParentLookup is the lookup every traced execution of a

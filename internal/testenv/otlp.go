@@ -37,16 +37,16 @@ type OTLPReceiverOption func(*OTLPReceiver)
 
 // WithNice runs the collector at CPU priority n (nice -n n; 19 is the
 // lowest): on a machine whose few cores the measured runner also uses, it
-// then takes only the CPU time they leave, as a collector on a machine of
-// its own would.
+// then yields to them more, though it still takes turns with them.
 func WithNice(n int) OTLPReceiverOption { return func(o *OTLPReceiver) { o.nice = n } }
 
 // WithIdleScheduling runs the collector in Linux's SCHED_IDLE class
-// (chrt --idle 0): it gets a CPU only when nothing else on it wants one,
-// which no nice level achieves. On a machine whose few cores the measured
-// runner and Redis also use, the collector then receives and decodes
-// everything in the time they leave idle, as a collector on a machine of
-// its own would, instead of taking turns with them. Overrides WithNice.
+// (chrt --idle 0), the lowest priority there is, well below nice 19: it
+// runs almost only when nothing else on a CPU wants it. On a machine whose
+// few cores the measured runner and Redis also use, the collector then
+// receives and decodes everything mostly in the time they leave idle,
+// closer to a collector on a machine of its own, though it still shares
+// their caches and memory. Overrides WithNice.
 func WithIdleScheduling() OTLPReceiverOption { return func(o *OTLPReceiver) { o.idle = true } }
 
 // Endpoint is the value for OTEL_EXPORTER_OTLP_ENDPOINT.
