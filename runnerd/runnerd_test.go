@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,10 +66,17 @@ func TestRedeployWhileRunning(t *testing.T) {
 	st := waitStatus(t, d, "release a running", onlyRunning(a.ID))
 	oldPID := st[0].PID
 
-	j := f.submit(t, &benchtask.Probe{MS: 1500, Children: 6})
+	// The root stays in flight until release b runs: only then may its
+	// children be queued, or release a (not yet draining) could take them.
+	gate := filepath.Join(t.TempDir(), "release-b-runs")
+	j := f.submit(t, &benchtask.Probe{Until: gate, Children: 6})
 	require.Eventually(t, func() bool { return f.tasks(t, j.ID)[0].State == workflows.TaskRunning },
 		20*time.Second, 5*time.Millisecond)
 	f.deploy(t, b)
+	waitStatus(t, d, "release b running", func(st []runnerd.Status) bool {
+		return slices.ContainsFunc(st, func(s runnerd.Status) bool { return s.Release == b.ID && s.State == "running" })
+	})
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
 	require.Equal(t, workflows.JobCompleted, f.wait(t, j.ID).State)
 
 	ts := f.tasks(t, j.ID)

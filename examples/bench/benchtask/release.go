@@ -20,11 +20,14 @@ var Build = "dev"
 // Probe records where it ran in its display text ("build=<Build>
 // release=<release id prefix> pid=<pid>", then " cuda=<CUDA_VISIBLE_DEVICES
 // value>" when it was handed a device), sleeps MS milliseconds (or until
-// its context ends), then submits Children Probes that sleep ChildMS.
+// its context ends), waits until the file Until exists when it is set (a
+// test holds the task in flight that way until it says so), then submits
+// Children Probes that sleep ChildMS.
 type Probe struct {
-	MS       int `json:"ms,omitempty"`
-	Children int `json:"children,omitempty"`
-	ChildMS  int `json:"child_ms,omitempty"`
+	MS       int    `json:"ms,omitempty"`
+	Until    string `json:"until,omitempty"`
+	Children int    `json:"children,omitempty"`
+	ChildMS  int    `json:"child_ms,omitempty"`
 }
 
 func (*Probe) Identifier() workflows.TaskIdentifier {
@@ -46,6 +49,16 @@ func (p *Probe) Execute(ctx context.Context) error {
 	workflows.SetDisplay(ctx, display)
 	if err := (&Sleep{MS: p.MS}).Execute(ctx); err != nil {
 		return err
+	}
+	for p.Until != "" {
+		if _, err := os.Stat(p.Until); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	kids := make([]workflows.Task, p.Children)
 	for i := range kids {
