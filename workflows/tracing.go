@@ -387,7 +387,7 @@ type tracedParent struct {
 func newTracedJob(jobID, traceParent string) tracedJob {
 	sc := jobSpanContext(jobID, traceParent)
 	ids := telemetry.NewJobSpanIDs(sc.TraceID(), jobID)
-	return tracedJob{sc: sc, placeholder: sc.SpanID() == ids.Execution(-1, 0), ids: ids}
+	return tracedJob{sc: sc, placeholder: sc.SpanID() == ids.Placeholder(), ids: ids}
 }
 
 // jobSpanContext is the span context a job's traceparent names; a job

@@ -44,8 +44,12 @@ func (j JobSpanIDs) Execution(seq int64, attempt int) trace.SpanID {
 // job's root execution starts the trace instead of pointing at a parent
 // that was never exported.
 func PlaceholderSpanID(tid trace.TraceID, jobID string) trace.SpanID {
-	return ExecutionSpanID(tid, jobID, -1, 0)
+	return NewJobSpanIDs(tid, jobID).Placeholder()
 }
+
+// Placeholder is PlaceholderSpanID of the job: the id of an execution
+// that no task has (seq -1, attempt 0).
+func (j JobSpanIDs) Placeholder() trace.SpanID { return j.Execution(-1, 0) }
 
 // JobTraceID is the trace id of a job that starts its own trace: a hash of
 // its id, random-looking (as trace-id ratio samplers need), never zero.
